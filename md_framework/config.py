@@ -1,0 +1,250 @@
+"""Analysis configuration: a pydantic model, YAML/TOML loading, and driver resolution.
+
+Loading a file validates its shape (``extra="forbid"``: a misspelt key is an error that
+names it). :func:`resolve_config` then checks every named driver against the installed
+entry points and validates each driver's own options model — before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+
+from md_framework.drivers import DRIVER_GROUPS, discover_drivers, load_driver_class, validate_options
+from md_framework.errors import ConfigError, UnknownComponentError
+from md_framework.runtime import ModelSpec
+from md_framework.types import StrictModel
+
+
+class StatisticsConfig(StrictModel):
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    procedure: str = "saffron"
+    procedure_options: dict[str, Any] = Field(default_factory=dict)
+    paired_test: str = "wilcoxon"
+    paired_test_options: dict[str, Any] = Field(default_factory=dict)
+    min_effect_size: float = Field(default=0.2, ge=0.0)
+
+
+class ExplorationConfig(StrictModel):
+    method: str = "ucb"
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    exploration_weight: float = Field(default=1.0, ge=0.0)
+    diversity_weight: float = Field(default=0.1, ge=0.0)
+    batch_size: int = Field(default=4, ge=1)
+    query_budget: int = Field(default=2000, ge=1)
+
+
+class PluginsConfig(StrictModel):
+    enable: list[str] | None = None
+    disable: list[str] = Field(default_factory=list)
+    on_hook_error: Literal["stop", "skip"] = "stop"
+
+
+class AnalysisConfig(StrictModel):
+    """Everything one analysis needs. Construct in Python or load with :func:`load_config`."""
+
+    base_model: ModelSpec = Field(validation_alias=AliasChoices("base_model", "base_model_name"))
+    intervention_model: ModelSpec = Field(
+        validation_alias=AliasChoices("intervention_model", "intervention_model_name")
+    )
+    transcoder_set: str | None = None
+    tracer: str = "circuit-tracer"
+    tracer_options: dict[str, Any] = Field(default_factory=dict)
+    n_seed_prompts: int = Field(default=50, ge=1)
+    n_test_prompts_per_hypothesis: int = Field(default=30, ge=2)
+    max_hypotheses_to_test: int = Field(default=10, ge=1)
+    focus_areas: list[str] = Field(default_factory=list)
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
+    batch_size: int = Field(default=8, ge=1)
+    cache_dir: Path = Path(".md-cache")
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    seed: int = 0
+    executor: str = "serial"
+    executor_options: dict[str, Any] = Field(default_factory=dict)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @field_validator("base_model", "intervention_model", mode="before")
+    @classmethod
+    def _model_from_string(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, (str, Path)) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in {"cpu", "cuda", "mps", "auto"} and not value.startswith("cuda:"):
+            raise ValueError("device must be cpu, cuda, cuda:N, mps or auto")
+        return value
+
+    @model_validator(mode="after")
+    def _quantization_needs_cuda(self) -> AnalysisConfig:
+        if self.quantization != "none" and self.device in {"cpu", "mps"}:
+            raise ValueError(
+                f"quantization {self.quantization} uses bitsandbytes, which needs a CUDA device;"
+                f" device is {self.device}. Use quantization: none on CPU"
+            )
+        return self
+
+    #: which config fields name a driver of which group, and where its options live
+    def driver_choices(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            "tracer": (self.tracer, self.tracer_options),
+            "fdr_procedure": (self.statistics.procedure, self.statistics.procedure_options),
+            "paired_test": (self.statistics.paired_test, self.statistics.paired_test_options),
+            "bandit_strategy": (self.exploration.method, self._bandit_options()),
+            "executor": (self.executor, self.executor_options),
+        }
+
+    def _bandit_options(self) -> dict[str, Any]:
+        # exploration_weight / diversity_weight are first-class config keys; drivers whose
+        # options model lacks one of them simply do not receive it (see resolve_config).
+        return {
+            "exploration_weight": self.exploration.exploration_weight,
+            "diversity_weight": self.exploration.diversity_weight,
+            **self.exploration.method_options,
+        }
+
+
+CONFIG_FIELD_OF_GROUP = {
+    "tracer": "tracer",
+    "fdr_procedure": "statistics.procedure",
+    "paired_test": "statistics.paired_test",
+    "bandit_strategy": "exploration.method",
+    "executor": "executor",
+}
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    lines = [f"invalid {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown field")
+        elif err["type"] == "missing":
+            lines.append(f"  {loc}: field required")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (safe loader) or TOML file into a mapping; syntax errors name the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    elif suffix in {".yaml", ".yml", ".json"}:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)  # safe loader: no tags that build Python objects
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    else:
+        raise ConfigError(f"{path}: config files must end in .yaml, .yml, .json or .toml")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> AnalysisConfig:
+    data = read_config_file(path)
+    if overrides:
+        data = {**data, **overrides}
+    return config_from_mapping(data, source=str(path))
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "config") -> AnalysisConfig:
+    try:
+        return AnalysisConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+class ResolvedDriver(StrictModel):
+    group: str
+    config_field: str
+    name: str
+    distribution: str | None
+    version: str | None
+    options: dict[str, Any]
+    available: list[str]
+
+
+class ResolvedConfig(StrictModel):
+    config: AnalysisConfig
+    drivers: dict[str, ResolvedDriver]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "drivers": {k: v.model_dump(mode="json") for k, v in self.drivers.items()},
+        }
+
+
+def _known_plugin_names() -> set[str]:
+    import importlib.metadata as metadata
+
+    from md_framework.plugins import ENTRY_POINT_GROUP
+
+    names = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for group in DRIVER_GROUPS.values():
+        names |= {ep.name for ep in metadata.entry_points(group=group.namespace)}
+    return names
+
+
+def resolve_config(config: AnalysisConfig) -> ResolvedConfig:
+    """Check every driver name and option against what is installed. Loads no model.
+
+    Raises :class:`ConfigError` naming the config field, the bad value, the available
+    names and the closest match.
+    """
+    known = _known_plugin_names()
+    for field_name, names in (("plugins.enable", config.plugins.enable or []),
+                              ("plugins.disable", config.plugins.disable)):
+        for name in names:
+            if name not in known:
+                error = UnknownComponentError("plugin", name, known)
+                raise ConfigError(f"{field_name}: {error}")
+    blocked = set(config.plugins.disable)
+    resolved: dict[str, ResolvedDriver] = {}
+    for group, (name, options) in config.driver_choices().items():
+        field_name = CONFIG_FIELD_OF_GROUP[group]
+        available = discover_drivers(group, blocked=blocked)
+        if name not in available:
+            raise ConfigError(f"{field_name}: {UnknownComponentError(group.replace('_', ' '), name, available)}")
+        driver_cls = load_driver_class(group, name, blocked=blocked)
+        if group == "bandit_strategy":
+            accepted = set(driver_cls.Options.model_fields)
+            options = {
+                k: v for k, v in options.items()
+                if k in accepted or k in config.exploration.method_options
+            }
+        try:
+            validated = validate_options(driver_cls, options)
+        except ConfigError as exc:
+            raise ConfigError(f"{field_name}: {exc}") from None
+        entry = available[name]
+        resolved[group] = ResolvedDriver(
+            group=group, config_field=field_name, name=name, distribution=entry.distribution,
+            version=entry.version, options=validated.model_dump(mode="json"),
+            available=sorted(available),
+        )
+    return ResolvedConfig(config=config, drivers=resolved)

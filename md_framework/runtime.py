@@ -1,0 +1,104 @@
+"""Runtime objects that carry live models or callables between the kernel and plugins.
+
+These hold torch objects at run time but never import torch: annotations are ``Any``.
+Objects that go to disk live in :mod:`md_framework.types`; these do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import Field, field_validator
+
+from md_framework.types import StrictModel, TestCase
+
+
+class ModelSpec(StrictModel):
+    """Where a model comes from. Config accepts a bare string as ``source``.
+
+    ``source`` forms understood by the builtin loaders: a hub id (``org/name``), a local
+    Hugging Face directory, a ``.gguf`` file, the embedded ``smollm2-135m-instruct`` and
+    ``toy`` organisms. ``adapter`` names a PEFT/LoRA adapter directory applied on top.
+    """
+
+    source: str = Field(min_length=1)
+    adapter: str | None = None
+    merge_adapter: bool = True
+    revision: str | None = None
+    gguf_file: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("model source must not be empty")
+        return value
+
+
+class ModelLoadOptions(StrictModel):
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    cache_dir: Path = Path(".md-cache")
+    offline: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A loaded causal LM with its tokenizer and a stable identity for cache keys.
+
+    ``model_id`` must change whenever the weights change (a weights hash or a pinned hub
+    revision), because cached graphs and observations are keyed by it.
+    """
+
+    model: Any
+    tokenizer: Any
+    model_id: str
+    spec: ModelSpec
+    local_path: Path | None = None
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    loader: str = ""
+
+
+@runtime_checkable
+class BehaviourMetric(Protocol):
+    """A behaviour metric contributed through ``md_behaviour_metrics``.
+
+    ``measure`` returns one finite float per test case, in order. ``kind`` is ``scored``
+    (one forward pass: cheap, deterministic) or ``generated`` (needs decoding).
+    ``outcome`` tells the paired test what kind of numbers these are.
+    """
+
+    name: str
+    serves: frozenset[str]
+    kind: Literal["scored", "generated"]
+    outcome: Literal["continuous", "binary", "bounded"]
+
+    def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[float]: ...
+
+
+@runtime_checkable
+class PromptFamilyGenerator(Protocol):
+    """A named source of prompts for one family (used by organism specs and generators)."""
+
+    name: str
+    description: str
+
+    def generate(self, n: int, seed: int) -> list[str]: ...
+
+
+@dataclass
+class TestGenerationContext:
+    """What test generators may look at: never the planted ground truth of an organism."""
+
+    __test__ = False
+
+    universe: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    feature_contexts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    excluded_prompts: frozenset[str] = frozenset()
+    seed: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)

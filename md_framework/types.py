@@ -1,0 +1,418 @@
+"""Core data types passed between pipeline stages.
+
+Every object that crosses a module boundary or goes to disk is a pydantic model with
+``extra="forbid"`` and round-trips through JSON (``model_dump_json`` / ``model_validate_json``).
+Nothing here imports torch: tensors stay inside the plugins that make them, and only plain
+numbers, strings and ids cross stages.
+
+Node identity is the one rule later stages rely on: two graphs are compared by node id,
+never by matrix position (see :func:`feature_node_id` and friends).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+#: Bumped whenever a stored JSON shape changes incompatibly.
+SCHEMA_VERSION = 1
+
+JSONValue = Any  # pydantic validates it is JSON-serialisable when dumping
+
+
+class StrictModel(BaseModel):
+    """Base of all kernel models: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _finite(value: float | None, field: str | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- hypothesis types
+
+
+class HypothesisType(str, Enum):
+    """Builtin hypothesis types. Plugins add more through ``md_hypothesis_types``.
+
+    Fields typed as a hypothesis type accept any string, so plugin-defined types need no
+    change here; :func:`md_framework.plugins.registered_hypothesis_types` lists what is known.
+    """
+
+    CAPABILITY_GAIN = "capability_gain"
+    CAPABILITY_LOSS = "capability_loss"
+    SAFETY_DEGRADATION = "safety_degradation"
+    SAFETY_ENHANCEMENT = "safety_enhancement"
+    STYLE_CHANGE = "style_change"
+    KNOWLEDGE_UPDATE = "knowledge_update"
+    BIAS_SHIFT = "bias_shift"
+    REASONING_CHANGE = "reasoning_change"
+    COMPUTATION_REROUTING = "computation_rerouting"
+
+    def __str__(self) -> str:  # so f-strings show "safety_degradation", not the class path
+        return self.value
+
+
+class HypothesisTypeSpec(StrictModel):
+    """A hypothesis type contributed by a plugin."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    default_metrics: list[str] = Field(default_factory=list)
+    default_direction: Literal["increase", "decrease", "change"] = "change"
+
+
+# --------------------------------------------------------------------------- graphs
+
+NodeKind = Literal["feature", "error", "token", "logit"]
+
+
+def feature_node_id(layer: int, position: int, feature: int) -> str:
+    return f"F:{layer}:{position}:{feature}"
+
+
+def error_node_id(layer: int, position: int) -> str:
+    return f"E:{layer}:{position}"
+
+
+def token_node_id(position: int, token_id: int) -> str:
+    return f"T:{position}:{token_id}"
+
+
+def logit_node_id(token_id: int) -> str:
+    return f"L:{token_id}"
+
+
+class FeatureRef(StrictModel):
+    """A dictionary feature independent of position: what interpretations are keyed by."""
+
+    layer: int = Field(ge=0)
+    feature: int = Field(ge=0)
+    dictionary_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}:{self.feature}"
+
+
+class GraphNode(StrictModel):
+    """One node of an attribution graph. ``node_id`` is its identity across models."""
+
+    node_id: str
+    kind: NodeKind
+    layer: int | None = None
+    position: int | None = None
+    feature: int | None = None
+    token_id: int | None = None
+    token: str | None = None
+    activation: float | None = None
+    influence: float | None = None
+
+    @field_validator("activation", "influence")
+    @classmethod
+    def _check_finite(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _finite(value, info.field_name)
+
+
+class GraphEdge(StrictModel):
+    """A directed, signed attribution from ``source`` to ``target`` (node ids)."""
+
+    source: str
+    target: str
+    weight: float
+
+    @field_validator("weight")
+    @classmethod
+    def _check_finite(cls, value: float, info: ValidationInfo) -> float | None:
+        return _finite(value, info.field_name)
+
+
+class LogitTarget(StrictModel):
+    token_id: int
+    token: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Faithfulness(StrictModel):
+    """How well the replacement model explains the real one on this prompt.
+
+    ``replacement_score`` and ``completeness_score`` follow circuit-tracer's
+    ``compute_graph_scores``; ``error_node_share`` is the fraction of the logit-directed
+    influence that flows through error nodes. Tracers without a replacement (activation
+    differences) leave the scores ``None``.
+    """
+
+    replacement_score: float | None = None
+    completeness_score: float | None = None
+    error_node_share: float | None = None
+
+
+class CircuitGraph(StrictModel):
+    """A per-prompt graph of one model, produced by any tracer driver."""
+
+    schema_version: int = SCHEMA_VERSION
+    prompt: str
+    family: str | None = None
+    model_id: str
+    dictionary_id: str | None = None
+    tracer: str
+    input_tokens: list[str] = Field(default_factory=list)
+    input_token_ids: list[int] = Field(default_factory=list)
+    nodes: list[GraphNode] = Field(default_factory=list)
+    edges: list[GraphEdge] = Field(default_factory=list)
+    logit_targets: list[LogitTarget] = Field(default_factory=list)
+    faithfulness: Faithfulness = Field(default_factory=Faithfulness)
+    metadata: dict[str, JSONValue] = Field(default_factory=dict)
+
+    def node_map(self) -> dict[str, GraphNode]:
+        return {node.node_id: node for node in self.nodes}
+
+    def feature_nodes(self) -> list[GraphNode]:
+        return [node for node in self.nodes if node.kind == "feature"]
+
+
+# --------------------------------------------------------------------------- diffs
+
+
+class FeatureChange(StrictModel):
+    node_id: str
+    layer: int
+    position: int
+    feature: int
+    base_activation: float
+    intervention_activation: float
+    status: Literal["shared", "base_only", "intervention_only"]
+
+    @property
+    def delta(self) -> float:
+        return self.intervention_activation - self.base_activation
+
+
+class EdgeChange(StrictModel):
+    source: str
+    target: str
+    base_weight: float
+    intervention_weight: float
+    status: Literal["new", "removed", "reweighted", "unchanged"]
+
+
+class PromptDiff(StrictModel):
+    """The diff of one prompt's base and intervention graphs, matched by node id."""
+
+    prompt: str
+    family: str | None = None
+    feature_changes: list[FeatureChange] = Field(default_factory=list)
+    edge_changes: list[EdgeChange] = Field(default_factory=list)
+    base_top_paths: list[list[str]] = Field(default_factory=list)
+    intervention_top_paths: list[list[str]] = Field(default_factory=list)
+    #: In [0, 1]; 1 for fully faithful graph pairs, lower to discount unfaithful ones.
+    faithfulness_weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    notes: list[str] = Field(default_factory=list)
+
+
+class SystematicChange(StrictModel):
+    """A feature whose activation changes consistently across seed prompts.
+
+    ``p_value`` is exploratory (used for ranking); confirmatory error control happens only
+    in validation.
+    """
+
+    feature: FeatureRef
+    mean_delta: float
+    n_prompts: int = Field(ge=0)
+    statistic: float | None = None
+    p_value: float | None = Field(default=None, ge=0.0, le=1.0)
+    q_value: float | None = Field(default=None, ge=0.0, le=1.0)
+    families: dict[str, float] = Field(default_factory=dict)
+
+
+class CircuitDiff(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    base_model_id: str
+    intervention_model_id: str
+    dictionary_id: str | None = None
+    prompt_diffs: list[PromptDiff] = Field(default_factory=list)
+    systematic_changes: list[SystematicChange] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- interpretation
+
+
+class ContextExample(StrictModel):
+    text: str
+    activation: float
+    family: str | None = None
+    token_position: int | None = None
+
+
+class FeatureInterpretation(StrictModel):
+    """What a feature appears to do; several interpreters may describe the same feature."""
+
+    feature: FeatureRef
+    description: str = ""
+    top_contexts: list[ContextExample] = Field(default_factory=list)
+    promoted_tokens: list[str] = Field(default_factory=list)
+    suppressed_tokens: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    source: str = ""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+# --------------------------------------------------------------------------- patterns & hypotheses
+
+
+class Pattern(StrictModel):
+    id: str
+    pattern_type: str
+    description: str
+    detector: str = ""  # filled by the kernel with the plugin name that produced it
+    features: list[FeatureRef] = Field(default_factory=list)
+    families: list[str] = Field(default_factory=list)
+    strength: float = 0.0
+    evidence: dict[str, JSONValue] = Field(default_factory=dict)
+
+
+class Hypothesis(StrictModel):
+    id: str
+    hypothesis_type: str
+    description: str
+    metric: str
+    direction: Literal["increase", "decrease", "change"] = "change"
+    families: list[str] = Field(default_factory=list)
+    feature_contexts: list[str] = Field(default_factory=list)
+    source_patterns: list[str] = Field(default_factory=list)
+    source_features: list[FeatureRef] = Field(default_factory=list)
+    priority: float = 0.0
+    provenance: list[str] = Field(default_factory=list)
+
+    @field_validator("hypothesis_type", mode="before")
+    @classmethod
+    def _type_value(cls, value: Any) -> Any:
+        return value.value if isinstance(value, HypothesisType) else value
+
+
+# --------------------------------------------------------------------------- tests & evidence
+
+
+class TestCase(StrictModel):
+    __test__ = False  # not a pytest class
+
+    id: str
+    hypothesis_id: str
+    prompt: str
+    family: str | None = None
+    source: str = ""  # filled by the kernel with the generator plugin's name
+    target: str | None = None
+    split: Literal["explore", "confirm"] = "confirm"
+    metadata: dict[str, JSONValue] = Field(default_factory=dict)
+
+
+class Observation(StrictModel):
+    """Paired evidence: one metric measured on both models for one test prompt."""
+
+    test_case_id: str
+    hypothesis_id: str
+    metric: str
+    prompt: str = ""
+    base_value: float
+    intervention_value: float
+    base_output: str | None = None
+    intervention_output: str | None = None
+
+    @field_validator("base_value", "intervention_value")
+    @classmethod
+    def _check_finite(cls, value: float, info: ValidationInfo) -> float | None:
+        return _finite(value, info.field_name)
+
+    @property
+    def difference(self) -> float:
+        return self.intervention_value - self.base_value
+
+
+class EffectSize(StrictModel):
+    name: str
+    estimate: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+
+
+class ValidationResult(StrictModel):
+    hypothesis: Hypothesis
+    test_name: str
+    p_value: float | None = Field(default=None, ge=0.0, le=1.0)
+    e_value: float | None = Field(default=None, ge=0.0)
+    decision: bool
+    test_level: float | None = None
+    fdr_index: int | None = None
+    fdr_procedure: str | None = None
+    effect_size: EffectSize | None = None
+    n: int = Field(ge=0)
+    stopped_early: bool = False
+    examples: list[Observation] = Field(default_factory=list)
+    causal_share: EffectSize | None = None
+
+    def is_validated(self) -> bool:
+        return self.decision
+
+
+# --------------------------------------------------------------------------- report
+
+
+class Costs(StrictModel):
+    behaviour_queries: int = 0
+    traced_prompts: int = 0
+    wall_time_s: float = 0.0
+
+
+class AnalysisReport(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    config: dict[str, JSONValue] = Field(default_factory=dict)
+    base_model_id: str = ""
+    intervention_model_id: str = ""
+    circuit_statistics: dict[str, JSONValue] = Field(default_factory=dict)
+    patterns: list[Pattern] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    validation_results: list[ValidationResult] = Field(default_factory=list)
+    costs: Costs = Field(default_factory=Costs)
+
+    def validated(self) -> list[ValidationResult]:
+        return [r for r in self.validation_results if r.is_validated()]
+
+    def summary_text(self) -> str:
+        lines = [
+            f"Analysis: {self.base_model_id or '?'} -> {self.intervention_model_id or '?'}",
+            f"hypotheses tested: {len(self.validation_results)}, "
+            f"validated: {len(self.validated())}",
+            f"behaviour queries: {self.costs.behaviour_queries}, traced prompts: "
+            f"{self.costs.traced_prompts}, wall time: {self.costs.wall_time_s:.1f} s",
+        ]
+        for result in self.validation_results:
+            mark = "VALIDATED" if result.is_validated() else "not validated"
+            stat = (
+                f"p={result.p_value:.3g}" if result.p_value is not None else
+                f"e={result.e_value:.3g}" if result.e_value is not None else "no test"
+            )
+            effect = ""
+            if result.effect_size is not None:
+                es = result.effect_size
+                ci = (
+                    f" [{es.ci_low:.2f}, {es.ci_high:.2f}]"
+                    if es.ci_low is not None and es.ci_high is not None else ""
+                )
+                effect = f", {es.name}={es.estimate:.2f}{ci}"
+            lines.append(
+                f"  [{mark}] {result.hypothesis.hypothesis_type}: "
+                f"{result.hypothesis.description} ({stat}{effect}, n={result.n})"
+            )
+        return "\n".join(lines)
+
+    def print_summary(self) -> None:
+        print(self.summary_text())
