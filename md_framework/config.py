@@ -224,12 +224,18 @@ def resolve_config(config: AnalysisConfig) -> ResolvedConfig:
                 error = UnknownComponentError("plugin", name, known)
                 raise ConfigError(f"{field_name}: {error}")
     blocked = set(config.plugins.disable)
+    choices = config.driver_choices()
+    # Every name is checked before any driver is imported: a typo is reported as a typo,
+    # even when another chosen driver would fail to import.
+    discovered = {group: discover_drivers(group, blocked=blocked) for group in choices}
+    for group, (name, _options) in choices.items():
+        if name not in discovered[group]:
+            error = UnknownComponentError(group.replace("_", " "), name, discovered[group])
+            raise ConfigError(f"{CONFIG_FIELD_OF_GROUP[group]}: {error}")
     resolved: dict[str, ResolvedDriver] = {}
-    for group, (name, options) in config.driver_choices().items():
+    for group, (name, options) in choices.items():
         field_name = CONFIG_FIELD_OF_GROUP[group]
-        available = discover_drivers(group, blocked=blocked)
-        if name not in available:
-            raise ConfigError(f"{field_name}: {UnknownComponentError(group.replace('_', ' '), name, available)}")
+        available = discovered[group]
         driver_cls = load_driver_class(group, name, blocked=blocked)
         if group == "bandit_strategy":
             accepted = set(driver_cls.Options.model_fields)

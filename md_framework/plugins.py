@@ -123,6 +123,7 @@ def get_plugin_manager(
         try:
             plugin = entry_point.load()
             pm.register(plugin, name=entry_point.name)
+            _check_pending_of(pm, plugin, entry_point.name, dist_name)
         except PluginError as exc:
             record.status, record.error = "broken", str(exc)
             if strict:
@@ -148,6 +149,15 @@ def _tracing() -> bool:
 def _brief(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_pending_of(pm: MDPluginManager, plugin: Any, name: str, dist: str | None) -> None:
+    """Validate one plugin's hook names now, so a typo marks only that plugin broken."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(plugin)
+        raise PluginError(name, dist, f"unknown hook: {exc}") from exc
 
 
 @dataclass

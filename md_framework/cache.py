@@ -1,0 +1,808 @@
+"""Content-addressed on-disk artefact cache: graphs, tensors and directories.
+
+Kernel module: importing it needs only the standard library and pydantic; torch,
+safetensors and numpy are imported inside the tensor functions.
+
+Layout under ``root`` (see ``docs/cache.md``)::
+
+    index.sqlite            SQLite index (WAL): kind, key, format, size, created,
+                            last_access, sha256 of each entry
+    objects/<kind>/<key[:2]>/<key>.json         JSON documents (graphs, pydantic models)
+    objects/<kind>/<key[:2]>/<key>.safetensors  tensors (+ JSON metadata in the header)
+    objects/<kind>/<key[:2]>/<key>.d/           directories (converted models, dictionaries)
+    locks/NN.lock           256 striped fcntl lock files (never deleted)
+    tmp/                    writes in progress (same filesystem, so os.replace is atomic)
+
+Guarantees:
+
+* **Integrity** - every read hashes the stored bytes and compares them with the sha256
+  recorded at write time. A missing, corrupt or tampered entry is removed, logged as a
+  warning and reported as a miss, so the caller rebuilds it. Nothing is ever unpickled:
+  JSON is parsed by ``json``/pydantic and tensors by safetensors (from the verified bytes,
+  so what was checked is what is parsed).
+* **Atomicity** - data is written to ``tmp/``, fsynced, then ``os.replace``-d into place
+  and only then recorded in the index; a crash leaves either the old entry or the new one.
+* **Concurrency** - any number of threads and processes may share a root. Each entry is
+  guarded by a striped ``fcntl`` lock (shared for reads, exclusive for writes/deletes) and
+  index updates are SQLite transactions (``BEGIN IMMEDIATE``, WAL, busy timeout).
+  ``get_or_create`` also takes a build lock so concurrent processes build an entry once.
+* **Size limit** - with ``max_bytes`` set, writes evict least-recently-accessed entries
+  until the total fits (the entry just written is kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path, PurePath
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger(__name__)
+
+#: Part of every key made by :func:`cache_key`; bump to invalidate all keys at once.
+CACHE_KEY_VERSION = 1
+#: Environment variable naming the default cache root.
+CACHE_DIR_ENV = "MD_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path(".md-cache")
+
+_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_N_LOCK_STRIPES = 256
+_TMP_MAX_AGE_S = 3600.0  # leftovers of crashed writers older than this are removed
+_TENSOR_META_KEY = "md_metadata"
+
+Format = Literal["json", "safetensors", "dir"]
+_SUFFIX: dict[str, str] = {"json": ".json", "safetensors": ".safetensors", "dir": ".d"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _canonical_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=lambda v: json.dumps(v, default=_canonical_default, sort_keys=True))
+    if isinstance(value, bytes):
+        return {"__bytes_sha256__": hashlib.sha256(value).hexdigest()}
+    raise TypeError(f"cache key part of type {type(value).__name__} is not JSON-serialisable")
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, no NaN/inf, UTF-8 kept as is."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        default=_canonical_default,
+    )
+
+
+def cache_key(**parts: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``parts`` plus :data:`CACHE_KEY_VERSION`.
+
+    Pass everything that determines the artefact: model identity (weights hash or pinned
+    revision), dictionary identity, prompt, tracer identity/options, schema version...
+    Pydantic models, paths, enums and sets are normalised; order of keyword arguments
+    does not matter.
+    """
+    payload = {"_cache_key_version": CACHE_KEY_VERSION, **parts}
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$MD_CACHE_DIR`` if set, else ``.md-cache`` (relative to the working directory)."""
+    env = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(env) if env else DEFAULT_CACHE_DIR
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _DirProblem(Exception):
+    pass
+
+
+def _dir_digest(path: Path) -> tuple[str, int]:
+    """sha256 over the sorted (relative path, file sha256) manifest and the total size.
+
+    Symlinks and special files are refused: a cached directory must be self-contained.
+    """
+    entries: list[tuple[str, str, int]] = []
+    for current, dirnames, filenames in os.walk(path, followlinks=False):
+        dirnames.sort()
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(current, name)):
+                raise _DirProblem(f"symlink {os.path.join(current, name)}")
+        for name in sorted(filenames):
+            full = os.path.join(current, name)
+            if os.path.islink(full) or not os.path.isfile(full):
+                raise _DirProblem(f"not a regular file: {full}")
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            entries.append((rel, _sha256_file(Path(full)), os.path.getsize(full)))
+    entries.sort()
+    digest = hashlib.sha256()
+    for rel, file_sha, size in entries:
+        digest.update(f"{rel}\0{file_sha}\0{size}\n".encode())
+    return digest.hexdigest(), sum(size for _, _, size in entries)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for current, _dirs, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(current, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(current))
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@dataclass
+class CacheStats:
+    """Counters of one :class:`ArtifactCache` object (this process only)."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    corrupt: int = 0
+    evicted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: str
+    key: str
+    format: str
+    size: int
+    created: float
+    last_access: float
+    sha256: str
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    format TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_access REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
+"""
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class ArtifactCache:
+    """A content-addressed store shared safely by threads and processes.
+
+    ``kind`` names a namespace (``graph``, ``activations``, ``model-hf``...): lower-case
+    letters, digits, ``-`` and ``_``. ``key`` is normally :func:`cache_key`'s hex digest
+    (any ``[A-Za-z0-9_.-]`` string up to 128 characters is accepted).
+
+    The object is picklable (only the root and limit travel) so worker processes can open
+    the same cache.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0 or None")
+        self.root = Path(root).expanduser().resolve()
+        self.max_bytes = max_bytes
+        self.stats = CacheStats()
+        self._local = threading.local()
+        for sub in ("objects", "locks", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._db()  # creates the index (WAL) if needed
+        self._clean_tmp()
+
+    # ---- pickling: connections and thread-locals stay behind
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": str(self.root), "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = Path(state["root"])
+        self.max_bytes = state["max_bytes"]
+        self.stats = CacheStats()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"ArtifactCache({str(self.root)!r}, max_bytes={self.max_bytes})"
+
+    # ------------------------------------------------------------------ sqlite
+    def _db(self) -> sqlite3.Connection:
+        """One connection per (process, thread); reopened after fork."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid() or getattr(local, "db", None) is None:
+            db = sqlite3.connect(
+                self.root / "index.sqlite", timeout=60.0, isolation_level=None,
+                check_same_thread=True,
+            )
+            db.execute("PRAGMA busy_timeout=60000")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:  # another process is switching it right now
+                time.sleep(0.05)
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            local.db, local.pid = db, os.getpid()
+        return local.db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def _row(self, kind: str, key: str) -> CacheEntry | None:
+        row = self._db().execute(
+            "SELECT kind, key, format, size, created, last_access, sha256 FROM entries"
+            " WHERE kind=? AND key=?", (kind, key),
+        ).fetchone()
+        return CacheEntry(*row) if row else None
+
+    def close(self) -> None:
+        """Close this thread's index connection (it reopens on next use)."""
+        db = getattr(self._local, "db", None)
+        if db is not None and getattr(self._local, "pid", None) == os.getpid():
+            db.close()
+        self._local.db = None
+
+    # ------------------------------------------------------------------ locks
+    @contextlib.contextmanager
+    def _lock(self, name: str, exclusive: bool) -> Iterator[None]:
+        stripe = hashlib.sha256(name.encode()).digest()[0] % _N_LOCK_STRIPES
+        path = self.root / "locks" / f"{stripe:02x}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def _build_lock(self, kind: str, key: str) -> Iterator[None]:
+        stripe = hashlib.sha256(f"{kind}/{key}".encode()).digest()[0] % _N_LOCK_STRIPES
+        path = self.root / "locks" / f"build-{stripe:02x}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ paths
+    @staticmethod
+    def _check(kind: str, key: str) -> None:
+        if not isinstance(kind, str) or not _KIND_RE.match(kind):
+            raise ValueError(f"invalid cache kind {kind!r}: use [a-z0-9_-], at most 64 characters")
+        if not isinstance(key, str) or not _KEY_RE.match(key) or ".." in key:
+            raise ValueError(f"invalid cache key {key!r}: use [A-Za-z0-9_.-], at most 128 characters")
+
+    def path_for(self, kind: str, key: str, fmt: str) -> Path:
+        self._check(kind, key)
+        return self.root / "objects" / kind / key[:2] / f"{key}{_SUFFIX[fmt]}"
+
+    def _tmp_path(self, suffix: str = "") -> Path:
+        return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+    def _clean_tmp(self) -> None:
+        cutoff = time.time() - _TMP_MAX_AGE_S
+        with contextlib.suppress(FileNotFoundError):
+            for child in (self.root / "tmp").iterdir():
+                with contextlib.suppress(OSError):
+                    if child.lstat().st_mtime < cutoff:
+                        _remove_path(child)
+
+    # ------------------------------------------------------------------ core write/read
+    def _commit(self, kind: str, key: str, fmt: str, staged: Path, sha: str, size: int) -> Path:
+        """Move a fully written, fsynced ``staged`` file/dir into place and index it."""
+        final = self.path_for(kind, key, fmt)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(f"{kind}/{key}", exclusive=True):
+            old = self._row(kind, key)
+            if fmt == "dir" and final.exists():
+                trash = self._tmp_path(".trash")
+                os.replace(final, trash)
+                os.replace(staged, final)
+                _remove_path(trash)
+            else:
+                os.replace(staged, final)
+            if old is not None and old.format != fmt:
+                _remove_path(self.path_for(kind, key, old.format))
+            _fsync_dir(final.parent)
+            now = time.time()
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO entries (kind, key, format, size, created,"
+                    " last_access, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (kind, key, fmt, size, now, now, sha),
+                )
+        self.stats.writes += 1
+        if self.max_bytes is not None:
+            self._evict(keep=(kind, key))
+        return final
+
+    def _put_bytes(self, kind: str, key: str, fmt: str, data: bytes) -> Path:
+        self._check(kind, key)
+        staged = self._tmp_path(_SUFFIX[fmt])
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return self._commit(kind, key, fmt, staged, hashlib.sha256(data).hexdigest(), len(data))
+        except BaseException:
+            _remove_path(staged)
+            raise
+
+    def _discard_corrupt(self, kind: str, key: str, reason: str, sha: str | None = None) -> None:
+        """Remove an entry that failed verification (under the exclusive entry lock).
+
+        With ``sha``, only if the index still records that checksum: a writer that replaced
+        the entry in the meantime must not lose its fresh, valid entry.
+        """
+        logger.warning("md cache: discarding %s/%s (%s); it will be rebuilt", kind, key, reason)
+        self.stats.corrupt += 1
+        self._delete(kind, key, only_sha=sha)
+
+    def _read_bytes(self, kind: str, key: str, fmt: str) -> bytes | None:
+        """The verified bytes of an entry, or ``None`` (miss / discarded corrupt entry)."""
+        self._check(kind, key)
+        problem: str | None = None
+        with self._lock(f"{kind}/{key}", exclusive=False):
+            row = self._row(kind, key)
+            if row is None:
+                self.stats.misses += 1
+                return None
+            if row.format != fmt:
+                problem = f"stored as {row.format}, read as {fmt}"
+            else:
+                try:
+                    with open(self.path_for(kind, key, fmt), "rb") as handle:
+                        data = handle.read()
+                except FileNotFoundError:
+                    problem = "file missing"
+                else:
+                    digest = hashlib.sha256(data).hexdigest()
+                    if digest != row.sha256 or len(data) != row.size:
+                        problem = f"checksum mismatch (expected {row.sha256[:12]}…, got {digest[:12]}…)"
+        if problem is not None:
+            self.stats.misses += 1
+            self._discard_corrupt(kind, key, problem, sha=row.sha256)
+            return None
+        self._touch(kind, key)
+        self.stats.hits += 1
+        return data
+
+    def _touch(self, kind: str, key: str) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "UPDATE entries SET last_access=? WHERE kind=? AND key=?",
+                    (time.time(), kind, key),
+                )
+        except sqlite3.OperationalError as exc:  # best effort: LRU order only
+            logger.debug("md cache: could not update last_access: %s", exc)
+
+    def _delete(self, kind: str, key: str, only_sha: str | None = None) -> bool:
+        with self._lock(f"{kind}/{key}", exclusive=True):
+            row = self._row(kind, key)
+            if only_sha is not None and row is not None and row.sha256 != only_sha:
+                return False
+            formats = [row.format] if row else list(_SUFFIX)
+            for fmt in formats:
+                path = self.path_for(kind, key, fmt)
+                if path.exists() or path.is_symlink():
+                    trash = self._tmp_path(".trash")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path, trash)
+                        _remove_path(trash)
+            if row is None:
+                return False
+            with self._transaction() as db:
+                db.execute("DELETE FROM entries WHERE kind=? AND key=?", (kind, key))
+        return True
+
+    # ------------------------------------------------------------------ JSON
+    def put_json(self, kind: str, key: str, obj: Any) -> Path:
+        """Store a JSON-serialisable object (floats round-trip bit-exactly; NaN/inf refused)."""
+        data = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return self._put_bytes(kind, key, "json", data.encode("utf-8"))
+
+    def get_json(self, kind: str, key: str) -> Any | None:
+        data = self._read_bytes(kind, key, "json")
+        if data is None:
+            return None
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            self._discard_corrupt(kind, key, f"invalid JSON: {exc}", sha=hashlib.sha256(data).hexdigest())
+            self.stats.hits -= 1
+            self.stats.misses += 1
+            return None
+
+    def put_model(self, kind: str, key: str, model: BaseModel) -> Path:
+        """Store a pydantic model as its JSON (``model_dump_json``)."""
+        return self._put_bytes(kind, key, "json", model.model_dump_json().encode("utf-8"))
+
+    def get_model(self, kind: str, key: str, cls: type[M]) -> M | None:
+        """Load a pydantic model; an entry that no longer validates is discarded (a miss)."""
+        data = self._read_bytes(kind, key, "json")
+        if data is None:
+            return None
+        try:
+            return cls.model_validate_json(data)
+        except (ValidationError, ValueError) as exc:
+            self._discard_corrupt(kind, key, f"does not validate as {cls.__name__}: {exc}", sha=hashlib.sha256(data).hexdigest())
+            self.stats.hits -= 1
+            self.stats.misses += 1
+            return None
+
+    # ------------------------------------------------------------------ tensors
+    def put_tensors(
+        self, kind: str, key: str, tensors: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Store torch tensors (or numpy arrays) as safetensors; ``metadata`` is any JSON."""
+        meta = {_TENSOR_META_KEY: canonical_json(dict(metadata or {}))}
+        values = list(tensors.values())
+        if values and all(type(v).__module__.startswith("numpy") for v in values):
+            import numpy as np
+            from safetensors.numpy import save as np_save
+
+            data = np_save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+        else:
+            from safetensors.torch import save as pt_save
+
+            prepared: dict[str, Any] = {}
+            seen: set[tuple[int, int]] = set()
+            for name, tensor in tensors.items():
+                tensor = tensor.detach().cpu().contiguous()
+                ident = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+                if ident in seen and tensor.numel():  # safetensors refuses shared storage
+                    tensor = tensor.clone()
+                seen.add(ident)
+                prepared[name] = tensor
+            data = pt_save(prepared, metadata=meta)
+        return self._put_bytes(kind, key, "safetensors", data)
+
+    def get_tensors(
+        self, kind: str, key: str, framework: Literal["pt", "np"] = "pt"
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(tensors, metadata)`` parsed by safetensors from the verified bytes, or ``None``."""
+        data = self._read_bytes(kind, key, "safetensors")
+        if data is None:
+            return None
+        try:
+            if framework == "np":
+                from safetensors.numpy import load as np_load
+
+                tensors = np_load(data)
+            else:
+                from safetensors.torch import load as pt_load
+
+                tensors = pt_load(data)
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + header_len])
+            meta_text = (header.get("__metadata__") or {}).get(_TENSOR_META_KEY, "{}")
+            metadata = json.loads(meta_text)
+        except Exception as exc:  # safetensors raises its own error types
+            self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}", sha=hashlib.sha256(data).hexdigest())
+            self.stats.hits -= 1
+            self.stats.misses += 1
+            return None
+        return tensors, metadata
+
+    # ------------------------------------------------------------------ directories
+    @contextlib.contextmanager
+    def building_dir(self, kind: str, key: str) -> Iterator[Path]:
+        """Yield an empty directory on the cache's filesystem; on normal exit it is
+        fsynced, checksummed and atomically moved into place (on error it is removed)."""
+        self._check(kind, key)
+        staged = self._tmp_path(".d")
+        staged.mkdir()
+        try:
+            yield staged
+            self._commit_dir(kind, key, staged)
+        finally:
+            if staged.exists():
+                _remove_path(staged)
+
+    def _commit_dir(self, kind: str, key: str, staged: Path) -> Path:
+        try:
+            sha, size = _dir_digest(staged)
+        except _DirProblem as exc:
+            raise ValueError(f"cannot cache directory: {exc}") from None
+        _fsync_tree(staged)
+        return self._commit(kind, key, "dir", staged, sha, size)
+
+    def put_dir(self, kind: str, key: str, src_dir: str | os.PathLike[str], *, move: bool = False) -> Path:
+        """Copy (or, with ``move=True``, move) ``src_dir`` into the cache; returns its path."""
+        src = Path(src_dir)
+        if not src.is_dir():
+            raise NotADirectoryError(str(src))
+        with self.building_dir(kind, key) as staged:
+            staged.rmdir()
+            if move:
+                try:
+                    os.replace(src, staged)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    shutil.move(str(src), staged)
+            else:
+                shutil.copytree(src, staged, symlinks=True)
+        return self.path_for(kind, key, "dir")
+
+    def get_dir(self, kind: str, key: str) -> Path | None:
+        """The verified directory of an entry, or ``None``.
+
+        The whole tree is re-hashed on each call (a 540 MB model takes about a second).
+        The path stays valid until the entry is replaced, evicted or cleared.
+        """
+        self._check(kind, key)
+        problem: str | None = None
+        path = self.path_for(kind, key, "dir")
+        with self._lock(f"{kind}/{key}", exclusive=False):
+            row = self._row(kind, key)
+            if row is None:
+                self.stats.misses += 1
+                return None
+            if row.format != "dir":
+                problem = f"stored as {row.format}, read as dir"
+            elif not path.is_dir() or path.is_symlink():
+                problem = "directory missing"
+            else:
+                try:
+                    digest, size = _dir_digest(path)
+                except _DirProblem as exc:
+                    problem = str(exc)
+                else:
+                    if digest != row.sha256 or size != row.size:
+                        problem = "checksum mismatch"
+        if problem is not None:
+            self.stats.misses += 1
+            self._discard_corrupt(kind, key, problem, sha=row.sha256)
+            return None
+        self._touch(kind, key)
+        self.stats.hits += 1
+        return path
+
+    # ------------------------------------------------------------------ get_or_create
+    def get_or_create(
+        self, kind: str, key: str, builder: Callable[..., Any], *,
+        fmt: Literal["json", "model", "tensors", "dir"] = "json",
+        cls: type[BaseModel] | None = None,
+    ) -> Any:
+        """Return the cached value, building and storing it on a miss.
+
+        ``fmt`` decides the storage: ``json`` (``builder()`` returns a JSON object),
+        ``model`` (returns a pydantic model; ``cls`` defaults to its type), ``tensors``
+        (returns a dict of tensors or ``(tensors, metadata)``; the result is
+        ``(tensors, metadata)``), ``dir`` (``builder(path)`` fills an empty directory; the
+        result is the cached directory's path). Concurrent processes asking for the same
+        entry build it once: the others wait and then read it.
+        """
+
+        def lookup() -> Any:
+            if fmt == "json":
+                return self.get_json(kind, key)
+            if fmt == "model":
+                if cls is None:
+                    raise ValueError("get_or_create(fmt='model') needs cls=")
+                return self.get_model(kind, key, cls)
+            if fmt == "tensors":
+                return self.get_tensors(kind, key)
+            if fmt == "dir":
+                return self.get_dir(kind, key)
+            raise ValueError(f"unknown fmt {fmt!r}")
+
+        value = lookup()
+        if value is not None:
+            return value
+        with self._build_lock(kind, key):
+            self.stats.misses -= 1  # the first lookup is counted once, by the re-check below
+            value = lookup()
+            if value is not None:
+                return value
+            if fmt == "dir":
+                with self.building_dir(kind, key) as staged:
+                    builder(staged)
+                return self.path_for(kind, key, "dir")
+            built = builder()
+            if fmt == "json":
+                self.put_json(kind, key, built)
+                return built
+            if fmt == "model":
+                self.put_model(kind, key, built)
+                return built
+            tensors, metadata = built if isinstance(built, tuple) else (built, {})
+            self.put_tensors(kind, key, tensors, metadata)
+            return tensors, dict(metadata)
+
+    # ------------------------------------------------------------------ housekeeping
+    def contains(self, kind: str, key: str) -> bool:
+        """Whether the index lists the entry (no verification, no access-time update)."""
+        self._check(kind, key)
+        return self._row(kind, key) is not None
+
+    def __contains__(self, item: tuple[str, str]) -> bool:  # (kind, key) in cache
+        return self.contains(*item)
+
+    def entries(self, kind: str | None = None) -> list[CacheEntry]:
+        sql = "SELECT kind, key, format, size, created, last_access, sha256 FROM entries"
+        args: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind=?"
+            args = (kind,)
+        return [CacheEntry(*row) for row in self._db().execute(sql + " ORDER BY kind, key", args)]
+
+    def delete(self, kind: str, key: str) -> bool:
+        """Remove one entry; returns whether it existed."""
+        self._check(kind, key)
+        return self._delete(kind, key)
+
+    def total_bytes(self) -> int:
+        return int(self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0])
+
+    def info(self) -> dict[str, Any]:
+        """Entries and bytes, in total and per kind."""
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, count, size in self._db().execute(
+            "SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM entries GROUP BY kind ORDER BY kind"
+        ):
+            by_kind[kind] = {"entries": int(count), "bytes": int(size)}
+        return {
+            "root": str(self.root),
+            "entries": sum(v["entries"] for v in by_kind.values()),
+            "bytes": sum(v["bytes"] for v in by_kind.values()),
+            "max_bytes": self.max_bytes,
+            "by_kind": by_kind,
+        }
+
+    def clear(self, kind: str | None = None) -> int:
+        """Remove every entry (of ``kind``, if given); returns how many were removed."""
+        if kind is not None and not _KIND_RE.match(kind):
+            raise ValueError(f"invalid cache kind {kind!r}")
+        removed = sum(self._delete(e.kind, e.key) for e in self.entries(kind))
+        if kind is None:
+            self._remove_orphans()
+        return removed
+
+    def clear_old_entries(self, days: float, *, by: Literal["last_access", "created"] = "last_access") -> int:
+        """Remove entries not accessed (or, with ``by="created"``, created) in ``days`` days."""
+        if days < 0:
+            raise ValueError("days must be >= 0")
+        column = "last_access" if by == "last_access" else "created"
+        cutoff = time.time() - days * 86400.0
+        rows = self._db().execute(
+            f"SELECT kind, key FROM entries WHERE {column} < ?", (cutoff,)
+        ).fetchall()
+        return sum(self._delete(kind, key) for kind, key in rows)
+
+    def verify_all(self) -> list[tuple[str, str]]:
+        """Check every entry's checksum; discards and returns the bad ones."""
+        bad: list[tuple[str, str]] = []
+        for entry in self.entries():
+            before = self.stats.corrupt
+            if entry.format == "dir":
+                self.get_dir(entry.kind, entry.key)
+            else:
+                self._read_bytes(entry.kind, entry.key, entry.format)
+            if self.stats.corrupt > before:
+                bad.append((entry.kind, entry.key))
+        return bad
+
+    def _remove_orphans(self) -> None:
+        """Delete object files the index does not list (left by a crash before indexing)."""
+        known = {(e.kind, e.key) for e in self.entries()}
+        objects = self.root / "objects"
+        for kind_dir in objects.iterdir() if objects.exists() else []:
+            for shard in kind_dir.iterdir() if kind_dir.is_dir() else []:
+                for item in shard.iterdir() if shard.is_dir() else []:
+                    key = item.name
+                    for suffix in _SUFFIX.values():
+                        if key.endswith(suffix):
+                            key = key[: -len(suffix)]
+                            break
+                    if (kind_dir.name, key) in known:
+                        continue
+                    with self._lock(f"{kind_dir.name}/{key}", exclusive=True):
+                        if self._row(kind_dir.name, key) is None:
+                            _remove_path(item)
+
+    def _evict(self, keep: tuple[str, str] | None = None) -> int:
+        """Delete least-recently-accessed entries until the total fits ``max_bytes``."""
+        if self.max_bytes is None:
+            return 0
+        evicted = 0
+        total = self.total_bytes()
+        if total <= self.max_bytes:
+            return 0
+        candidates = self._db().execute(
+            "SELECT kind, key, size FROM entries ORDER BY last_access ASC, created ASC"
+        ).fetchall()
+        for kind, key, size in candidates:
+            if total <= self.max_bytes:
+                break
+            if keep is not None and (kind, key) == keep:
+                continue
+            if self._delete(kind, key):
+                total -= size
+                evicted += 1
+                logger.debug("md cache: evicted %s/%s (%d bytes)", kind, key, size)
+        self.stats.evicted += evicted
+        return evicted
+
+    def evict(self) -> int:
+        """Apply the size limit now; returns the number of entries evicted."""
+        return self._evict()
+
+
+def open_cache(root: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> ArtifactCache:
+    """Open the cache at ``root`` (default: ``$MD_CACHE_DIR`` or ``.md-cache``)."""
+    return ArtifactCache(default_cache_dir() if root is None else Path(root), max_bytes=max_bytes)

@@ -1,0 +1,1 @@
+"""Example lab pattern recognisers for md-framework."""

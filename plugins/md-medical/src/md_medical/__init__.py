@@ -1,0 +1,1 @@
+"""Medical-domain prompts for md-framework (an example domain plugin)."""
