@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from builtin_plugins.stats.fdr import PROCEDURES, restore_procedure
-from md_framework.drivers import create_driver
+from md_framework.drivers import create_driver, load_driver_class
 from md_framework.errors import ConfigError, MDError
 
 # The p-value vector of R onlineFDR's documentation examples (random = FALSE).
@@ -129,9 +129,10 @@ def test_restore_procedure_dispatches_on_name():
 
 def _null_fdr(name: str, n_reps: int, n: int, alpha: float, seed: int) -> float:
     rng = np.random.default_rng(seed)
+    cls = load_driver_class("fdr_procedure", name)
     false_discovery_props = []
     for _ in range(n_reps):
-        procedure = create_driver("fdr_procedure", name, {}, alpha=alpha)
+        procedure = cls(alpha)
         if procedure.input_kind == "e":
             z = rng.normal(size=n)  # likelihood-ratio e-values of N(3,1) vs N(0,1)
             values = np.exp(3 * z - 4.5)
@@ -162,7 +163,7 @@ def test_mixed_stream_fdr_and_power_sanity():
         for _ in range(40):
             h = rng.random(100) < 0.3
             p = norm.sf(rng.normal(size=100) + 3 * h)
-            procedure = create_driver("fdr_procedure", name, {}, alpha=alpha)
+            procedure = PROCEDURES[name](alpha)
             r = np.array([d.rejected for d in procedure.test_many(p)])
             fdps.append((r & ~h).sum() / max(r.sum(), 1))
             powers.append((r & h).sum() / max(h.sum(), 1))

@@ -23,12 +23,13 @@ E_VALUE = st.one_of(
 
 
 def _check_roundtrip(name, values, cut, alpha, options):
-    full = create_driver("fdr_procedure", name, options, alpha=alpha)
+    cls = PROCEDURES[name]
+    full = cls(alpha, options)
     expected = full.test_many(values)
-    first = create_driver("fdr_procedure", name, options, alpha=alpha)
+    first = cls(alpha, options)
     head = first.test_many(values[:cut])
     state = json.loads(json.dumps(first.state(), allow_nan=False))
-    restored = restore_procedure(state)
+    restored = cls.from_state(state)
     tail = restored.test_many(values[cut:])
     assert head + tail == expected
     # the original keeps working and agrees too
