@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import os
+from abc import ABC
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ class NoOptions(StrictModel):
     """Options model of drivers that take none."""
 
 
-class Driver:
+class Driver(ABC):
     """Base of every driver. Subclasses set ``Options`` (a ``StrictModel``) and ``description``.
 
     The kernel sets ``name`` to the entry-point name the driver was loaded under.
