@@ -156,6 +156,30 @@ def _dir_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), sum(size for _, _, size in entries)
 
 
+def _safetensors_header(data: bytes) -> dict[str, Any]:
+    """Parse and bounds-check a safetensors header (no tensor data is touched)."""
+    if len(data) < 8:
+        raise ValueError("shorter than the 8-byte header length")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8 or header_len > 100_000_000:
+        raise ValueError("header length beyond the end of the file")
+    header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    body = len(data) - 8 - header_len
+    for name, spec in header.items():
+        if name == "__metadata__":
+            if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
+                raise ValueError("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(f"bad tensor entry {name!r}")
+        start, end = spec["data_offsets"]
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= body):
+            raise ValueError(f"tensor {name!r} data outside the file")
+    return header
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -538,6 +562,20 @@ class ArtifactCache:
         if data is None:
             return None
         try:
+            header = _safetensors_header(data)
+            metadata = json.loads((header.get("__metadata__") or {}).get(_TENSOR_META_KEY, "{}"))
+        except Exception as exc:
+            self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}",
+                                  sha=hashlib.sha256(data).hexdigest())
+            self.stats.hits -= 1
+            self.stats.misses += 1
+            return None
+        if framework == "np":
+            unsupported = {v["dtype"] for k, v in header.items()
+                           if k != "__metadata__" and v["dtype"] in {"BF16", "F8_E4M3", "F8_E5M2"}}
+            if unsupported:  # a valid entry numpy cannot hold: the caller's problem, not corruption
+                raise ValueError(f"numpy cannot load dtypes {sorted(unsupported)}; use framework='pt'")
+        try:
             if framework == "np":
                 from safetensors.numpy import load as np_load
 
@@ -546,12 +584,11 @@ class ArtifactCache:
                 from safetensors.torch import load as pt_load
 
                 tensors = pt_load(data)
-            header_len = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8 : 8 + header_len])
-            meta_text = (header.get("__metadata__") or {}).get(_TENSOR_META_KEY, "{}")
-            metadata = json.loads(meta_text)
-        except Exception as exc:  # safetensors raises its own error types
-            self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}", sha=hashlib.sha256(data).hexdigest())
+        except ImportError:
+            raise
+        except Exception as exc:  # e.g. shapes that do not match the data offsets
+            self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}",
+                                  sha=hashlib.sha256(data).hexdigest())
             self.stats.hits -= 1
             self.stats.misses += 1
             return None
