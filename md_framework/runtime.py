@@ -6,6 +6,7 @@ Objects that go to disk live in :mod:`md_framework.types`; these do not.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,21 +65,40 @@ class LoadedModel:
     loader: str = ""
 
 
+class MetricReading(StrictModel):
+    """One metric value for one test case on one model, with the text behind it if any."""
+
+    value: float
+    output: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"metric value must be finite, got {value!r}")
+        return value
+
+
 @runtime_checkable
 class BehaviourMetric(Protocol):
     """A behaviour metric contributed through ``md_behaviour_metrics``.
 
-    ``measure`` returns one finite float per test case, in order. ``kind`` is ``scored``
-    (one forward pass: cheap, deterministic) or ``generated`` (needs decoding).
-    ``outcome`` tells the paired test what kind of numbers these are.
+    ``measure`` returns one :class:`MetricReading` per test case, in order, for one model;
+    the pipeline calls it for the base and the intervention model on the same cases.
+    ``kind`` is ``scored`` (forward passes only: cheap, deterministic) or ``generated``
+    (needs decoding). ``outcome`` tells the paired test what the numbers are: ``binary``
+    (0/1), ``bounded`` (within ``bounds``) or ``continuous``. ``serves`` lists the
+    hypothesis types it can confirm.
     """
 
     name: str
+    description: str
     serves: frozenset[str]
     kind: Literal["scored", "generated"]
     outcome: Literal["continuous", "binary", "bounded"]
+    bounds: tuple[float, float] | None
 
-    def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[float]: ...
+    def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[MetricReading]: ...
 
 
 @runtime_checkable

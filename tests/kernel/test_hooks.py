@@ -10,7 +10,14 @@ import pytest
 from md_framework import hookimpl
 from md_framework.errors import PluginError
 from md_framework.plugins import Hooks, get_plugin_manager
-from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec, TestGenerationContext
+from md_framework.runtime import (
+    BehaviourMetric,
+    LoadedModel,
+    MetricReading,
+    ModelLoadOptions,
+    ModelSpec,
+    TestGenerationContext,
+)
 from md_framework.types import (
     AnalysisReport,
     CircuitDiff,
@@ -41,12 +48,14 @@ class Recorder:
     def md_behaviour_metrics(self):
         class Length:
             name = "length"
+            description = "characters in the prompt"
             serves = frozenset({"style_change"})
             kind = "generated"
             outcome = "continuous"
+            bounds = None
 
             def measure(self, model, cases):
-                return [float(len(c.prompt)) for c in cases]
+                return [MetricReading(value=len(c.prompt), output=c.prompt) for c in cases]
 
         return [Length()]
 
@@ -125,7 +134,9 @@ def test_md_hypothesis_types_includes_builtins_and_plugin_types(hooks: Hooks) ->
 def test_md_behaviour_metrics(hooks: Hooks) -> None:
     metrics = hooks.collect("md_behaviour_metrics")
     (metric,) = [c.value for c in metrics if c.plugin == "recorder"]
-    assert metric.measure(None, [TestCase(id="a", hypothesis_id="h", prompt="abc")]) == [3.0]
+    assert isinstance(metric, BehaviourMetric)
+    (reading,) = metric.measure(None, [TestCase(id="a", hypothesis_id="h", prompt="abc")])
+    assert reading.value == 3.0 and reading.output == "abc"
 
 
 def test_md_prompt_family_generators(hooks: Hooks) -> None:
