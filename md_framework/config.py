@@ -38,6 +38,21 @@ class ExplorationConfig(StrictModel):
     query_budget: int = Field(default=2000, ge=1)
 
 
+class UniverseConfig(StrictModel):
+    """The prompt families an analysis may trace and test (its "universe").
+
+    Families come inline (``families``), from named generators contributed through
+    ``md_prompt_family_generators`` (``generators``: family -> generator name), or from an
+    organism spec's universe (``organism``: path to the spec). Planted ground truth in an
+    organism spec is never read from here.
+    """
+
+    families: dict[str, list[str]] = Field(default_factory=dict)
+    generators: dict[str, str] = Field(default_factory=dict)
+    organism: str | None = None
+    n_per_family: int = Field(default=24, ge=1)
+
+
 class PluginsConfig(StrictModel):
     enable: list[str] | None = None
     disable: list[str] = Field(default_factory=list)
@@ -52,6 +67,7 @@ class AnalysisConfig(StrictModel):
         validation_alias=AliasChoices("intervention_model", "intervention_model_name")
     )
     transcoder_set: str | None = None
+    universe: UniverseConfig = Field(default_factory=UniverseConfig)
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

@@ -366,6 +366,26 @@ class ValidationResult(StrictModel):
 # --------------------------------------------------------------------------- report
 
 
+class DecisionRecord(StrictModel):
+    """One online FDR decision, in decision order (what the wealth/level plot shows)."""
+
+    index: int = Field(ge=1)
+    hypothesis_id: str
+    value: float
+    value_kind: Literal["p", "e"] = "p"
+    level: float
+    rejected: bool
+
+
+class BanditRound(StrictModel):
+    """One exploration round: which arms were pulled and what each was credited."""
+
+    round: int = Field(ge=0)
+    pulled: list[str]
+    rewards: dict[str, float] = Field(default_factory=dict)
+    queries: int = 0
+
+
 class Costs(StrictModel):
     behaviour_queries: int = 0
     traced_prompts: int = 0
@@ -382,6 +402,11 @@ class AnalysisReport(StrictModel):
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     validation_results: list[ValidationResult] = Field(default_factory=list)
     costs: Costs = Field(default_factory=Costs)
+    circuit_diff: CircuitDiff | None = None
+    fdr_trace: list[DecisionRecord] = Field(default_factory=list)
+    bandit_rounds: list[BanditRound] = Field(default_factory=list)
+    interpretations: dict[str, list[FeatureInterpretation]] = Field(default_factory=dict)
+    artefacts: dict[str, str] = Field(default_factory=dict)  # name -> path relative to the report
 
     def validated(self) -> list[ValidationResult]:
         return [r for r in self.validation_results if r.is_validated()]
