@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -47,14 +48,14 @@ class ProcessOptions(StrictModel):
 
 
 def _init_worker(threads: int) -> None:
+    """Limit a worker's threads. torch reads OMP_NUM_THREADS when it is first imported, so
+    work that imports torch later gets ``threads`` without paying the ~3 s torch import in
+    workers whose work never needs it."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    try:  # only matters when the work uses torch; the kernel never requires it
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:
-        pass
 
 
 class ProcessExecutor(Executor):

@@ -1,0 +1,461 @@
+"""Tracing orchestration: cache look-ups, fan-out over an executor, result collection.
+
+Independent of which tracer runs: it talks to tracers only through
+:class:`md_framework.tracing_api.Tracer` and to model loaders only through the
+``md_load_model`` hook. Work that leaves the process travels as a picklable
+:class:`TraceTask` (specs and names, never live models); each worker process rebuilds the
+plugin manager, the model and the tracer from it and keeps them for the next task
+(:func:`clear_worker_state` drops them).
+
+Flow of :func:`trace_prompts`:
+
+1. build the tracer here (cheap: tracers load dictionaries lazily) for its ``identity()``;
+2. resolve the model's identity (``LoadedModel.model_id``) - pass ``model_id`` when you know
+   it, otherwise one task loads the model on a worker, which keeps it for step 4;
+3. look every (prompt, family) up in the cache under
+   ``cache_key(artifact="circuit-graph", schema, model_id, tracer identity, prompt, family)``;
+4. trace only the misses (deduplicated, in batches of ``batch_size``) on the executor;
+5. store the new graphs and return all graphs in input order with :class:`TraceStats`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from md_framework.errors import ConfigError, MDError
+from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec
+from md_framework.types import SCHEMA_VERSION, CircuitGraph
+
+if TYPE_CHECKING:
+    from md_framework.cache import ArtifactCache
+    from md_framework.plugins import MDPluginManager
+    from md_framework.tracing_api import Executor, Tracer
+
+#: Cache kind of traced graphs.
+GRAPH_KIND = "graph"
+#: How many loaded models one worker process keeps (a base/intervention pair).
+WORKER_MODEL_SLOTS = int(os.environ.get("MD_WORKER_MODEL_SLOTS", "2"))
+
+PluginManagerFactory = Callable[[], "MDPluginManager"]
+TracerFactory = Callable[[str, Mapping[str, Any]], "Tracer"]
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def default_plugin_manager() -> MDPluginManager:
+    """The normal plugin manager (entry points, honouring ``MD_DISABLE_PLUGIN_AUTOLOAD``)."""
+    from md_framework.plugins import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+def default_tracer_factory(name: str, options: Mapping[str, Any]) -> Tracer:
+    """Instantiate the tracer driver ``name`` with validated ``options``."""
+    from md_framework.drivers import create_driver
+
+    return create_driver("tracer", name, dict(options))
+
+
+def load_model(
+    spec: ModelSpec, options: ModelLoadOptions, pm: MDPluginManager | None = None
+) -> LoadedModel:
+    """Load ``spec`` through the first ``md_load_model`` implementation that accepts it."""
+    from md_framework.plugins import Hooks
+
+    pm = pm if pm is not None else default_plugin_manager()
+    found = Hooks(pm).first("md_load_model", spec=spec, options=options)
+    if found is None:
+        loaders = sorted({impl.plugin_name for impl in pm.hook.md_load_model.get_hookimpls()})
+        raise ConfigError(
+            f'no model loader recognised model source "{spec.source}"'
+            f" (loaders tried: {', '.join(loaders) or 'none installed'})"
+        )
+    model = found.value
+    if not isinstance(model, LoadedModel):
+        raise MDError(f"model loader {found.plugin} returned {type(model).__name__}, not LoadedModel")
+    if not model.loader:
+        model.loader = found.plugin
+    return model
+
+
+# --------------------------------------------------------------------------- tasks & workers
+
+
+@dataclass(frozen=True)
+class TraceTask:
+    """Everything a worker needs to rebuild the model and tracer and trace some prompts.
+
+    Picklable: specs are pydantic models, factories must be module-level functions.
+    """
+
+    tracer_name: str
+    tracer_options: dict[str, Any]
+    model_spec: ModelSpec
+    load_options: ModelLoadOptions
+    prompts: tuple[str, ...] = ()
+    families: tuple[str | None, ...] = ()
+    plugin_manager_factory: PluginManagerFactory = default_plugin_manager
+    tracer_factory: TracerFactory = default_tracer_factory
+
+
+@dataclass
+class TaskResult:
+    """What a worker sends back: graphs as JSON (exact, class-independent) and facts."""
+
+    model_id: str
+    graphs_json: list[str]
+    pid: int
+    model_loaded: bool
+    seconds: float
+
+
+_state_lock = threading.Lock()
+_worker_models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
+_worker_tracers: dict[tuple[Any, ...], Tracer] = {}
+_worker_pms: dict[Any, MDPluginManager] = {}
+
+
+def _canonical(options: Mapping[str, Any]) -> str:
+    from md_framework.cache import canonical_json
+
+    return canonical_json(dict(options))
+
+
+def _worker_model(task: TraceTask) -> tuple[LoadedModel, bool]:
+    """The task's model, loaded at most once per process (LRU of WORKER_MODEL_SLOTS)."""
+    key = (
+        task.model_spec.model_dump_json(), task.load_options.model_dump_json(),
+        task.plugin_manager_factory,
+    )
+    with _state_lock:
+        model = _worker_models.get(key)
+        if model is not None:
+            _worker_models.move_to_end(key)
+            return model, False
+        pm = _worker_pms.get(task.plugin_manager_factory)
+        if pm is None:
+            pm = _worker_pms[task.plugin_manager_factory] = task.plugin_manager_factory()
+        model = load_model(task.model_spec, task.load_options, pm)
+        _worker_models[key] = model
+        while len(_worker_models) > max(1, WORKER_MODEL_SLOTS):
+            _worker_models.popitem(last=False)
+        return model, True
+
+
+def _worker_tracer(task: TraceTask) -> Tracer:
+    key = (task.tracer_name, _canonical(task.tracer_options), task.tracer_factory)
+    with _state_lock:
+        tracer = _worker_tracers.get(key)
+        if tracer is None:
+            tracer = _worker_tracers[key] = task.tracer_factory(task.tracer_name, task.tracer_options)
+        return tracer
+
+
+def clear_worker_state() -> None:
+    """Forget the models, tracers and plugin managers this process keeps for tracing."""
+    with _state_lock:
+        _worker_models.clear()
+        _worker_tracers.clear()
+        _worker_pms.clear()
+
+
+def resolve_model_id_task(task: TraceTask) -> TaskResult:
+    """Worker function: load (and keep) the model, report its identity."""
+    start = time.perf_counter()
+    model, loaded = _worker_model(task)
+    return TaskResult(model.model_id, [], os.getpid(), loaded, time.perf_counter() - start)
+
+
+def trace_task(task: TraceTask) -> TaskResult:
+    """Worker function: trace ``task.prompts`` and return the graphs as JSON."""
+    start = time.perf_counter()
+    model, loaded = _worker_model(task)
+    tracer = _worker_tracer(task)
+    families = list(task.families) if task.families else None
+    graphs = tracer.trace(model, list(task.prompts), families)
+    if len(graphs) != len(task.prompts):
+        raise MDError(
+            f'tracer "{task.tracer_name}" returned {len(graphs)} graphs for {len(task.prompts)} prompts'
+        )
+    out = []
+    for graph in graphs:
+        if not isinstance(graph, CircuitGraph):
+            raise MDError(f'tracer "{task.tracer_name}" returned {type(graph).__name__}, not CircuitGraph')
+        out.append(graph.model_dump_json())
+    return TaskResult(model.model_id, out, os.getpid(), loaded, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class TraceStats:
+    """What one call did. ``traced`` counts prompts actually traced (cache misses, deduplicated)."""
+
+    prompts: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    traced: int = 0
+    tasks: int = 0
+    model_loads: int = 0
+    worker_pids: list[int] = field(default_factory=list)
+    trace_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __iadd__(self, other: TraceStats) -> TraceStats:
+        for name in ("prompts", "cache_hits", "cache_misses", "traced", "tasks", "model_loads"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.worker_pids = sorted(set(self.worker_pids) | set(other.worker_pids))
+        self.trace_seconds += other.trace_seconds
+        self.wall_seconds += other.wall_seconds
+        return self
+
+
+class GraphList(list):  # type: ignore[type-arg]
+    """A plain list of :class:`CircuitGraph` with the call's :class:`TraceStats` and ids."""
+
+    stats: TraceStats
+    model_id: str
+    tracer_identity: str
+
+
+@dataclass
+class PairTrace:
+    base: GraphList
+    intervention: GraphList
+    tracer_identity: str
+
+    @property
+    def stats(self) -> TraceStats:
+        total = TraceStats()
+        total += self.base.stats
+        total += self.intervention.stats
+        return total
+
+    def pairs(self) -> list[tuple[CircuitGraph, CircuitGraph]]:
+        return list(zip(self.base, self.intervention))
+
+
+def graph_cache_key(model_id: str, tracer_identity: str, prompt: str, family: str | None) -> str:
+    from md_framework.cache import cache_key
+
+    return cache_key(
+        artifact="circuit-graph", schema_version=SCHEMA_VERSION, model_id=model_id,
+        tracer=tracer_identity, prompt=prompt, family=family,
+    )
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _open_cache(cache: ArtifactCache | str | os.PathLike[str] | None) -> ArtifactCache | None:
+    if cache is None:
+        return None
+    from md_framework.cache import ArtifactCache
+
+    return cache if isinstance(cache, ArtifactCache) else ArtifactCache(Path(cache))
+
+
+def _run(executor: Executor | None, fn: Callable[[TraceTask], TaskResult],
+         tasks: list[TraceTask], description: str) -> list[TaskResult]:
+    if executor is None:
+        return [fn(task) for task in tasks]
+    return executor.map(fn, tasks, description=description)
+
+
+def _families(prompts: Sequence[str], families: Sequence[str | None] | None) -> list[str | None]:
+    if families is None:
+        return [None] * len(prompts)
+    if len(families) != len(prompts):
+        raise ConfigError(f"{len(families)} families given for {len(prompts)} prompts")
+    return list(families)
+
+
+def trace_prompts(
+    tracer_name: str,
+    tracer_options: Mapping[str, Any] | None,
+    model_spec: ModelSpec | str,
+    load_options: ModelLoadOptions | None,
+    prompts: Sequence[str],
+    families: Sequence[str | None] | None = None,
+    cache: ArtifactCache | str | os.PathLike[str] | None = None,
+    executor: Executor | None = None,
+    *,
+    model_id: str | None = None,
+    batch_size: int = 1,
+    plugin_manager_factory: PluginManagerFactory = default_plugin_manager,
+    tracer_factory: TracerFactory = default_tracer_factory,
+) -> GraphList:
+    """Trace ``prompts`` on one model; graphs in input order, cached graphs reused.
+
+    ``executor`` ``None`` runs everything in this process. With a process or Ray executor,
+    ``plugin_manager_factory`` and ``tracer_factory`` must be module-level functions
+    (they are called again in each worker). The result is a list with ``.stats``
+    (:class:`TraceStats`), ``.model_id`` and ``.tracer_identity``.
+    """
+    wall = time.perf_counter()
+    spec = model_spec if isinstance(model_spec, ModelSpec) else ModelSpec(source=model_spec)
+    load_options = load_options or ModelLoadOptions()
+    options = dict(tracer_options or {})
+    prompts = list(prompts)
+    fams = _families(prompts, families)
+    if batch_size < 1:
+        raise ConfigError("batch_size must be >= 1")
+    store = _open_cache(cache)
+    stats = TraceStats(prompts=len(prompts))
+    base_task = TraceTask(
+        tracer_name, options, spec, load_options,
+        plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
+    )
+    tracer = tracer_factory(tracer_name, options)
+    identity = tracer.identity()
+
+    result = GraphList()
+    result.tracer_identity = identity
+    if not prompts:
+        result.stats, result.model_id = stats, model_id or ""
+        return result
+
+    if model_id is None:
+        (resolved,) = _run(executor, resolve_model_id_task, [base_task], "")
+        model_id = resolved.model_id
+        stats.model_loads += int(resolved.model_loaded)
+        stats.worker_pids.append(resolved.pid)
+
+    keys = [graph_cache_key(model_id, identity, p, f) for p, f in zip(prompts, fams)]
+    found: dict[str, CircuitGraph] = {}
+    for key in dict.fromkeys(keys):
+        graph = store.get_model(GRAPH_KIND, key, CircuitGraph) if store is not None else None
+        if graph is not None:
+            found[key] = graph
+    stats.cache_hits = sum(1 for k in keys if k in found)
+    stats.cache_misses = len(keys) - stats.cache_hits
+
+    todo: dict[str, tuple[str, str | None]] = {}
+    for key, prompt, family in zip(keys, prompts, fams):
+        if key not in found:
+            todo.setdefault(key, (prompt, family))
+    todo_keys = list(todo)
+    tasks = [
+        TraceTask(
+            tracer_name, options, spec, load_options,
+            prompts=tuple(todo[k][0] for k in chunk), families=tuple(todo[k][1] for k in chunk),
+            plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
+        )
+        for chunk in (todo_keys[i : i + batch_size] for i in range(0, len(todo_keys), batch_size))
+    ]
+    if tasks:
+        outputs = _run(executor, trace_task, tasks, f"tracing {spec.source}")
+        stats.tasks = len(tasks)
+        chunks = (todo_keys[i : i + batch_size] for i in range(0, len(todo_keys), batch_size))
+        for chunk, output in zip(chunks, outputs):
+            if output.model_id != model_id:
+                raise MDError(
+                    f"model {spec.source} changed identity during tracing"
+                    f" ({model_id} -> {output.model_id}); rerun to retrace"
+                )
+            stats.model_loads += int(output.model_loaded)
+            stats.trace_seconds += output.seconds
+            stats.worker_pids.append(output.pid)
+            for key, text in zip(chunk, output.graphs_json):
+                graph = CircuitGraph.model_validate_json(text)
+                found[key] = graph
+                if store is not None:
+                    store.put_model(GRAPH_KIND, key, graph)
+        stats.traced = len(todo_keys)
+
+    result.extend(found[k] for k in keys)
+    stats.worker_pids = sorted(set(stats.worker_pids))
+    stats.wall_seconds = time.perf_counter() - wall
+    result.stats, result.model_id = stats, model_id
+    return result
+
+
+def trace_pair(
+    tracer_name: str,
+    tracer_options: Mapping[str, Any] | None,
+    base_spec: ModelSpec | str,
+    intervention_spec: ModelSpec | str,
+    load_options: ModelLoadOptions | None,
+    prompts: Sequence[str],
+    families: Sequence[str | None] | None = None,
+    cache: ArtifactCache | str | os.PathLike[str] | None = None,
+    executor: Executor | None = None,
+    *,
+    base_model_id: str | None = None,
+    intervention_model_id: str | None = None,
+    batch_size: int = 1,
+    plugin_manager_factory: PluginManagerFactory = default_plugin_manager,
+    tracer_factory: TracerFactory = default_tracer_factory,
+) -> PairTrace:
+    """Trace base and intervention on the same prompts with the same tracer and options.
+
+    Graph ``i`` of both lists belongs to prompt ``i``. Raises if the two runs used
+    different dictionaries (their features would not align by identity).
+    """
+    common = dict(
+        families=families, cache=_open_cache(cache), executor=executor, batch_size=batch_size,
+        plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
+    )
+    base = trace_prompts(tracer_name, tracer_options, base_spec, load_options, prompts,
+                         model_id=base_model_id, **common)  # type: ignore[arg-type]
+    intervention = trace_prompts(tracer_name, tracer_options, intervention_spec, load_options,
+                                 prompts, model_id=intervention_model_id, **common)  # type: ignore[arg-type]
+    if base.tracer_identity != intervention.tracer_identity:
+        raise MDError("base and intervention were traced with different tracer identities")
+    dictionaries = {g.dictionary_id for g in [*base, *intervention]}
+    if len(dictionaries) > 1:
+        raise MDError(
+            f"base and intervention graphs use different dictionaries {sorted(map(str, dictionaries))};"
+            " features would not align by identity"
+        )
+    return PairTrace(base, intervention, base.tracer_identity)
+
+
+def analyze_prompts_parallel(
+    prompts: Sequence[str],
+    n_workers: int = 2,
+    *,
+    tracer_name: str,
+    model_spec: ModelSpec | str,
+    tracer_options: Mapping[str, Any] | None = None,
+    load_options: ModelLoadOptions | None = None,
+    families: Sequence[str | None] | None = None,
+    cache: ArtifactCache | str | os.PathLike[str] | None = None,
+    threads_per_worker: int = 1,
+    plugin_manager_factory: PluginManagerFactory = default_plugin_manager,
+    tracer_factory: TracerFactory = default_tracer_factory,
+) -> GraphList:
+    """Trace ``prompts`` on ``n_workers`` local worker processes (the ``process`` executor).
+
+    ``n_workers=1`` runs in this process. Each worker loads the model once; budget memory
+    for ``n_workers`` copies of it.
+    """
+    if n_workers < 1:
+        raise ConfigError("n_workers must be >= 1")
+    call = dict(
+        families=families, cache=cache, plugin_manager_factory=plugin_manager_factory,
+        tracer_factory=tracer_factory,
+    )
+    if n_workers == 1:
+        return trace_prompts(tracer_name, tracer_options, model_spec, load_options, prompts,
+                             **call)  # type: ignore[arg-type]
+    from md_framework.drivers import create_driver
+
+    with create_driver(
+        "executor", "process",
+        {"n_workers": n_workers, "threads_per_worker": threads_per_worker, "progress": False},
+    ) as executor:
+        return trace_prompts(tracer_name, tracer_options, model_spec, load_options, prompts,
+                             executor=executor, **call)  # type: ignore[arg-type]
