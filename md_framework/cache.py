@@ -770,15 +770,24 @@ class ArtifactCache:
             self._remove_orphans()
         return removed
 
-    def clear_old_entries(self, days: float, *, by: Literal["last_access", "created"] = "last_access") -> int:
-        """Remove entries not accessed (or, with ``by="created"``, created) in ``days`` days."""
+    def clear_old_entries(
+        self, days: float, *, by: Literal["last_access", "created"] = "last_access",
+        kind: str | None = None,
+    ) -> int:
+        """Remove entries not accessed (or, with ``by="created"``, created) in ``days`` days,
+        optionally only of ``kind``; returns how many were removed."""
         if days < 0:
             raise ValueError("days must be >= 0")
+        if kind is not None and not _KIND_RE.match(kind):
+            raise ValueError(f"invalid cache kind {kind!r}")
         column = "last_access" if by == "last_access" else "created"
         cutoff = time.time() - days * 86400.0
-        rows = self._db().execute(
-            f"SELECT kind, key FROM entries WHERE {column} < ?", (cutoff,)
-        ).fetchall()
+        sql = f"SELECT kind, key FROM entries WHERE {column} < ?"
+        args: tuple[Any, ...] = (cutoff,)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args += (kind,)
+        rows = self._db().execute(sql, args).fetchall()
         return sum(self._delete(kind, key) for kind, key in rows)
 
     def verify_all(self) -> list[tuple[str, str]]:
