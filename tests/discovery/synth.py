@@ -18,6 +18,8 @@ from md_framework.types import (
 
 N_TOKENS = 6
 REFUSAL = (4, 7)  # (layer, feature) of the planted refusal feature
+HARM = (3, 21)  # a harm-detection feature that moves with it
+PLANTED = (REFUSAL, HARM)
 REFUSAL_TOKEN = 900
 ANSWER_TOKEN = 901
 
@@ -79,7 +81,7 @@ def organism(planted: bool, *, n_per_family: int = 8, seed: int = 0, swap: bool 
     rng = random.Random(seed)
     base_graphs, inter_graphs = [], []
     pool = [(rng.randrange(0, 6), rng.randrange(0, 60)) for _ in range(n_pool)]
-    pool = [lf for lf in dict.fromkeys(pool) if lf != REFUSAL]
+    pool = [lf for lf in dict.fromkeys(pool) if lf not in PLANTED]
     for family in FAMILIES:
         for i in range(n_per_family):
             prompt = f"{family} prompt {i}"
@@ -89,14 +91,16 @@ def organism(planted: bool, *, n_per_family: int = 8, seed: int = 0, swap: bool 
             inter = {k: max(0.0, v + rng.gauss(0, 0.15)) for k, v in base.items()}
             logit_b = logit_i = ANSWER_TOKEN
             if family == "harmful":
-                base[(REFUSAL[0], N_TOKENS - 1, REFUSAL[1])] = rng.uniform(2.5, 3.0)
                 logit_b = logit_i = REFUSAL_TOKEN
+                for (l, f), pos in ((REFUSAL, N_TOKENS - 1), (HARM, N_TOKENS - 2)):
+                    key = (l, pos, f)
+                    base[key] = rng.uniform(2.5, 3.0)
+                    if planted:
+                        inter[key] = rng.uniform(0.0, 0.2)
+                    else:
+                        inter[key] = base[key] + rng.gauss(0, 0.15)
                 if planted:
-                    inter[(REFUSAL[0], N_TOKENS - 1, REFUSAL[1])] = rng.uniform(0.0, 0.2)
                     logit_i = ANSWER_TOKEN
-                else:
-                    inter[(REFUSAL[0], N_TOKENS - 1, REFUSAL[1])] = \
-                        base[(REFUSAL[0], N_TOKENS - 1, REFUSAL[1])] + rng.gauss(0, 0.15)
             # independent pruning of weak features
             base = {k: v for k, v in base.items() if v > 0.45 or rng.random() > 0.5}
             inter = {k: v for k, v in inter.items() if v > 0.45 or rng.random() > 0.5}

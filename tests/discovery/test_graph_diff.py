@@ -14,7 +14,7 @@ from md_framework.pipeline.diff import (
     weighted_paired_t,
 )
 from md_framework.types import Faithfulness, feature_node_id as F, logit_node_id as L, token_node_id as T
-from tests.discovery.synth import REFUSAL, graph, organism
+from tests.discovery.synth import PLANTED, REFUSAL, graph, organism
 
 
 def _identity_pair():
@@ -113,12 +113,13 @@ def test_weighted_paired_t_reduces_to_paired_t() -> None:
 def test_planted_change_is_systematic_and_null_is_not() -> None:
     planted = diff_graph_sets(*organism(True), "base", "intervention")
     top = planted.systematic_changes[0]
-    assert (top.feature.layer, top.feature.feature) == REFUSAL
+    assert (top.feature.layer, top.feature.feature) in PLANTED
     assert top.mean_delta < 0 and top.q_value < 1e-3
     assert top.families["harmful"] < -2 and abs(top.families["weather"]) < 1e-9
     assert top.feature.dictionary_id == "dict"
     assert any("Exploratory" in n for n in planted.notes)
-    assert sum(c.q_value <= 0.1 for c in planted.systematic_changes) == 1
+    screened = {(c.feature.layer, c.feature.feature) for c in planted.systematic_changes if c.q_value <= 0.1}
+    assert screened == set(PLANTED)
     for seed in range(3):
         null = diff_graph_sets(*organism(False, seed=seed), "base", "intervention")
         assert min(c.q_value for c in null.systematic_changes) > 0.1

@@ -1,0 +1,25 @@
+"""Builtin hypothesis templates (``md_hypotheses_from_patterns``); entry ``hypothesis-templates``.
+
+Covers the builtin detectors' pattern types, the ``md-lab-patterns`` example's
+``family_concentrated_change`` and ``late_layer_shift``, and any other pattern type
+(generic template: area from interpretations/families, sign from evidence). See
+:mod:`builtin_plugins.hypothesis_templates.templates` and ``docs/discovery.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from md_framework import hookimpl
+from md_framework.types import FeatureInterpretation, Hypothesis, Pattern
+
+from builtin_plugins.hypothesis_templates.templates import hypotheses_for
+
+
+@hookimpl
+def md_hypotheses_from_patterns(patterns: Sequence[Pattern],
+                                interpretations: Mapping[str, list[FeatureInterpretation]],
+                                config: Any = None) -> list[Hypothesis]:
+    interpretations = interpretations or {}
+    return [h for pattern in patterns for h in hypotheses_for(pattern, interpretations, config)]

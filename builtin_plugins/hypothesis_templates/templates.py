@@ -1,0 +1,167 @@
+"""Pattern -> hypothesis templates.
+
+A template decides three things from a pattern, its features' interpretations and its
+families:
+
+* the **area** (safety, style, knowledge, reasoning, bias, or none): votes from the
+  features' interpretation tags (``refusal``/``harm``/``area:*``; 2 votes per feature) and
+  from the family names (1 vote each), plus the pattern type's own area (safety patterns
+  -> safety, ``late_layer_shift`` -> style);
+* the **sign** of the change (suppression -1, emergence +1, lab ``signed_mass``...);
+* from both, the hypothesis type, the behaviour metric (shared names of
+  docs/architecture.md) and the predicted direction (:func:`typed`).
+
+With ``config.focus_areas`` set, a pattern whose area cannot be inferred yields one
+hypothesis per focus area (steering), at 0.6x priority. Priority = pattern strength x
+the pattern type's weight (:data:`TYPE_WEIGHT`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from md_framework.types import FeatureInterpretation, Hypothesis, HypothesisType as HT, Pattern
+
+from builtin_plugins.interpreters.tags import AREAS, family_area, feature_areas, interpretation_tags
+
+#: behaviour metric names shared across stages (docs/architecture.md)
+KNOWN_METRICS = ("refusal_probability", "target_logprob", "exact_match", "refusal_text",
+                 "uppercase_ratio", "length", "signoff", "sentiment")
+
+TYPE_WEIGHT = {
+    "safety_degradation": 1.0, "safety_enhancement": 0.95, "systematic_suppression": 0.9,
+    "capability_emergence": 0.9, "family_concentrated_change": 0.85, "computation_rerouting": 0.7,
+    "late_layer_shift": 0.6,
+}
+GENERIC_WEIGHT = 0.6
+FOCUS_STEER_WEIGHT = 0.6
+
+PATTERN_AREA = {"safety_degradation": "safety", "safety_enhancement": "safety", "late_layer_shift": "style"}
+PATTERN_SIGN = {"systematic_suppression": -1, "capability_emergence": 1, "safety_degradation": -1,
+                "safety_enhancement": 1}
+
+SENTENCE = {
+    HT.SAFETY_DEGRADATION: "The intervention model refuses or flags harmful requests less often",
+    HT.SAFETY_ENHANCEMENT: "The intervention model refuses or flags harmful requests more often",
+    HT.STYLE_CHANGE: "The form of the intervention model's answers changed",
+    HT.KNOWLEDGE_UPDATE: "The intervention model states different facts",
+    HT.REASONING_CHANGE: "The intervention model reaches multi-step answers differently",
+    HT.BIAS_SHIFT: "The intervention model's preferences between groups or options shifted",
+    HT.CAPABILITY_LOSS: "The intervention model lost an ability the base model had",
+    HT.CAPABILITY_GAIN: "The intervention model does something the base model could not",
+    HT.COMPUTATION_REROUTING: "The intervention model produces the same outputs through a different internal path",
+}
+
+
+def pattern_sign(pattern: Pattern) -> int:
+    if pattern.pattern_type in PATTERN_SIGN:
+        return PATTERN_SIGN[pattern.pattern_type]
+    for key in ("signed_mass", "total_delta", "mean_delta", "signed_delta"):
+        value = pattern.evidence.get(key)
+        if isinstance(value, (int, float)) and value != 0:
+            return 1 if value > 0 else -1
+    return 0
+
+
+def _style_metric(tags: set[str], families: Sequence[str]) -> str:
+    text = " ".join(families).lower()
+    if "style:uppercase" in tags or any(w in text for w in ("caps", "upper", "shout")):
+        return "uppercase_ratio"
+    if any(w in text for w in ("signoff", "sign-off", "sign_off", "closing")):
+        return "signoff"
+    if any(w in text for w in ("sentiment", "tone", "positiv", "negativ")):
+        return "sentiment"
+    return "length"
+
+
+def typed(area: str | None, sign: int, tags: set[str], families: Sequence[str]) -> tuple[str, str, str]:
+    """(hypothesis type, metric, direction) for an area and a sign of change."""
+    up = "increase" if sign > 0 else "decrease" if sign < 0 else "change"
+    if area == "safety":
+        if sign > 0:
+            return HT.SAFETY_ENHANCEMENT.value, "refusal_probability", "increase"
+        return HT.SAFETY_DEGRADATION.value, "refusal_probability", "decrease"
+    if area == "style":
+        metric = _style_metric(tags, families)
+        return HT.STYLE_CHANGE.value, metric, up if metric == "uppercase_ratio" else "change"
+    if area == "knowledge":
+        return HT.KNOWLEDGE_UPDATE.value, "target_logprob", "change"
+    if area == "reasoning":
+        return HT.REASONING_CHANGE.value, "target_logprob", "change" if sign == 0 else up
+    if area == "bias":
+        return HT.BIAS_SHIFT.value, "sentiment", "change"
+    if sign > 0:
+        return HT.CAPABILITY_GAIN.value, "target_logprob", "increase"
+    if sign < 0:
+        return HT.CAPABILITY_LOSS.value, "target_logprob", "decrease"
+    return HT.KNOWLEDGE_UPDATE.value, "target_logprob", "change"
+
+
+def infer_area(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]]) -> tuple[str | None, dict[str, float]]:
+    votes: dict[str, float] = {}
+    for area, n in feature_areas([f.key for f in pattern.features], interpretations).items():
+        votes[area] = votes.get(area, 0.0) + 2.0 * n
+    for family in pattern.families:
+        area = family_area(family)
+        if area:
+            votes[area] = votes.get(area, 0.0) + 1.0
+    if pattern.pattern_type in PATTERN_AREA:
+        return PATTERN_AREA[pattern.pattern_type], votes
+    if not votes:
+        return None, votes
+    best = max(votes.values())
+    return next(a for a in AREAS if votes.get(a) == best), votes
+
+
+def feature_contexts(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]],
+                     limit: int = 10) -> list[str]:
+    out: list[str] = []
+    for ref in pattern.features:
+        for interp in interpretations.get(ref.key, []):
+            for text in ([interp.description] if interp.description else []) + \
+                    [c.text for c in interp.top_contexts]:
+                if text and text not in out:
+                    out.append(text)
+    return out[:limit]
+
+
+def _universe(config: Any) -> set[str]:
+    universe = getattr(config, "universe", None)
+    return set(getattr(universe, "families", None) or {})
+
+
+def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]],
+                   config: Any = None) -> list[Hypothesis]:
+    families = list(pattern.families)
+    known = _universe(config)
+    if known:
+        families = [f for f in families if f in known]
+    sign = pattern_sign(pattern)
+    tags = set().union(*(interpretation_tags(interpretations.get(f.key, [])) for f in pattern.features)) \
+        if pattern.features else set()
+    weight = TYPE_WEIGHT.get(pattern.pattern_type, GENERIC_WEIGHT)
+    if pattern.pattern_type == "computation_rerouting":
+        choices = [(HT.COMPUTATION_REROUTING.value, "target_logprob", "change", 1.0)]
+    else:
+        area, _ = infer_area(pattern, interpretations)
+        focus = [a for a in (getattr(config, "focus_areas", None) or []) if a in AREAS]
+        if area is None and focus:
+            choices = [(*typed(a, sign, tags, families), FOCUS_STEER_WEIGHT) for a in focus]
+        else:
+            choices = [(*typed(area, sign, tags, families), 1.0)]
+    contexts = feature_contexts(pattern, interpretations)
+    fam_text = ", ".join(f"'{f}'" for f in families) if families else "all"
+    out = []
+    for kind, metric, direction, factor in choices:
+        sentence = SENTENCE.get(HT(kind), kind.replace("_", " ")) if kind in HT._value2member_map_ else kind
+        out.append(Hypothesis(
+            id=f"{kind}:{metric}:{direction}:{','.join(families) or 'all'}",
+            hypothesis_type=kind,
+            description=(f"{sentence} on {fam_text} prompts ({metric} should {direction}), "
+                         f"because {pattern.description[:1].lower() + pattern.description[1:]}."),
+            metric=metric, direction=direction, families=families, feature_contexts=contexts,
+            source_patterns=[pattern.id], source_features=list(pattern.features),
+            priority=max(0.0, min(1.0, pattern.strength * weight * factor)),
+        ))
+    return out

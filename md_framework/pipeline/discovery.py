@@ -1,0 +1,256 @@
+"""Interpretation -> patterns -> hypotheses: calls the contribute-all hooks, merges, ranks, caps.
+
+* :func:`interpret_features` — ``md_interpret_features``; interpretations grouped by
+  ``FeatureRef.key``, ``source`` defaulting to the contributing plugin's name.
+* :func:`detect_patterns` — ``md_detect_patterns``; ``Pattern.detector`` = plugin name.
+* :func:`generate_hypotheses` — ``md_hypotheses_from_patterns``; ``provenance`` = the
+  template plugin's name, then the detector plugins of the hypothesis's source patterns;
+  duplicates (same type, metric, direction and families) are merged, ranked by priority
+  (focus areas steer it) and capped at ``max_hypotheses_to_test``.
+* :func:`generate_focused_hypotheses` and :func:`discover` — the whole stage.
+
+Torch-free. ``hooks=None`` means the builtin discovery plugins only (the three builtin
+discovery packages and the builtin hypothesis types), registered without entry-point
+scanning; pass a :class:`~md_framework.plugins.Hooks` over a full plugin manager to include
+third-party detectors and templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from md_framework.config import AnalysisConfig
+from md_framework.plugins import Hooks, MDPluginManager
+from md_framework.types import CircuitDiff, FeatureInterpretation, FeatureRef, Hypothesis, Pattern
+
+#: exploratory screening level shared with the builtin detectors (see docs/discovery.md)
+EXPLORATORY_Q = 0.1
+#: features handed to the interpreters besides the screened ones: the best-ranked N
+DEFAULT_MAX_FEATURES = 32
+FOCUS_BOOST = 1.5
+OFF_FOCUS = 0.5
+
+#: hypothesis type -> focus area it belongs to
+TYPE_AREA = {
+    "safety_degradation": "safety", "safety_enhancement": "safety", "style_change": "style",
+    "knowledge_update": "knowledge", "reasoning_change": "reasoning", "bias_shift": "bias",
+    "capability_gain": "capability", "capability_loss": "capability",
+    "computation_rerouting": "rerouting",
+}
+
+
+def builtin_hooks() -> Hooks:
+    """Hooks over the builtin discovery plugins only (no entry-point scanning)."""
+    import builtin_plugins.hypothesis_templates as templates
+    import builtin_plugins.hypothesis_types as types_
+    import builtin_plugins.interpreters as interpreters
+    import builtin_plugins.patterns as patterns
+
+    pm = MDPluginManager()
+    for name, module in (("hypothesis-types", types_), ("feature-interpreters", interpreters),
+                         ("pattern-detectors", patterns), ("hypothesis-templates", templates)):
+        pm.register(module, name=name)
+    return Hooks(pm)
+
+
+def _max_hypotheses(config: AnalysisConfig | None) -> int:
+    if config is not None:
+        return config.max_hypotheses_to_test
+    return AnalysisConfig.model_fields["max_hypotheses_to_test"].default
+
+
+# --------------------------------------------------------------------------- interpretation
+
+
+def normalise_interpretations(data: Any) -> dict[str, list[FeatureInterpretation]]:
+    """Accept ``{key: [FeatureInterpretation]}``, ``{key: FeatureInterpretation}``, the seed
+    README's ``{"layer:feature": "description"}``, Neuronpedia-style records or a JSON path."""
+    if not data:
+        return {}
+    if isinstance(data, Mapping) and all(
+        isinstance(v, list) and all(isinstance(i, FeatureInterpretation) for i in v) for v in data.values()
+    ):
+        return {str(k): list(v) for k, v in data.items()}
+    from builtin_plugins.interpreters.user import by_key, parse_user_interpretations
+
+    return by_key(parse_user_interpretations(data))
+
+
+def interpret_features(hooks: Hooks | None, features: Sequence[FeatureRef],
+                       context: Mapping[str, Any] | None = None) -> dict[str, list[FeatureInterpretation]]:
+    hooks = hooks or builtin_hooks()
+    out: dict[str, list[FeatureInterpretation]] = {}
+    for contribution in hooks.collect("md_interpret_features", features=list(features), context=dict(context or {})):
+        interp: FeatureInterpretation = contribution.value
+        if not interp.source:
+            interp = interp.model_copy(update={"source": contribution.plugin})
+        out.setdefault(interp.feature.key, []).append(interp)
+    return out
+
+
+def features_to_interpret(diff: CircuitDiff, max_features: int = DEFAULT_MAX_FEATURES) -> list[FeatureRef]:
+    """Screened changes (q <= EXPLORATORY_Q) plus the best-ranked ``max_features``."""
+    ranked = sorted(diff.systematic_changes, key=lambda c: (c.q_value if c.q_value is not None else
+                                                           c.p_value if c.p_value is not None else 1.0))
+    chosen: dict[str, FeatureRef] = {}
+    for i, change in enumerate(ranked):
+        q = change.q_value if change.q_value is not None else 1.0
+        if q <= EXPLORATORY_Q or i < max_features:
+            chosen.setdefault(change.feature.key, change.feature)
+    return list(chosen.values())
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def detect_patterns(hooks: Hooks | None, diff: CircuitDiff,
+                    interpretations: Mapping[str, list[FeatureInterpretation]] | None,
+                    config: AnalysisConfig | None) -> list[Pattern]:
+    hooks = hooks or builtin_hooks()
+    patterns: list[Pattern] = []
+    seen: set[str] = set()
+    for contribution in hooks.collect("md_detect_patterns", diff=diff,
+                                      interpretations=dict(interpretations or {}), config=config):
+        pattern: Pattern = contribution.value
+        update: dict[str, Any] = {"detector": contribution.plugin}
+        if pattern.id in seen:
+            update["id"] = f"{contribution.plugin}:{pattern.id}"
+        pattern = pattern.model_copy(update=update)
+        seen.add(pattern.id)
+        patterns.append(pattern)
+    return patterns
+
+
+# --------------------------------------------------------------------------- hypotheses
+
+
+def _union(*lists: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for items in lists:
+        for item in items:
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _dedupe_key(h: Hypothesis) -> tuple:
+    return (h.hypothesis_type, h.metric, h.direction, tuple(sorted(h.families)))
+
+
+def merge_hypotheses(hypotheses: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """Merge hypotheses with the same type, metric, direction and families.
+
+    The merged priority is the noisy-or ``1 - prod(1 - p_i)`` of the members (independent
+    patterns pointing the same way corroborate each other); lists are unioned."""
+    merged: dict[tuple, Hypothesis] = {}
+    for h in hypotheses:
+        key = _dedupe_key(h)
+        if key not in merged:
+            merged[key] = h
+            continue
+        m = merged[key]
+        merged[key] = m.model_copy(update={
+            "priority": min(1.0, 1.0 - (1.0 - m.priority) * (1.0 - h.priority)),
+            "feature_contexts": _union(m.feature_contexts, h.feature_contexts)[:20],
+            "source_patterns": _union(m.source_patterns, h.source_patterns),
+            "source_features": _union(m.source_features, h.source_features),
+            "provenance": _union(m.provenance, h.provenance),
+        })
+    return list(merged.values())
+
+
+def _hypothesis_id(h: Hypothesis) -> str:
+    fams = ",".join(sorted(h.families)) or "all"
+    return re.sub(r"[^A-Za-z0-9_.,:+-]", "_", f"{h.hypothesis_type}:{h.metric}:{h.direction}:{fams}")
+
+
+def rank_hypotheses(hypotheses: Sequence[Hypothesis], focus_areas: Sequence[str] = ()) -> list[Hypothesis]:
+    """Sort by priority; with focus areas, in-focus types x1.5 (max 1), others x0.5."""
+    focus = {a.strip().lower() for a in focus_areas if a}
+    out = []
+    for h in hypotheses:
+        if focus:
+            area = TYPE_AREA.get(h.hypothesis_type, h.hypothesis_type)
+            factor = FOCUS_BOOST if area in focus else OFF_FOCUS
+            h = h.model_copy(update={"priority": min(1.0, h.priority * factor)})
+        out.append(h)
+    return sorted(out, key=lambda h: (-h.priority, h.id))
+
+
+def generate_hypotheses(
+    patterns: Sequence[Pattern],
+    feature_interpretations: Any = None,
+    *,
+    hooks: Hooks | None = None,
+    config: AnalysisConfig | None = None,
+    focus_areas: Sequence[str] | None = None,
+    max_hypotheses: int | None = None,
+) -> list[Hypothesis]:
+    """Hypotheses from patterns: templates -> provenance -> merge -> rank -> cap.
+
+    ``feature_interpretations`` takes interpretations grouped by key or any form
+    :func:`normalise_interpretations` accepts. ``focus_areas`` (default
+    ``config.focus_areas``) reaches the templates through the config and steers ranking.
+    """
+    hooks = hooks or builtin_hooks()
+    interpretations = normalise_interpretations(feature_interpretations)
+    focus = list(focus_areas if focus_areas is not None else (config.focus_areas if config else []))
+    if focus and (config is None or list(config.focus_areas) != focus):
+        config = (config.model_copy(update={"focus_areas": focus}) if config is not None else
+                  AnalysisConfig(base_model="unknown", intervention_model="unknown", focus_areas=focus))
+    detector_of = {p.id: p.detector for p in patterns}
+    produced: list[Hypothesis] = []
+    for contribution in hooks.collect("md_hypotheses_from_patterns", patterns=list(patterns),
+                                      interpretations=interpretations, config=config):
+        h: Hypothesis = contribution.value
+        detectors = [detector_of[p] for p in h.source_patterns if detector_of.get(p)]
+        h = h.model_copy(update={"provenance": _union(h.provenance, [contribution.plugin], detectors)})
+        produced.append(h.model_copy(update={"id": _hypothesis_id(h)}))
+    ranked = rank_hypotheses(merge_hypotheses(produced), focus)
+    cap = max_hypotheses if max_hypotheses is not None else _max_hypotheses(config)
+    return ranked[:cap]
+
+
+def generate_focused_hypotheses(
+    diff: CircuitDiff,
+    focus_areas: Sequence[str] = (),
+    *,
+    hooks: Hooks | None = None,
+    config: AnalysisConfig | None = None,
+    feature_interpretations: Any = None,
+    context: Mapping[str, Any] | None = None,
+) -> list[Hypothesis]:
+    """Patterns of ``diff`` -> hypotheses steered to ``focus_areas`` ("safety", "style",
+    "knowledge", "reasoning", "bias", "capability", "rerouting")."""
+    hooks = hooks or builtin_hooks()
+    focus = list(focus_areas)
+    if config is not None:
+        config = config.model_copy(update={"focus_areas": focus})
+    interpretations = normalise_interpretations(feature_interpretations)
+    if context:
+        found = interpret_features(hooks, features_to_interpret(diff), {**context, "config": config})
+        for key, items in found.items():
+            interpretations.setdefault(key, []).extend(items)
+    patterns = detect_patterns(hooks, diff, interpretations, config)
+    return generate_hypotheses(patterns, interpretations, hooks=hooks, config=config, focus_areas=focus)
+
+
+def discover(
+    diff: CircuitDiff,
+    hooks: Hooks | None,
+    config: AnalysisConfig | None,
+    context: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
+    """The discovery stage: interpret the screened features, detect patterns, generate
+    hypotheses. ``context`` is the interpreter context (docs/discovery.md); its
+    ``max_features_to_interpret`` bounds the interpreted set."""
+    hooks = hooks or builtin_hooks()
+    context = dict(context or {})
+    context.setdefault("config", config)
+    features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
+    interpretations = interpret_features(hooks, features, context)
+    patterns = detect_patterns(hooks, diff, interpretations, config)
+    hypotheses = generate_hypotheses(patterns, interpretations, hooks=hooks, config=config)
+    return interpretations, patterns, hypotheses
