@@ -1,0 +1,519 @@
+"""Matplotlib plots of a report. Figures are built without pyplot (no global state, no GUI
+backend): each function returns a :class:`matplotlib.figure.Figure` that
+:func:`save_figure` writes as PNG with the Agg canvas.
+
+Colour convention everywhere: **increase = red (warm), decrease = blue (cool)**, on the
+diverging ``RdBu_r`` map centred at 0 with a symmetric range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from md_framework.types import (
+    AnalysisReport,
+    BanditRound,
+    CircuitDiff,
+    CircuitGraph,
+    DecisionRecord,
+    SystematicChange,
+    ValidationResult,
+)
+
+CMAP = "RdBu_r"
+INCREASE_COLOUR = "#c0392b"
+DECREASE_COLOUR = "#2e6fb5"
+VALIDATED_COLOUR = "#1e8449"
+REJECTED_COLOUR = "#7f8c8d"
+DPI = 110
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _txt(text: Any, limit: int = 60) -> str:
+    """Plain text for matplotlib: no mathtext (``$``), shortened to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as PNG (Agg) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, facecolor="white")
+    return path
+
+
+def _norm(values: Iterable[float]) -> Any:
+    from matplotlib.colors import CenteredNorm
+
+    half = max((abs(v) for v in values), default=0.0)
+    return CenteredNorm(vcenter=0.0, halfrange=half if half > 0 else 1.0)
+
+
+def _empty(fig: Any, ax: Any, message: str) -> Any:
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#555",
+            transform=ax.transAxes)
+    return fig
+
+
+# --------------------------------------------------------------------------- heatmap
+
+
+@dataclass
+class HeatmapLayout:
+    """Rows are layers (low to high), columns the k-th largest |change| within the layer."""
+
+    layers: list[int]
+    n_cols: int
+    values: list[list[float | None]]
+    labels: list[list[str]]
+    cell_of: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+
+
+def heatmap_layout(changes: Sequence[SystematicChange], per_layer: int = 10) -> HeatmapLayout:
+    by_layer: dict[int, list[SystematicChange]] = defaultdict(list)
+    for change in changes:
+        by_layer[change.feature.layer].append(change)
+    if not by_layer:
+        return HeatmapLayout([], 0, [], [])
+    layers = list(range(min(by_layer), max(by_layer) + 1))
+    n_cols = min(per_layer, max(len(v) for v in by_layer.values()))
+    values: list[list[float | None]] = []
+    labels: list[list[str]] = []
+    cell_of: dict[tuple[int, int], tuple[int, int]] = {}
+    for row, layer in enumerate(layers):
+        ranked = sorted(by_layer.get(layer, []), key=lambda c: -abs(c.mean_delta))[:n_cols]
+        values.append([c.mean_delta for c in ranked] + [None] * (n_cols - len(ranked)))
+        labels.append([f"#{c.feature.feature}\n{c.mean_delta:+.2f}" for c in ranked]
+                      + [""] * (n_cols - len(ranked)))
+        for col, c in enumerate(ranked):
+            cell_of[(layer, c.feature.feature)] = (row, col)
+    return HeatmapLayout(layers, n_cols, values, labels, cell_of)
+
+
+def plot_circuit_heatmap(
+    changes: Sequence[SystematicChange] | CircuitDiff, per_layer: int = 10, title: str | None = None
+) -> Any:
+    """Signed layer × feature heatmap of systematic activation changes (red up, blue down)."""
+    import numpy as np
+
+    if isinstance(changes, CircuitDiff):
+        changes = changes.systematic_changes
+    layout = heatmap_layout(changes, per_layer)
+    fig = _figure(max(6.0, 1.0 + 0.95 * layout.n_cols), max(3.0, 1.4 + 0.55 * len(layout.layers)))
+    ax = fig.add_subplot()
+    if not layout.layers:
+        return _empty(fig, ax, "No systematic feature changes")
+    data = np.ma.masked_invalid(np.array(
+        [[np.nan if v is None else v for v in row] for row in layout.values], dtype=float))
+    norm = _norm(v for row in layout.values for v in row if v is not None)
+    from matplotlib import colormaps
+
+    cmap = colormaps[CMAP].with_extremes(bad="#f2f2f2")
+    image = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", origin="lower",
+                      interpolation="nearest")
+    for row, row_labels in enumerate(layout.labels):
+        for col, label in enumerate(row_labels):
+            if label:
+                value = layout.values[row][col] or 0.0
+                strong = abs(norm(value) - 0.5) > 0.3
+                ax.text(col, row, label, ha="center", va="center", fontsize=7.5,
+                        color="white" if strong else "#222")
+    ax.set_yticks(range(len(layout.layers)), [str(layer) for layer in layout.layers])
+    ax.set_xticks(range(layout.n_cols), [str(k + 1) for k in range(layout.n_cols)])
+    ax.set_ylabel("layer")
+    ax.set_xlabel("k-th largest |change| in the layer (cell: feature #, mean Δ)")
+    ax.set_title(title or "Systematic feature changes (intervention − base)", fontsize=11)
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label("mean activation change\nred = increase · blue = decrease")
+    return fig
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _evidence(result: ValidationResult) -> tuple[float | None, float | None, str]:
+    """(strength, threshold, label) on one 'higher is stronger' log scale."""
+    level = result.test_level
+    if result.p_value is not None:
+        strength = -math.log10(max(result.p_value, 1e-300))
+        threshold = -math.log10(level) if level else None
+        return strength, threshold, f"p={result.p_value:.2g}"
+    if result.e_value is not None:
+        strength = math.log10(max(result.e_value, 1e-300))
+        threshold = math.log10(1 / level) if level else None
+        return strength, threshold, f"e={result.e_value:.2g}"
+    return None, None, "no test"
+
+
+def plot_validation_dashboard(results: Sequence[ValidationResult]) -> Any:
+    """Left: effect sizes with CIs; right: evidence vs the FDR test level; decision coloured."""
+    fig = _figure(10.0, max(2.8, 1.3 + 0.55 * len(results)))
+    if not results:
+        return _empty(fig, fig.add_subplot(), "No hypotheses were validated or rejected")
+    ax_eff, ax_ev = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+    rows = list(range(len(results)))[::-1]
+    names = [_txt(f"{r.hypothesis.id}: {r.hypothesis.description}", 48) for r in results]
+    for y, result in zip(rows, results):
+        colour = VALIDATED_COLOUR if result.decision else REJECTED_COLOUR
+        es = result.effect_size
+        if es is not None:
+            lo = es.estimate - es.ci_low if es.ci_low is not None else 0.0
+            hi = es.ci_high - es.estimate if es.ci_high is not None else 0.0
+            ax_eff.errorbar(es.estimate, y, xerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o" if result.decision else "s",
+                            color=colour, ecolor=colour, capsize=4, markersize=7,
+                            markerfacecolor=colour if result.decision else "white")
+            ax_eff.annotate(_txt(es.name, 24), (es.estimate, y), textcoords="offset points",
+                            xytext=(0, 7), ha="center", fontsize=7, color="#555")
+        strength, threshold, label = _evidence(result)
+        if strength is not None:
+            ax_ev.barh(y, strength, color=colour, alpha=0.85, height=0.55)
+            ax_ev.text(strength, y, f" {label}", va="center", fontsize=8)
+        if threshold is not None:
+            ax_ev.plot([threshold, threshold], [y - 0.38, y + 0.38], color="#c0392b", lw=2)
+    ax_eff.axvline(0, color="#444", lw=0.8, ls="--")
+    ax_eff.set_yticks(rows, names, fontsize=8)
+    ax_eff.set_xlabel("effect size (intervention − base) with CI")
+    ax_eff.set_title("Effect sizes", fontsize=11)
+    ax_ev.set_xlabel("−log10 p  or  log10 e  (red tick = level)")
+    ax_ev.set_title("Evidence vs FDR level", fontsize=11)
+    top = max([_evidence(r)[0] or 0.0 for r in results] + [_evidence(r)[1] or 0.0 for r in results])
+    ax_ev.set_xlim(0, max(1.0, top) * 1.35)
+    from matplotlib.lines import Line2D
+
+    ax_eff.legend(handles=[
+        Line2D([], [], marker="o", color=VALIDATED_COLOUR, ls="", label="validated"),
+        Line2D([], [], marker="s", color=REJECTED_COLOUR, markerfacecolor="white", ls="",
+               label="not validated"),
+    ], loc="lower right", fontsize=8, frameon=False)
+    ax_eff.margins(y=0.15)
+    return fig
+
+
+# --------------------------------------------------------------------------- network graph
+
+
+@dataclass
+class NetworkData:
+    nodes: dict[str, dict[str, Any]]  # key -> {layer, label, delta}
+    edges: list[tuple[str, str, float, str]]  # source, target, change, status
+
+
+def _node_key(node_id: str) -> tuple[str, int | None, str]:
+    """Collapse a positional node id to (key, layer, label) so prompts can be pooled."""
+    parts = node_id.split(":")
+    kind = parts[0]
+    if kind == "F" and len(parts) == 4:
+        return f"F:{parts[1]}:{parts[3]}", int(parts[1]), f"L{parts[1]}#{parts[3]}"
+    if kind == "E" and len(parts) == 3:
+        return f"E:{parts[1]}", int(parts[1]), f"err L{parts[1]}"
+    if kind == "T" and len(parts) == 3:
+        return f"T:{parts[2]}", None, f"tok {parts[2]}"
+    if kind == "L" and len(parts) == 2:
+        return f"L:{parts[1]}", None, f"logit {parts[1]}"
+    return node_id, None, node_id
+
+
+def network_from_diff(diff: CircuitDiff, max_edges: int = 40) -> NetworkData:
+    nodes: dict[str, dict[str, Any]] = {}
+    for change in diff.systematic_changes:
+        key = f"F:{change.feature.layer}:{change.feature.feature}"
+        nodes[key] = {"layer": change.feature.layer, "label": f"L{change.feature.layer}#{change.feature.feature}",
+                      "delta": change.mean_delta}
+    pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
+    statuses: dict[tuple[str, str], set[str]] = defaultdict(set)
+    labels: dict[str, tuple[int | None, str]] = {}
+    for prompt_diff in diff.prompt_diffs:
+        for fc in prompt_diff.feature_changes:
+            key, layer, label = _node_key(fc.node_id)
+            nodes.setdefault(key, {"layer": layer, "label": label, "delta": fc.delta})
+        for ec in prompt_diff.edge_changes:
+            if ec.status == "unchanged":
+                continue
+            (s, sl, slab), (t, tl, tlab) = _node_key(ec.source), _node_key(ec.target)
+            labels[s], labels[t] = (sl, slab), (tl, tlab)
+            pooled[(s, t)].append(ec.intervention_weight - ec.base_weight)
+            statuses[(s, t)].add(ec.status)
+    edges = []
+    for (s, t), deltas in pooled.items():
+        status = next(iter(statuses[(s, t)])) if len(statuses[(s, t)]) == 1 else "reweighted"
+        edges.append((s, t, sum(deltas) / len(deltas), status))
+    edges.sort(key=lambda e: -abs(e[2]))
+    edges = edges[:max_edges]
+    for s, t, _, _ in edges:
+        for key in (s, t):
+            if key not in nodes:
+                layer, label = labels[key]
+                nodes[key] = {"layer": layer, "label": label, "delta": 0.0}
+    return NetworkData(nodes, edges)
+
+
+def network_from_graphs(base: CircuitGraph, intervention: CircuitGraph, max_edges: int = 40) -> NetworkData:
+    bmap, imap = base.node_map(), intervention.node_map()
+    nodes: dict[str, dict[str, Any]] = {}
+    for nid in set(bmap) | set(imap):
+        key, layer, label = _node_key(nid)
+        node = imap.get(nid) or bmap[nid]
+        if node.kind == "token" and node.token:
+            label = _txt(repr(node.token), 14)
+        elif node.kind == "logit" and node.token:
+            label = "→ " + _txt(repr(node.token), 12)
+        b = (bmap[nid].activation or 0.0) if nid in bmap else 0.0
+        i = (imap[nid].activation or 0.0) if nid in imap else 0.0
+        nodes[key] = {"layer": layer, "label": label, "delta": i - b}
+    bw = {(e.source, e.target): e.weight for e in base.edges}
+    iw = {(e.source, e.target): e.weight for e in intervention.edges}
+    edges = []
+    for pair in set(bw) | set(iw):
+        status = "new" if pair not in bw else "removed" if pair not in iw else "reweighted"
+        delta = iw.get(pair, 0.0) - bw.get(pair, 0.0)
+        if status == "reweighted" and abs(delta) < 1e-12:
+            continue
+        edges.append((_node_key(pair[0])[0], _node_key(pair[1])[0], delta, status))
+    edges.sort(key=lambda e: -abs(e[2]))
+    edges = edges[:max_edges]
+    used = {e[0] for e in edges} | {e[1] for e in edges}
+    nodes = {k: v for k, v in nodes.items() if k in used or abs(v["delta"]) > 1e-12}
+    return NetworkData(nodes, edges)
+
+
+_EDGE_STYLE = {"new": (INCREASE_COLOUR, "-"), "removed": (DECREASE_COLOUR, "--"),
+               "reweighted": ("#8e44ad", ":")}
+
+
+def plot_network(data: NetworkData, title: str | None = None) -> Any:
+    """Layered graph: x = layer (tokens left, logits right), node colour = activation change,
+    edge colour = new (red) / removed (blue, dashed) / reweighted (purple, dotted)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch
+
+    fig = _figure(10.0, 5.6)
+    ax = fig.add_subplot()
+    if not data.nodes:
+        return _empty(fig, ax, "No changed circuit nodes")
+    layers = [n["layer"] for n in data.nodes.values() if n["layer"] is not None]
+    lo, hi = (min(layers), max(layers)) if layers else (0, 0)
+
+    def column(key: str, node: Mapping[str, Any]) -> float:
+        if key.startswith("T:"):
+            return lo - 1
+        if key.startswith("L:"):
+            return hi + 1
+        return float(node["layer"]) if node["layer"] is not None else hi + 0.5
+
+    columns: dict[float, list[str]] = defaultdict(list)
+    for key, node in sorted(data.nodes.items(), key=lambda kv: (-abs(kv[1]["delta"]), kv[0])):
+        columns[column(key, node)].append(key)
+    pos: dict[str, tuple[float, float]] = {}
+    for x, keys in columns.items():
+        for i, key in enumerate(sorted(keys)):
+            pos[key] = (x, (i - (len(keys) - 1) / 2) * 1.0 + (0.25 if int(x) % 2 else 0.0))
+    widths = [abs(e[2]) for e in data.edges] or [1.0]
+    wmax = max(widths) or 1.0
+    for s, t, delta, status in data.edges:
+        if s not in pos or t not in pos:
+            continue
+        colour, style = _EDGE_STYLE.get(status, ("#999", "-"))
+        ax.add_patch(FancyArrowPatch(pos[s], pos[t], arrowstyle="-|>", mutation_scale=11,
+                                     color=colour, lw=0.8 + 3.2 * abs(delta) / wmax, ls=style,
+                                     alpha=0.85, shrinkA=11, shrinkB=11,
+                                     connectionstyle="arc3,rad=0.12", zorder=1))
+    norm = _norm(n["delta"] for n in data.nodes.values())
+    from matplotlib import colormaps
+
+    cmap = colormaps[CMAP]
+    keys = list(pos)
+    scat = ax.scatter([pos[k][0] for k in keys], [pos[k][1] for k in keys],
+                      c=[data.nodes[k]["delta"] for k in keys], cmap=cmap, norm=norm, s=380,
+                      edgecolors="#333", linewidths=0.8, zorder=2)
+    for k in keys:
+        ax.annotate(_txt(data.nodes[k]["label"], 18), pos[k], textcoords="offset points",
+                    xytext=(0, -17), ha="center", fontsize=7, zorder=3)
+    xs = sorted(columns)
+    ax.set_xticks(xs, ["tokens" if x == lo - 1 else "logits" if x == hi + 1 else
+                       f"L{int(x)}" if float(x).is_integer() else "" for x in xs])
+    ax.set_yticks([])
+    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
+    ys = [p[1] for p in pos.values()]
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 0.8)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    bar = fig.colorbar(scat, ax=ax, shrink=0.8)
+    bar.set_label("node activation change\nred = increase · blue = decrease")
+    fig.legend(handles=[Line2D([], [], color=c, ls=s, lw=2, label=f"{name} edge")
+                        for name, (c, s) in _EDGE_STYLE.items()],
+               loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    ax.set_title(title or "Changed circuit nodes and edges", fontsize=11)
+    return fig
+
+
+# --------------------------------------------------------------------------- FDR and bandit
+
+
+def plot_fdr_trace(trace: Sequence[DecisionRecord]) -> Any:
+    """Test level per decision (what the online procedure spends) with the observed values
+    (p, or 1/e for e-values), rejections filled; below, cumulative discoveries."""
+    fig = _figure(8.0, 4.6)
+    if not trace:
+        return _empty(fig, fig.add_subplot(), "No online FDR decisions recorded")
+    ax, ax_cum = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    trace = sorted(trace, key=lambda d: d.index)
+    idx = [d.index for d in trace]
+    levels = [max(d.level, 1e-12) for d in trace]
+    pvals = [max(min(d.value if d.value_kind == "p" else 1 / max(d.value, 1e-12), 1.0), 1e-12)
+             for d in trace]
+    ax.step(idx, levels, where="mid", color="#c0392b", lw=2, label="test level αₜ")
+    for d, p in zip(trace, pvals):
+        colour = VALIDATED_COLOUR if d.rejected else REJECTED_COLOUR
+        ax.scatter([d.index], [p], s=60, marker="o" if d.value_kind == "p" else "D",
+                   color=colour if d.rejected else "white", edgecolors=colour, zorder=3)
+        ax.annotate(_txt(d.hypothesis_id, 12), (d.index, p), textcoords="offset points",
+                    xytext=(6, 4), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("p-value or 1/e (log)")
+    ax.set_title("Online FDR: levels and decisions over time", fontsize=11)
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[
+        Line2D([], [], color="#c0392b", lw=2, label="test level αₜ"),
+        Line2D([], [], marker="o", ls="", color=VALIDATED_COLOUR, label="rejected null (discovery)"),
+        Line2D([], [], marker="o", ls="", color=REJECTED_COLOUR, markerfacecolor="white", label="not rejected"),
+        Line2D([], [], marker="D", ls="", color="#555", markerfacecolor="white", label="e-value (as 1/e)"),
+    ], fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    cum, total = [], 0
+    for d in trace:
+        total += int(d.rejected)
+        cum.append(total)
+    ax_cum.step(idx, cum, where="post", color=VALIDATED_COLOUR, lw=2)
+    ax_cum.fill_between(idx, cum, step="post", color=VALIDATED_COLOUR, alpha=0.15)
+    ax_cum.set_ylabel("discoveries")
+    ax_cum.set_xlabel("decision index")
+    ax_cum.set_xticks(idx)
+    return fig
+
+
+def plot_bandit_pulls(rounds: Sequence[BanditRound]) -> Any:
+    """Top: which arm was pulled in which round (cell colour = reward). Bottom: cumulative pulls."""
+    import numpy as np
+
+    fig = _figure(8.0, 5.0)
+    if not rounds:
+        return _empty(fig, fig.add_subplot(), "No exploration rounds recorded")
+    arms = sorted({a for r in rounds for a in r.pulled} | {a for r in rounds for a in r.rewards})
+    ax, ax_cum = fig.subplots(2, 1, sharex=True, height_ratios=[max(1.0, 0.35 * len(arms)), 2])
+    xs = [r.round for r in rounds]
+    grid = np.full((len(arms), len(rounds)), np.nan)
+    for j, r in enumerate(rounds):
+        for arm in r.pulled:
+            grid[arms.index(arm), j] = r.rewards.get(arm, 0.0)
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, interpolation="nearest",
+                      extent=(min(xs) - 0.5, max(xs) + 0.5, len(arms) - 0.5, -0.5))
+    ax.set_yticks(range(len(arms)), [_txt(a, 16) for a in arms], fontsize=8)
+    ax.set_title("Bandit pulls per round (colour = reward)", fontsize=11)
+    fig.colorbar(image, ax=ax, shrink=0.9).set_label("reward")
+    counts = {a: 0 for a in arms}
+    series: dict[str, list[int]] = {a: [] for a in arms}
+    for r in rounds:
+        for arm in r.pulled:
+            counts[arm] += 1
+        for arm in arms:
+            series[arm].append(counts[arm])
+    for arm in arms:
+        ax_cum.step(xs, series[arm], where="post", lw=2, label=_txt(arm, 16))
+    ax_cum.set_ylabel("cumulative pulls")
+    ax_cum.set_xlabel("round")
+    ax_cum.legend(fontsize=7.5, frameon=False, ncols=min(4, len(arms)))
+    return fig
+
+
+# --------------------------------------------------------------------------- sample efficiency
+
+
+BENCH_FIELDS = ("method", "organism", "seed", "recall", "precision", "queries")
+
+
+def read_bench_results(data: Any) -> list[dict[str, Any]]:
+    """Rows of an ``md bench`` results JSON: a list of objects, or ``{"results": [...]}``.
+
+    Each row needs ``method`` (str), ``queries`` (number) and ``recall`` (0..1);
+    ``organism``, ``seed`` and ``precision`` are optional.
+    """
+    if isinstance(data, Mapping):
+        data = data.get("results", [])
+    if not isinstance(data, list):
+        raise ValueError("bench results must be a list of rows or {'results': [...]}")
+    rows = []
+    for i, row in enumerate(data):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"bench row {i} is not an object")
+        missing = [k for k in ("method", "queries", "recall") if k not in row]
+        if missing:
+            raise ValueError(f"bench row {i} lacks {', '.join(missing)}")
+        rows.append({"method": str(row["method"]), "organism": row.get("organism"),
+                     "seed": row.get("seed"), "recall": float(row["recall"]),
+                     "precision": None if row.get("precision") is None else float(row["precision"]),
+                     "queries": float(row["queries"])})
+    return rows
+
+
+def plot_sample_efficiency(results: Any) -> Any:
+    """Recall against behaviour queries per method: runs as dots, mean ± sd per budget as a line."""
+    rows = read_bench_results(results)
+    fig = _figure(7.5, 4.4)
+    ax = fig.add_subplot()
+    if not rows:
+        return _empty(fig, ax, "No benchmark results")
+    by_method: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_method[row["method"]][row["queries"]].append(row["recall"])
+    for method in sorted(by_method):
+        budgets = sorted(by_method[method])
+        means = [sum(v) / len(v) for v in (by_method[method][q] for q in budgets)]
+        sds = [math.sqrt(sum((x - m) ** 2 for x in v) / max(len(v) - 1, 1))
+               for m, v in zip(means, (by_method[method][q] for q in budgets))]
+        line = ax.errorbar(budgets, means, yerr=sds, marker="o", capsize=3, lw=2, label=_txt(method, 24))
+        colour = line[0].get_color()
+        pts = [(q, r) for q in budgets for r in by_method[method][q]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10, alpha=0.3, color=colour)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("behaviour queries (log)")
+    ax.set_ylabel("recall of planted changes")
+    ax.set_title("Sample efficiency (mean ± sd over organisms and seeds)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    return fig
+
+
+def all_report_figures(report: AnalysisReport) -> dict[str, Any]:
+    """Name -> figure for every plot a report supports (skips those without data)."""
+    figures: dict[str, Any] = {}
+    diff = report.circuit_diff
+    if diff is not None and diff.systematic_changes:
+        figures["circuit_heatmap"] = plot_circuit_heatmap(diff)
+    if diff is not None and (diff.systematic_changes or diff.prompt_diffs):
+        figures["circuit_network"] = plot_network(network_from_diff(diff))
+    if report.validation_results:
+        figures["validation"] = plot_validation_dashboard(report.validation_results)
+    if report.fdr_trace:
+        figures["fdr_trace"] = plot_fdr_trace(report.fdr_trace)
+    if report.bandit_rounds:
+        figures["bandit_pulls"] = plot_bandit_pulls(report.bandit_rounds)
+    return figures
