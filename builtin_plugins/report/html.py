@@ -83,6 +83,7 @@ ol.prov > li > b { color:var(--accent); }
 pre.text { white-space:pre-wrap; word-break:break-word; margin:0; font:12.5px/1.4 ui-monospace,"DejaVu Sans Mono",monospace;
            background:#f7f8fa; border:1px solid var(--line); border-radius:4px; padding:4px 6px; max-height:14em; overflow:auto; }
 .ex td { width:30%; } .ex td.num { width:auto; }
+td.nowrap { white-space:nowrap; }
 details { margin:8px 0; } summary { cursor:pointer; color:var(--accent); font-weight:600; }
 code { font:12.5px ui-monospace,"DejaVu Sans Mono",monospace; background:#f0f2f5; padding:0 3px; border-radius:3px; }
 footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px; }
@@ -177,7 +178,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
       {% if h.features %}
       <table><tr><th>feature</th><th class="num">mean Δ</th><th>interpretation</th><th>top context</th></tr>
       {% for f in h.features %}
-        <tr><td>L{{ f.ref.layer }} #{{ f.ref.feature }}</td>
+        <tr><td class="nowrap">L{{ f.ref.layer }} #{{ f.ref.feature }}</td>
             <td class="num {{ f.css }}">{{ f.delta }}</td>
             <td>{% for i in f.interps %}<div>{{ i.description or '—' }} <span class="meta">({{ i.source or '?' }}{% if i.promoted_tokens %}; promotes {{ i.promoted_tokens|join(' ') }}{% endif %})</span></div>{% else %}<span class="meta">no interpretation</span>{% endfor %}</td>
             <td>{% if f.context %}<pre class="text">{{ f.context }}</pre>{% endif %}</td></tr>
@@ -244,7 +245,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
   <table>
     <tr><th>feature</th><th class="num">mean Δ</th><th class="num">prompts</th><th class="num">p (exploratory)</th><th>interpretation</th></tr>
     {% for c in changes %}
-    <tr><td>L{{ c.layer }} #{{ c.feature }}</td><td class="num {{ c.css }}">{{ c.delta }}</td><td class="num">{{ c.n }}</td>
+    <tr><td class="nowrap">L{{ c.layer }} #{{ c.feature }}</td><td class="num {{ c.css }}">{{ c.delta }}</td><td class="num">{{ c.n }}</td>
         <td class="num">{{ c.p }}</td><td>{{ c.label }}</td></tr>
     {% endfor %}
   </table>
@@ -349,7 +350,13 @@ def render_html(
     plot_views = []
     for name in order:
         if name in plots:
-            title, caption = PLOT_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))
+            if name.startswith("graph_"):
+                title, caption = (f"Prompt graph: {name[len('graph_'):]}",
+                                  "One prompt's base and intervention attribution graphs overlaid: node colour = "
+                                  "activation change, edges new / removed / reweighted. Open both graphs in "
+                                  "circuit-tracer's viewer from the exports below.")
+            else:
+                title, caption = PLOT_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))
             plot_views.append({"name": name, "title": title, "caption": caption,
                                "uri": png_data_uri(plots[name]), "file": plot_files.get(name)})
     deltas: dict[str, float] = {}
