@@ -289,14 +289,12 @@ class ArtifactCache:
         return f"ArtifactCache({str(self.root)!r}, max_bytes={self.max_bytes})"
 
     # ------------------------------------------------------------------ sqlite
-    def _db(self) -> sqlite3.Connection:
-        """One connection per (process, thread); reopened after fork."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid() or getattr(local, "db", None) is None:
-            db = sqlite3.connect(
-                self.root / "index.sqlite", timeout=60.0, isolation_level=None,
-                check_same_thread=True,
-            )
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.root / "index.sqlite", timeout=60.0, isolation_level=None,
+            check_same_thread=True,
+        )
+        try:
             db.execute("PRAGMA busy_timeout=60000")
             try:
                 db.execute("PRAGMA journal_mode=WAL")
@@ -305,8 +303,48 @@ class ArtifactCache:
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _db(self) -> sqlite3.Connection:
+        """One connection per (process, thread); reopened after fork.
+
+        A corrupt index (not a database, malformed image) is moved aside to
+        ``index.sqlite.corrupt-*`` and a fresh one started: every object then lacks an index
+        row, so nothing is trusted and each entry is rebuilt on its next use.
+        """
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid() or getattr(local, "db", None) is None:
+            try:
+                db = self._connect()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                db = self._recover_index(exc)
             local.db, local.pid = db, os.getpid()
         return local.db
+
+    def _recover_index(self, error: Exception) -> sqlite3.Connection:
+        with self._lock("index", exclusive=True):
+            try:  # another process may have recovered it while we waited
+                return self._connect()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError:
+                pass
+            aside = self.root / f"index.sqlite.corrupt-{int(time.time())}-{os.getpid()}"
+            logger.warning(
+                "md cache: index %s is unreadable (%s); moved to %s and starting an empty"
+                " index (cached objects will be rebuilt)", self.root / "index.sqlite", error, aside.name,
+            )
+            os.replace(self.root / "index.sqlite", aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.root / f"index.sqlite{suffix}", Path(f"{aside}{suffix}"))
+            return self._connect()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -20,6 +20,7 @@ Flow of :func:`trace_prompts`:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from md_framework.cache import ArtifactCache
     from md_framework.plugins import MDPluginManager
     from md_framework.tracing_api import Executor, Tracer
+
+logger = logging.getLogger(__name__)
 
 #: Cache kind of traced graphs.
 GRAPH_KIND = "graph"
@@ -186,9 +189,18 @@ def trace_task(task: TraceTask) -> TaskResult:
             f'tracer "{task.tracer_name}" returned {len(graphs)} graphs for {len(task.prompts)} prompts'
         )
     out = []
-    for graph in graphs:
+    for graph, prompt, family in zip(graphs, task.prompts, task.families or [None] * len(graphs)):
         if not isinstance(graph, CircuitGraph):
             raise MDError(f'tracer "{task.tracer_name}" returned {type(graph).__name__}, not CircuitGraph')
+        if graph.prompt != prompt:
+            raise MDError(
+                f'tracer "{task.tracer_name}" returned a graph for prompt {graph.prompt!r} where'
+                f" {prompt!r} was asked (graphs must be in input order, prompt unchanged)"
+            )
+        if graph.family is None and family is not None:
+            graph.family = family
+        elif graph.family != family:
+            raise MDError(f'tracer "{task.tracer_name}" changed the family of {prompt!r}')
         out.append(graph.model_dump_json())
     return TaskResult(model.model_id, out, os.getpid(), loaded, time.perf_counter() - start)
 
@@ -335,10 +347,17 @@ def trace_prompts(
 
     keys = [graph_cache_key(model_id, identity, p, f) for p, f in zip(prompts, fams)]
     found: dict[str, CircuitGraph] = {}
-    for key in dict.fromkeys(keys):
+    expected = dict(zip(keys, zip(prompts, fams)))
+    for key, (prompt, family) in expected.items():
         graph = store.get_model(GRAPH_KIND, key, CircuitGraph) if store is not None else None
-        if graph is not None:
-            found[key] = graph
+        if graph is None:
+            continue
+        if graph.prompt != prompt or graph.family != family:
+            # the checksum held, so the index itself was altered: do not trust it
+            logger.warning("md cache: graph %s does not belong to its key; retracing", key)
+            store.delete(GRAPH_KIND, key)
+            continue
+        found[key] = graph
     stats.cache_hits = sum(1 for k in keys if k in found)
     stats.cache_misses = len(keys) - stats.cache_hits
 

@@ -371,3 +371,29 @@ def test_shape_offset_mismatch_is_refused(cache: ArtifactCache) -> None:
     cache._put_bytes("activations", "bad2", "safetensors", bogus)
     assert cache.get_tensors("activations", "bad2") is None
     assert not cache.contains("activations", "bad2")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_index_is_moved_aside_and_nothing_is_trusted(tmp_path: Path, caplog, damage) -> None:
+    root = tmp_path / "c"
+    cache = ArtifactCache(root)
+    for i in range(20):
+        cache.put_json("graph", f"k{i}", {"i": i, "pad": "x" * 2000})
+    cache.close()
+    index = root / "index.sqlite"
+    for suffix in ("-wal", "-shm"):  # checkpoint happened on close; drop the side files
+        (root / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    if damage == "garbage":
+        index.write_bytes(b"this is not a database" * 100)
+    else:
+        data = index.read_bytes()
+        index.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
+    with caplog.at_level(logging.WARNING, logger="md_framework.cache"):
+        reopened = ArtifactCache(root)
+        assert reopened.get_json("graph", "k1") is None  # never served without its checksum
+    assert "unreadable" in caplog.text
+    assert list(root.glob("index.sqlite.corrupt-*"))
+    assert reopened.get_or_create("graph", "k1", lambda: {"i": 1}) == {"i": 1}
+    assert reopened.get_json("graph", "k1") == {"i": 1}
+    reopened.clear()
+    assert not reopened.path_for("graph", "k2", "json").exists()  # orphans removed

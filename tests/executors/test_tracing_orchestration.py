@@ -157,3 +157,41 @@ def test_tracer_returning_wrong_count_is_an_error(monkeypatch) -> None:
     monkeypatch.setattr(FakeTracer, "trace", lambda self, model, prompts, families=None: [])
     with pytest.raises(MDError, match="returned 0 graphs for 1 prompts"):
         trace_prompts("fake", {}, "fake:base", None, ["x"], **FAKE)
+
+
+def test_tracer_must_keep_order_and_prompt(monkeypatch) -> None:
+    original = FakeTracer.trace
+    monkeypatch.setattr(FakeTracer, "trace",
+                        lambda self, model, prompts, families=None: original(self, model, prompts[::-1]))
+    with pytest.raises(MDError, match="graphs must be in input order"):
+        trace_prompts("fake", {}, "fake:base", None, ["a", "b"], batch_size=2, **FAKE)
+
+
+def test_tracer_without_family_gets_it_filled(monkeypatch) -> None:
+    original = FakeTracer.trace
+    monkeypatch.setattr(FakeTracer, "trace",
+                        lambda self, model, prompts, families=None: original(self, model, prompts))
+    out = trace_prompts("fake", {}, "fake:base", None, ["a", "b"], ["f1", None], **FAKE)
+    assert [g.family for g in out] == ["f1", None]
+
+
+def test_cached_graph_under_a_foreign_key_is_not_served(tmp_path: Path, caplog) -> None:
+    """An index edited so that a valid graph answers another key is caught by content."""
+    import sqlite3
+
+    cache = ArtifactCache(tmp_path / "cache")
+    first = trace_prompts("fake", {}, "fake:base", None, ["a", "b"], cache=cache, **FAKE)
+    key_a, key_b = (graph_cache_key(first.model_id, FakeTracer({}).identity(), p, None) for p in "ab")
+    path_a, path_b = (cache.path_for(GRAPH_KIND, k, "json") for k in (key_a, key_b))
+    path_b.write_bytes(path_a.read_bytes())  # b's file now holds a's graph...
+    db = sqlite3.connect(cache.root / "index.sqlite")  # ...and b's row a's checksum
+    db.execute("UPDATE entries SET sha256=(SELECT sha256 FROM entries WHERE key=?),"
+               " size=(SELECT size FROM entries WHERE key=?) WHERE key=?", (key_a, key_a, key_b))
+    db.commit()
+    db.close()
+    again = trace_prompts("fake", {}, "fake:base", None, ["a", "b"], cache=cache, **FAKE)
+    # both entries passed their checksums, but b's content is a's graph: b is retraced
+    assert again.stats.cache_hits == 1 and again.stats.traced == 1
+    assert [g.prompt for g in again] == ["a", "b"]
+    assert "does not belong to its key" in caplog.text
+    assert again[1] == first[1]
