@@ -20,6 +20,6 @@ from builtin_plugins.hypothesis_templates.templates import hypotheses_for
 @hookimpl
 def md_hypotheses_from_patterns(patterns: Sequence[Pattern],
                                 interpretations: Mapping[str, list[FeatureInterpretation]],
-                                config: Any = None) -> list[Hypothesis]:
+                                config: Any) -> list[Hypothesis]:
     interpretations = interpretations or {}
     return [h for pattern in patterns for h in hypotheses_for(pattern, interpretations, config)]

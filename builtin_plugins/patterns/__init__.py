@@ -25,7 +25,7 @@ __all__ = ["capability_emergence", "computation_rerouting", "safety_change", "sy
 
 @hookimpl
 def md_detect_patterns(diff: CircuitDiff, interpretations: Mapping[str, list[FeatureInterpretation]],
-                       config: Any = None) -> list[Pattern]:
+                       config: Any) -> list[Pattern]:
     interpretations = interpretations or {}
     return (systematic_suppression(diff) + capability_emergence(diff)
             + safety_change(diff, interpretations) + computation_rerouting(diff))
