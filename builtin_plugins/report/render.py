@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,17 @@ def render_report(
     out.mkdir(parents=True, exist_ok=True)
     artefacts: dict[str, str] = {}
 
-    figures = _plots.all_report_figures(report)
+    try:
+        import matplotlib  # noqa: F401  (optional: pip install md-framework[report])
+        have_plots = True
+    except ImportError:
+        warnings.warn("matplotlib is not installed: report.html is rendered without plots"
+                      " (pip install 'md-framework[report]')", stacklevel=2)
+        have_plots = False
+    figures = _plots.all_report_figures(report) if have_plots else {}
     if bench is None:
         bench = find_bench(source)
-    if bench is not None:
+    if bench is not None and have_plots:
         data = json.loads(Path(bench).read_text(encoding="utf-8")) if isinstance(bench, (str, os.PathLike)) else bench
         figures["sample_efficiency"] = _plots.plot_sample_efficiency(data)
 
@@ -64,7 +72,7 @@ def render_report(
             rel = path.relative_to(out).as_posix()
             exports.append(rel)
             artefacts[f"circuit-tracer:{name}:{kind}"] = rel
-        if i < MAX_GRAPH_PLOTS:
+        if i < MAX_GRAPH_PLOTS and have_plots:
             figures[f"graph_{name}"] = _plots.plot_network(
                 _plots.network_from_graphs(base, intervention),
                 title=f"Base vs intervention graph: {base.prompt}")

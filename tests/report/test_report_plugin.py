@@ -61,3 +61,17 @@ def test_rich_summary(report):
     for needle in ("Validated hypotheses (2)", "Not validated (2)", "p=0.0004", "e=2.4",
                    "+0.41 [0.29, 0.53]", "queries spent: 320", "Circuit statistics", "5 / 5", "H5"):
         assert needle in text, needle
+
+
+def test_renders_without_matplotlib(tmp_path, report, monkeypatch):
+    import sys
+    import warnings
+
+    from builtin_plugins.report.render import render_report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        artefacts = render_report(report, tmp_path)
+    assert any("matplotlib" in str(w.message) for w in caught)
+    assert artefacts == {"html": "report.html"} and (tmp_path / "report.html").is_file()
