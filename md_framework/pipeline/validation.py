@@ -338,12 +338,14 @@ class Validator:
         return 1.0 / self.peek_level(ahead)
 
     def add_batch(self, hypothesis_id: str, cases: Sequence[TestCase], *,
-                  ahead: int = 0) -> HypothesisEvidence:
+                  ahead: int = 0, interim: bool = True) -> HypothesisEvidence:
         """Measure ``cases``, update the test on all evidence so far, stop if allowed.
 
         ``ahead``: how many undecided hypotheses will be decided before this one (the
         explorer's pre-registered order); the early-stopping threshold is 1 / the level this
         hypothesis would get then (a heuristic for power only: validity never depends on it).
+        ``interim=False`` skips a fixed-n test until its evidence is final (interim values
+        only feed the explorer's rewards; they are never used for a decision).
         """
         ev = self.evidence[hypothesis_id]
         if ev.final:
@@ -357,7 +359,10 @@ class Validator:
             new = []
         base = [o.base_value for o in ev.observations]
         inter = [o.intervention_value for o in ev.observations]
-        ev.result = ev.test.test(base, inter, ev.alternative) if ev.observations else None
+        if ev.n >= ev.n_planned:
+            ev.final = True
+        if ev.observations and (interim or ev.anytime_valid or ev.final):
+            ev.result = ev.test.test(base, inter, ev.alternative)
         ev.steps += 1
         if ev.result is None:
             ev.history.append(0.0)
@@ -368,8 +373,6 @@ class Validator:
                 ev.final, ev.stopped_early = True, ev.n < ev.n_planned
         else:
             ev.history.append(-math.log(max(ev.result.p_value, 1e-300)))
-        if ev.n >= ev.n_planned:
-            ev.final = True
         if self.ledger is not None and (new or ev.steps == 1):
             r = ev.result
             self.ledger.record_evidence(
@@ -387,6 +390,10 @@ class Validator:
             ev.final = True
             if ev.n < ev.n_planned:
                 ev.note = f"{reason} after {ev.n} of {ev.n_planned} planned pairs"
+            if ev.observations and (ev.result is None or ev.result.n != ev.n):
+                ev.result = ev.test.test([o.base_value for o in ev.observations],
+                                         [o.intervention_value for o in ev.observations],
+                                         ev.alternative)
         return ev
 
     # ------------------------------------------------------------------ deciding
@@ -480,7 +487,7 @@ class Validator:
         step = batch_size or max(1, len(cases))
         i = ev.n
         while not ev.final and i < len(cases):
-            self.add_batch(hypothesis.id, cases[i:i + step])
+            self.add_batch(hypothesis.id, cases[i:i + step], interim=False)
             i += step
         if not ev.final:
             if ev.steps == 0:

@@ -3,8 +3,8 @@
 Used by the tests in this directory and by ``benchmarks/crash_resume.py``. Run as a script
 (``python tests/validation/toy.py RUN_DIR --seed S [--crash-after K]``) it performs one toy
 exploration with a ledger in RUN_DIR and prints the decisions as JSON; with ``--crash-after K``
-it SIGKILLs itself right before (odd K) or right after (even K) its K-th row-changing ledger
-commit.
+it SIGKILLs itself right before (``--crash-phase before_commit``) or right after
+(``after_commit``) its K-th row-changing ledger commit.
 """
 
 from __future__ import annotations
@@ -136,16 +136,16 @@ def run_toy(run_dir: str | Path | None, *, seed: int = 0, n_hypotheses: int = 10
     return result, ledger
 
 
-def _killer(after: int):
+def killer(after: int, phase: str = "before_commit"):
+    """A ledger fault hook that SIGKILLs this process at its ``after``-th row-changing
+    commit, right before (``before_commit``: the transaction is lost) or right after it."""
     count = {"n": 0}
-    target_phase = "before_commit" if after % 2 else "after_commit"
-    target = (after + 1) // 2
 
-    def hook(phase: str) -> None:
-        if phase != target_phase:
+    def hook(where: str) -> None:
+        if where != phase:
             return
         count["n"] += 1
-        if count["n"] >= target:
+        if count["n"] >= after:
             os.kill(os.getpid(), signal.SIGKILL)
     return hook
 
@@ -155,12 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crash-after", type=int, default=None)
+    parser.add_argument("--crash-phase", default="before_commit")
     parser.add_argument("--n-hypotheses", type=int, default=10)
     parser.add_argument("--n-per", type=int, default=40)
     parser.add_argument("--budget", type=int, default=1200)
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
-    hook = _killer(args.crash_after) if args.crash_after else None
+    hook = killer(args.crash_after, args.crash_phase) if args.crash_after else None
     result, ledger = run_toy(args.run_dir, seed=args.seed, n_hypotheses=args.n_hypotheses,
                              n_per=args.n_per, budget=args.budget, fault_hook=hook,
                              log_path=args.log)
