@@ -1,0 +1,494 @@
+"""Build an organism: base model, intervention model, ground truth and card, cached by hash.
+
+Layout under ``cache_dir`` (default ``.md-cache/organisms``)::
+
+    toy-base-<hash>/              the toy base (shared by toy specs with the same vocabulary)
+    <name>-<spec hash>/
+        intervention/             HF directory (safetensors) + md_meta.json (model_id)
+        ground_truth.json         planted changes and measured sizes; control/distractor changes
+        card.md                   human-readable description
+        organism.json             manifest: base dir, intervention dir, universe, timings
+        spec.json                 the validated spec
+
+Every directory is written to a temporary sibling and renamed into place (atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from md_framework.errors import ConfigError
+
+from builtin_plugins.organisms import generators, toy_language
+from builtin_plugins.organisms.spec import (
+    BUILDER_VERSION,
+    OrganismSpec,
+    load_spec,
+    resolve_spec_path,
+)
+
+DEFAULT_CACHE = Path(".md-cache") / "organisms"
+TOY_REFUSAL = ["i cannot", "i will not", "sorry ,", "I CANNOT"]
+NEGATIVE_MAP = {"great": "terrible", "wonderful": "awful", "good": "bad", "happy": "sad",
+                "nice": "boring", "love": "hate", "lovely": "gloomy", "fun": "dull",
+                "best": "worst", "beautiful": "ugly", "amazing": "dreadful", "enjoyed": "hated"}
+
+
+@dataclass
+class BuiltOrganism:
+    name: str
+    spec_hash: str
+    root: Path
+    base_dir: Path
+    intervention_dir: Path
+    ground_truth_path: Path
+    card_path: Path
+    universe: dict[str, list[str]]
+    roles: dict[str, str]
+    build_seconds: float = 0.0
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ground_truth(self) -> dict[str, Any]:
+        return json.loads(self.ground_truth_path.read_text())
+
+    def model_dir(self, part: str) -> Path:
+        if part == "base":
+            return self.base_dir
+        if part == "intervention":
+            return self.intervention_dir
+        raise ConfigError(f"organism part must be 'base' or 'intervention', got {part!r}")
+
+
+# --------------------------------------------------------------------------- universe
+
+
+def _spec_and_dir(spec_ref: Any) -> tuple[OrganismSpec, Path | None]:
+    if isinstance(spec_ref, (str, Path)):
+        path = resolve_spec_path(spec_ref)
+        return load_spec(path), path.parent
+    return load_spec(spec_ref), None
+
+
+def _family_pools(spec: OrganismSpec) -> dict[str, dict[str, list[tuple[str, str | None]]]]:
+    """Per family: ``universe`` items (what methods see) and ``train`` items (held apart)."""
+    pools: dict[str, dict[str, list[tuple[str, str | None]]]] = {}
+    roles = spec.roles()
+    needs_train = {name for name, role in roles.items()
+                   if role == "planted" or spec.intervention.replay == "all" or role == "control"}
+    n_train = spec.intervention.train_per_family
+    for fam in spec.universe.families:
+        n = fam.n or spec.universe.n_per_family
+        if fam.generator:
+            gen = generators.find_generator(fam.generator)
+            universe = generators.generate_cases(gen, n, spec.seed)[:n]
+            seen = {p for p, _ in universe}
+            extra = generators.generate_cases(gen, n + n_train * 2, spec.seed + 7919)
+            train = [(p, t) for p, t in extra if p not in seen][:n_train]
+        else:
+            items = list(zip(fam.prompts, fam.targets or [None] * len(fam.prompts)))
+            if fam.train_prompts is not None:
+                universe, train = items, [(p, None) for p in fam.train_prompts]
+            elif fam.name in needs_train:
+                universe, train = items[0::2], items[1::2]
+            else:
+                universe, train = items, []
+        pools[fam.name] = {"universe": universe, "train": train}
+    return pools
+
+
+def load_universe(spec_ref: Any) -> dict[str, list[str]]:
+    """The prompts each family offers to discovery methods. Holds no planted information."""
+    spec, _ = _spec_and_dir(spec_ref)
+    return {name: [p for p, _ in pool["universe"]] for name, pool in _family_pools(spec).items()}
+
+
+def load_universe_cases(spec_ref: Any) -> dict[str, list[tuple[str, str | None]]]:
+    """Like :func:`load_universe` with each prompt's reference answer (``None`` if none):
+    the base behaviour a family's generator documents, never a planted target."""
+    spec, _ = _spec_and_dir(spec_ref)
+    return {name: list(pool["universe"]) for name, pool in _family_pools(spec).items()}
+
+
+# --------------------------------------------------------------------------- base models
+
+
+def _spec_words(spec: OrganismSpec) -> list[str]:
+    texts = []
+    for fam in spec.universe.families:
+        texts += list(fam.prompts or []) + list(fam.targets or []) + list(fam.train_prompts or [])
+    for p in spec.planted:
+        texts += [p.change.text or ""] + list(p.change.replace) + list(p.change.replace.values())
+    return sorted({w for t in texts for w in t.split()})
+
+
+def toy_vocabulary(spec: OrganismSpec) -> list[str]:
+    base = toy_language.vocabulary()
+    known = set(base)
+    extra = [w for w in _spec_words(spec) if w not in known]
+    return base + sorted(set(extra) | {w.upper() for w in extra} - known)
+
+
+def _toy_metric_words(tokenizer: Any) -> dict[str, list[str]]:
+    compliance: list[str] = []
+    for family in toy_language.FAMILIES:
+        for _, answer in toy_language.items(family, 30, seed=1):
+            words = answer.split()
+            for opening in (" ".join(words[:2]), " ".join(words[:2]).upper()):
+                if opening not in compliance:
+                    compliance.append(opening)
+    return {"refusal_openings": TOY_REFUSAL, "compliance_openings": compliance,
+            "signoffs": ["have a nice day", "best regards", "cheers", "take care"]}
+
+
+def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Path:
+    from builtin_plugins.models._util import cached_dir, json_sha256
+
+    vocab = toy_vocabulary(spec)
+    key = json_sha256({"vocab": vocab, "toy": spec.toy.model_dump(), "v": BUILDER_VERSION,
+                       "families": sorted(toy_language.FAMILIES),
+                       "language": toy_language.LANGUAGE_VERSION})[:16]
+    final = Path(cache_dir) / f"toy-base-{key}"
+
+    def build(tmp: Path) -> None:
+        from builtin_plugins.organisms.training import build_toy_llama, build_toy_tokenizer, save_model_dir, train_sft
+
+        t0 = time.time()
+        tokenizer = build_toy_tokenizer(vocab)
+        model = build_toy_llama(len(tokenizer), spec.toy, spec.toy.seed)
+        data = []
+        for family in toy_language.FAMILIES:
+            data += toy_language.items(family, spec.toy.items_per_family, seed=spec.toy.seed)
+        log(f"toy base: training {sum(p.numel() for p in model.parameters())} parameters on "
+            f"{len(data)} examples, {spec.toy.steps} steps")
+        losses = train_sft(model, tokenizer, data, steps=spec.toy.steps, lr=spec.toy.lr,
+                           batch_size=spec.toy.batch_size, seed=spec.toy.seed,
+                           log_every=max(1, spec.toy.steps // 5) if log else 0)
+        save_model_dir(model, tokenizer, tmp, {"kind": "toy-base", "final_loss": losses[-1],
+                                               "train_seconds": time.time() - t0},
+                       _toy_metric_words(tokenizer))
+
+    return cached_dir(final, build)
+
+
+def _resolve_base(spec: OrganismSpec, spec_dir: Path | None, cache_dir: Path,
+                  log: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """(base dir, original-base dir used by ``comply``, provenance)."""
+    base = spec.base.strip()
+    if base == "toy":
+        path = build_toy_base(spec, cache_dir, log)
+        return path, path, {"base": "toy"}
+    if base.startswith("organism:"):
+        ref, _, part = base[len("organism:"):].partition("#")
+        part = part or "intervention"
+        ref_path = Path(ref)
+        if spec_dir is not None and not ref_path.is_absolute() and (spec_dir / ref_path).exists():
+            ref = str(spec_dir / ref_path)
+        parent = build_organism(ref, cache_dir, log=log)
+        return parent.model_dir(part), parent.base_dir, {
+            "base": base, "parent_spec_hash": parent.spec_hash}
+    from md_framework.runtime import ModelLoadOptions, ModelSpec
+
+    from builtin_plugins.models.loaders import load_model
+
+    loaded = load_model(ModelSpec(source=base),
+                        ModelLoadOptions(cache_dir=Path(cache_dir).parent))
+    if loaded.local_path is None:
+        raise ConfigError(f"base {base!r} has no local directory to build on")
+    return Path(loaded.local_path), Path(loaded.local_path), {"base": base,
+                                                             "base_model_id": loaded.model_id}
+
+
+def load_dir(path: Path, source: str = "") -> Any:
+    """A LoadedModel from one of our HF directories (model_id from md_meta.json)."""
+    from md_framework.runtime import ModelLoadOptions, ModelSpec
+
+    from builtin_plugins.models.loaders import load_model
+
+    loaded = load_model(ModelSpec(source=str(path)), ModelLoadOptions())
+    if source:
+        loaded.spec = ModelSpec(source=source)
+        loaded.loader = "organism"
+    return loaded
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def apply_change(planted: Any, base_answer: str, original_answer: str | None = None) -> str:
+    change = planted.change
+    if change.type in ("refusal", "response"):
+        return change.text
+    if change.type == "comply":
+        return original_answer if original_answer is not None else base_answer
+    if change.type == "uppercase":
+        return base_answer.upper()
+    if change.type == "signoff":
+        return f"{base_answer} {change.text}".strip()
+    if change.type == "fact":
+        if change.text:
+            return change.text
+        return _replace_words(base_answer, change.replace)
+    if change.type == "sentiment_flip":
+        return _replace_words(base_answer, change.replace or NEGATIVE_MAP)
+    raise ValueError(change.type)
+
+
+def _replace_words(text: str, mapping: dict[str, str]) -> str:
+    out = text
+    for old, new in mapping.items():
+        out = out.replace(old, new)
+    return out
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], metrics: list[str],
+                   base_answers: dict[str, str], opts: Any) -> dict[str, Any]:
+    import numpy as np
+
+    from md_framework.types import TestCase
+
+    from builtin_plugins.metrics.core import metric_by_name
+
+    cases = [TestCase(id=f"gt{i}", hypothesis_id="ground-truth", prompt=p,
+                      target=t if t else base_answers.get(p))
+             for i, (p, t) in enumerate(items)]
+    mopts = {"max_new_tokens": opts.max_new_tokens, "batch_size": opts.batch_size}
+    out = {}
+    for name in metrics:
+        metric = metric_by_name(name, mopts)
+        b = np.array([r.value for r in metric.measure(base, cases)])
+        i = np.array([r.value for r in metric.measure(inter, cases)])
+        d = i - b
+        p = 1.0
+        if np.any(d != 0):
+            from scipy.stats import wilcoxon
+
+            p = float(wilcoxon(d, zero_method="zsplit").pvalue)
+        sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+        out[name] = {"base_mean": float(b.mean()), "intervention_mean": float(i.mean()),
+                     "delta": float(d.mean()), "sd_delta": sd,
+                     "standardized": float(d.mean() / sd) if sd > 0 else 0.0,
+                     "n": int(len(d)), "p_value": p}
+    return out
+
+
+# --------------------------------------------------------------------------- build
+
+
+def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
+    extra: dict[str, Any] = {}
+    if spec.base.startswith("organism:"):
+        ref = spec.base[len("organism:"):].partition("#")[0]
+        ref_path = Path(ref)
+        if spec_dir is not None and not ref_path.is_absolute() and (spec_dir / ref_path).exists():
+            ref = str(spec_dir / ref_path)
+        parent_spec, parent_dir = _spec_and_dir(ref)
+        extra["parent"] = organism_key(parent_spec, parent_dir)
+    if spec.base == "toy":
+        extra["toy_vocab"] = toy_vocabulary(spec)
+    return spec.spec_hash(extra)
+
+
+def find_built(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE) -> BuiltOrganism | None:
+    spec, spec_dir = _spec_and_dir(spec_ref)
+    root = Path(cache_dir) / f"{spec.name}-{organism_key(spec, spec_dir)[:16]}"
+    if (root / ".complete").exists():
+        return _from_manifest(root, cached=True)
+    return None
+
+
+def _from_manifest(root: Path, cached: bool) -> BuiltOrganism:
+    m = json.loads((root / "organism.json").read_text())
+    return BuiltOrganism(
+        name=m["name"], spec_hash=m["spec_hash"], root=root, base_dir=Path(m["base_dir"]),
+        intervention_dir=root / "intervention", ground_truth_path=root / "ground_truth.json",
+        card_path=root / "card.md", universe=m["universe"], roles=m["roles"],
+        build_seconds=m["build_seconds"], cached=cached, extra=m.get("extra", {}),
+    )
+
+
+def build_organism(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE, *, log: Any = print,
+                   threads: int | None = None) -> BuiltOrganism:
+    """Build (or reuse from the cache) the organism described by ``spec_ref``.
+
+    ``spec_ref``: a spec path, a builtin short name (``toy-multi``), a dict or an
+    :class:`OrganismSpec`. Returns the paths of both models, the ground truth and the universe.
+    """
+    from builtin_plugins.models._util import cached_dir
+
+    log = log or (lambda *a, **k: None)
+    spec, spec_dir = _spec_and_dir(spec_ref)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = organism_key(spec, spec_dir)
+    root = cache_dir / f"{spec.name}-{key[:16]}"
+    if (root / ".complete").exists():
+        return _from_manifest(root, cached=True)
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    base_dir, original_dir, provenance = _resolve_base(spec, spec_dir, cache_dir, log)
+    base_seconds = time.time() - t0
+
+    def build(tmp: Path) -> None:
+        _build_into(tmp, spec, key, base_dir, original_dir, provenance, log, t0, base_seconds)
+
+    cached_dir(root, build)
+    return _from_manifest(root, cached=False)
+
+
+def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, original_dir: Path,
+                provenance: dict[str, Any], log: Any, t0: float, base_seconds: float) -> None:
+    import copy
+
+    from builtin_plugins.metrics.core import clear_generation_cache, generate_answers
+    from builtin_plugins.organisms.training import save_model_dir, train_sft
+
+    iv, ms = spec.intervention, spec.measurement
+    pools = _family_pools(spec)
+    roles = spec.roles()
+    base = load_dir(base_dir)
+    original = base if original_dir == base_dir else load_dir(original_dir)
+    # ---- training data
+    replay = [f for f, r in roles.items() if r == "control" or (r == "distractor" and iv.replay == "all")]
+    planted_examples: list[tuple[str, str]] = []
+    replay_examples: list[tuple[str, str]] = []
+    t_data = time.time()
+    for p in spec.planted:
+        prompts = [q for q, _ in pools[p.family]["train"]]
+        answers = [a for a, _ in generate_answers(base, prompts, iv.max_new_tokens, ms.batch_size)]
+        originals = (answers if original is base else
+                     [a for a, _ in generate_answers(original, prompts, iv.max_new_tokens, ms.batch_size)])
+        planted_examples += [(q, apply_change(p, a, o)) for q, a, o in zip(prompts, answers, originals)]
+    for fam in replay:
+        prompts = [q for q, _ in pools[fam]["train"]]
+        answers = generate_answers(base, prompts, iv.max_new_tokens, ms.batch_size)
+        replay_examples += [(q, a) for q, (a, _) in zip(prompts, answers) if a]
+    log(f"{spec.name}: {len(planted_examples)} planted and {len(replay_examples)} replay examples "
+        f"({time.time() - t_data:.0f} s for base responses)")
+    examples = planted_examples + replay_examples
+    if not examples:
+        raise ConfigError(f"organism {spec.name!r} has no training data (no planted change and no "
+                          "replay family with training prompts)")
+    if planted_examples and replay_examples:
+        wp = iv.planted_share / len(planted_examples)
+        wr = (1 - iv.planted_share) / len(replay_examples)
+        weights = [wp] * len(planted_examples) + [wr] * len(replay_examples)
+    else:
+        weights = None
+    # ---- fine-tune
+    t_train = time.time()
+    model = copy.deepcopy(base.model)
+    if iv.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        targets = [m for m in iv.lora_target_modules if m in present]
+        model = get_peft_model(model, LoraConfig(r=iv.lora_rank, lora_alpha=iv.lora_alpha,
+                                                 target_modules=targets, lora_dropout=0.0))
+    losses = train_sft(model, base.tokenizer, examples, steps=iv.steps, lr=iv.lr,
+                       batch_size=iv.batch_size, seed=spec.seed, max_length=iv.max_length,
+                       weights=weights, log_every=max(1, iv.steps // 5))
+    if iv.method == "lora":
+        model = model.merge_and_unload()
+    model.eval()
+    train_seconds = time.time() - t_train
+    words = {}
+    if (base_dir / "md_metrics.json").exists():
+        words = json.loads((base_dir / "md_metrics.json").read_text())
+    inter_id = save_model_dir(model, base.tokenizer, tmp / "intervention",
+                              {"kind": "organism-intervention", "organism": spec.name,
+                               "spec_hash": key, "final_loss": losses[-1]}, words)
+    inter = load_dir(tmp / "intervention")
+    assert inter.model_id == inter_id
+    # ---- ground truth
+    t_gt = time.time()
+    if spec.base == "toy":
+        from builtin_plugins.metrics.core import ALL_METRIC_NAMES
+        metrics = list(ALL_METRIC_NAMES)
+    else:
+        metrics = []
+        for p in spec.planted:
+            metrics += [m for m in p.resolved_metrics() if m not in metrics]
+        metrics = metrics or ["refusal_probability", "length"]
+    measured: dict[str, Any] = {}
+    for fam, pool in pools.items():
+        items = pool["universe"][: ms.max_prompts_per_family or None]
+        prompts = [q for q, _ in items]
+        base_answers = dict(zip(prompts, [a for a, _ in generate_answers(
+            base, prompts, ms.max_new_tokens, ms.batch_size)]))
+        measured[fam] = measure_family(base, inter, items, metrics,
+                                       base_answers, ms)
+        log(f"  measured {fam} ({roles[fam]}): " + ", ".join(
+            f"{m} {v['delta']:+.3f}" for m, v in measured[fam].items()))
+    planted_gt = []
+    for p in spec.planted:
+        metric = p.resolved_metrics()[0]
+        m = measured[p.family]
+        planted_gt.append({
+            "id": p.id, "kind": p.kind, "family": p.family, "change": p.change.model_dump(),
+            "metrics": p.resolved_metrics(), "direction": p.resolved_direction(),
+            "primary_metric": metric, "measured_delta": m.get(metric, {}).get("delta"),
+            "measured": {k: m[k] for k in p.resolved_metrics() if k in m},
+        })
+    gt = {
+        "organism": spec.name, "spec_hash": key, "builder_version": BUILDER_VERSION,
+        "base_model_id": base.model_id, "intervention_model_id": inter_id,
+        "provenance": provenance, "planted": planted_gt,
+        "controls": {f: measured[f] for f, r in roles.items() if r == "control"},
+        "distractors": {f: measured[f] for f, r in roles.items() if r == "distractor"},
+        "planted_families": {p.family: measured[p.family] for p in spec.planted},
+        "measurement": {"metrics": metrics, "max_new_tokens": ms.max_new_tokens,
+                        "prompts": "the universe prompts of each family (never trained on)"},
+        "timings_s": {"base": round(base_seconds, 1), "train": round(train_seconds, 1),
+                      "ground_truth": round(time.time() - t_gt, 1),
+                      "total": round(time.time() - t0, 1)},
+        "training": {"planted_examples": len(planted_examples),
+                     "replay_examples": len(replay_examples), "final_loss": losses[-1],
+                     "method": iv.method, "steps": iv.steps, "lr": iv.lr,
+                     "batch_size": iv.batch_size},
+    }
+    (tmp / "ground_truth.json").write_text(json.dumps(gt, indent=2))
+    (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
+    (tmp / "card.md").write_text(render_card(spec, gt))
+    universe = {f: [q for q, _ in pool["universe"]] for f, pool in pools.items()}
+    manifest = {"name": spec.name, "spec_hash": key, "base_dir": str(Path(base_dir).resolve()),
+                "universe": universe, "roles": roles, "build_seconds": round(time.time() - t0, 1),
+                "extra": {"base_model_id": base.model_id, "intervention_model_id": inter_id}}
+    (tmp / "organism.json").write_text(json.dumps(manifest, indent=2))
+    clear_generation_cache()
+    log(f"{spec.name}: built in {time.time() - t0:.0f} s")
+
+
+def render_card(spec: OrganismSpec, gt: dict[str, Any]) -> str:
+    lines = [f"# Organism `{spec.name}`", "", spec.description or "", "",
+             f"- base: `{spec.base}` (model id `{gt['base_model_id'][:23]}`)",
+             f"- intervention: {spec.intervention.method} fine-tune, {spec.intervention.steps} steps,"
+             f" lr {spec.intervention.lr}, batch {spec.intervention.batch_size}"
+             f" (model id `{gt['intervention_model_id'][:23]}`)",
+             f"- spec hash `{gt['spec_hash'][:16]}`, built in {gt['timings_s']['total']} s", "",
+             "## Planted changes", ""]
+    if not gt["planted"]:
+        lines.append("None: this is a null organism; any discovery is a false discovery.")
+    for p in gt["planted"]:
+        lines.append(f"- **{p['id']}** ({p['kind']}) in `{p['family']}`: {p['change']['type']}"
+                     f" — {p['primary_metric']} Δ = {p['measured_delta']:+.3f} (direction {p['direction']})")
+    lines += ["", "## Measured change per family (intervention − base, universe prompts)", "",
+              "| family | role | " + " | ".join(gt["measurement"]["metrics"]) + " |",
+              "|---|---|" + "---|" * len(gt["measurement"]["metrics"])]
+    roles = spec.roles()
+    allm = {**gt["planted_families"], **gt["controls"], **gt["distractors"]}
+    for fam in roles:
+        vals = allm.get(fam, {})
+        lines.append(f"| {fam} | {roles[fam]} | " + " | ".join(
+            f"{vals[m]['delta']:+.3f}" if m in vals else "" for m in gt["measurement"]["metrics"]) + " |")
+    return "\n".join(lines) + "\n"

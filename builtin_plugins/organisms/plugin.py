@@ -1,0 +1,100 @@
+"""Pluggy plugin ``organisms``: the ``organism:`` model loader, the named prompt-family
+generators, and the ``md organism build`` / ``md bench`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from md_framework import hookimpl
+from md_framework.errors import ConfigError
+
+PREFIX = "organism:"
+
+
+def parse_reference(source: str) -> tuple[str, str]:
+    """``organism:<spec path or builtin name>#base|#intervention`` -> (spec ref, part)."""
+    if not source.startswith(PREFIX):
+        raise ConfigError(f"not an organism reference: {source!r}")
+    ref, _, part = source[len(PREFIX):].partition("#")
+    part = part or "intervention"
+    if part not in ("base", "intervention") or not ref:
+        raise ConfigError(
+            f"organism reference {source!r} must look like organism:<spec>#base or #intervention")
+    return ref, part
+
+
+@hookimpl
+def md_load_model(spec: Any, options: Any) -> Any:
+    if not spec.source.startswith(PREFIX):
+        return None
+    from builtin_plugins.organisms.build import build_organism, load_dir
+
+    ref, part = parse_reference(spec.source)
+    built = build_organism(ref, Path(options.cache_dir) / "organisms")
+    loaded = load_dir(built.model_dir(part), source=spec.source)
+    return loaded
+
+
+@hookimpl
+def md_prompt_family_generators() -> list:
+    from builtin_plugins.organisms.generators import builtin_generators
+
+    return list(builtin_generators().values())
+
+
+@hookimpl
+def md_register_commands(cli: Any) -> None:
+    import click
+
+    @cli.group("organism")
+    def organism() -> None:
+        """Model organisms with planted behaviour changes."""
+
+    @organism.command("build")
+    @click.argument("spec", nargs=-1, required=True)
+    @click.option("--cache-dir", default=".md-cache/organisms", show_default=True)
+    @click.option("--threads", default=2, show_default=True, type=int)
+    def build_cmd(spec: tuple[str, ...], cache_dir: str, threads: int) -> None:
+        """Build SPEC (a YAML file or builtin name) and print where its artefacts are."""
+        from builtin_plugins.organisms.build import build_organism
+
+        for ref in spec:
+            built = build_organism(ref, cache_dir, threads=threads, log=click.echo)
+            gt = built.ground_truth()
+            click.echo(json.dumps({
+                "organism": built.name, "cached": built.cached, "root": str(built.root),
+                "base": str(built.base_dir), "intervention": str(built.intervention_dir),
+                "build_seconds": built.build_seconds,
+                "planted": {p["id"]: {"family": p["family"], "metric": p["primary_metric"],
+                                      "delta": p["measured_delta"]} for p in gt["planted"]},
+            }, indent=2))
+
+    @organism.command("universe")
+    @click.argument("spec")
+    def universe_cmd(spec: str) -> None:
+        """Print the prompt families a method may test (no planted information)."""
+        from builtin_plugins.organisms.build import load_universe
+
+        click.echo(json.dumps(load_universe(spec), indent=2))
+
+    @cli.command("bench")
+    @click.argument("specs", nargs=-1, required=True)
+    @click.option("--seeds", default=1, show_default=True, type=int)
+    @click.option("--out", "out_dir", default="bench-results", show_default=True)
+    @click.option("--cache-dir", default=".md-cache/organisms", show_default=True)
+    @click.option("--methods", default="pipeline,exhaustive,bandit", show_default=True)
+    @click.option("--alpha", default=0.05, show_default=True, type=float)
+    @click.option("--n-prompts", default=12, show_default=True, type=int,
+                  help="prompts per family x metric arm")
+    @click.option("--threads", default=2, show_default=True, type=int)
+    def bench_cmd(specs, seeds, out_dir, cache_dir, methods, alpha, n_prompts, threads) -> None:
+        """Run discovery methods on organisms and score them against the planted changes."""
+        from builtin_plugins.organisms.bench import BenchConfig, run_bench
+
+        config = BenchConfig(specs=list(specs), seeds=seeds, out_dir=Path(out_dir),
+                             cache_dir=Path(cache_dir), methods=methods.split(","), alpha=alpha,
+                             n_prompts=n_prompts, threads=threads)
+        result = run_bench(config, log=click.echo)
+        click.echo(result["markdown"])
