@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", type=str, default=None, help="also write results here")
+    parser.add_argument("--cells", type=str, default=None,
+                        help="JSON-lines file: finished cells are appended as they complete"
+                             " and cells already in it are not run again")
     args = parser.parse_args(argv)
 
     cells = [
@@ -82,9 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     ]
     # the slow cells first so the pool stays busy
     cells.sort(key=lambda c: (c[0] != "alpha-investing", -c[2]))
+    results: list[dict] = []
+    if args.cells and os.path.exists(args.cells):
+        with open(args.cells, encoding="utf-8") as fh:
+            done = [json.loads(line) for line in fh if line.strip()]
+        key = lambda r: (r["procedure"], r["pi1"], r["reps"])  # noqa: E731
+        finished = {key(r) for r in done}
+        results = [r for r in done if (r["procedure"], r["pi1"]) in
+                   {(c[0], c[2]) for c in cells} and r["reps"] == args.reps]
+        cells = [c for c in cells if (c[0], c[2], c[3]) not in finished]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        results = list(pool.map(run_cell, cells))
+        futures = [pool.submit(run_cell, cell) for cell in cells]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            if args.cells:
+                with open(args.cells, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(result) + "\n")
     wall = time.perf_counter() - start
     results.sort(key=lambda r: (ORDER.index(r["procedure"]) if r["procedure"] in ORDER
                                 else 99, r["pi1"]))

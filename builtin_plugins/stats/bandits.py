@@ -190,7 +190,8 @@ class _Bandit(BanditStrategy):
         unit = self._unit_embeddings(active) if self.options.diversity_weight > 0 else None
         explore = self._explore_probability()
         for _ in range(k):
-            if explore > 0 and self._rng.random() < explore:
+            warming = bool(np.isposinf(scores[remaining]).any())  # unpulled arms first
+            if explore > 0 and not warming and self._rng.random() < explore:
                 pick = remaining[int(self._rng.integers(len(remaining)))]
             else:
                 adjusted = scores[remaining] - penalty[remaining]
