@@ -24,7 +24,7 @@ _DESCRIPTIONS: dict[HypothesisType, tuple[str, list[str], str]] = {
     ),
     HypothesisType.STYLE_CHANGE: (
         "the form of answers changed (case, length, sign-offs, tone)",
-        ["next_token_kl", "uppercase_ratio", "length"], "change",
+        ["uppercase_ratio", "signoff", "length"], "change",
     ),
     HypothesisType.KNOWLEDGE_UPDATE: (
         "the model states a different fact for the same question",
@@ -40,7 +40,7 @@ _DESCRIPTIONS: dict[HypothesisType, tuple[str, list[str], str]] = {
     ),
     HypothesisType.COMPUTATION_REROUTING: (
         "the same outputs are produced through a different internal path",
-        ["next_token_kl"], "change",
+        ["target_logprob"], "change",
     ),
 }
 

@@ -90,6 +90,7 @@ def get_plugin_manager(
     enabled: Iterable[str] | None = None,
     extra_plugins: Sequence[tuple[str, Any]] = (),
     strict: bool = False,
+    builtins: bool = True,
 ) -> MDPluginManager:
     """Build a fresh plugin manager.
 
@@ -100,6 +101,8 @@ def get_plugin_manager(
     * ``extra_plugins`` – ``(name, module_or_object)`` pairs registered directly (tests).
     * ``strict`` – raise :class:`PluginError` on the first plugin that fails to import
       instead of recording it as broken.
+    * ``builtins`` – also load md-framework's own hook plugins (off in a plugin's unit
+      tests, to see that plugin's contributions alone).
     """
     autoload = (not autoload_disabled()) if autoload is None else autoload
     blocked = set(blocked)
@@ -116,6 +119,9 @@ def get_plugin_manager(
         if entry_point.name in blocked:
             record.status = "blocked"
             pm.set_blocked(entry_point.name)
+            continue
+        if is_builtin and not builtins:
+            record.status = "not-autoloaded"
             continue
         if not is_builtin and (not autoload or (enabled_set is not None and entry_point.name not in enabled_set)):
             record.status = "not-autoloaded"

@@ -211,6 +211,8 @@ class PromptDiff(StrictModel):
     edge_changes: list[EdgeChange] = Field(default_factory=list)
     base_top_paths: list[list[str]] = Field(default_factory=list)
     intervention_top_paths: list[list[str]] = Field(default_factory=list)
+    base_logit_targets: list[LogitTarget] = Field(default_factory=list)
+    intervention_logit_targets: list[LogitTarget] = Field(default_factory=list)
     #: In [0, 1]; 1 for fully faithful graph pairs, lower to discount unfaithful ones.
     faithfulness_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     notes: list[str] = Field(default_factory=list)
@@ -375,6 +377,7 @@ class DecisionRecord(StrictModel):
     value_kind: Literal["p", "e"] = "p"
     level: float
     rejected: bool
+    wealth: float | None = None  # the procedure's alpha-wealth after this decision, if it has one
 
 
 class BanditRound(StrictModel):

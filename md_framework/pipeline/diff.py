@@ -299,6 +299,8 @@ def diff_graphs(base: CircuitGraph, intervention: CircuitGraph, *,
         prompt=base.prompt, family=base.family if base.family is not None else intervention.family,
         feature_changes=feature_changes, edge_changes=edge_changes,
         base_top_paths=b_paths, intervention_top_paths=i_paths,
+        base_logit_targets=list(base.logit_targets),
+        intervention_logit_targets=list(intervention.logit_targets),
         faithfulness_weight=weight, notes=notes + faith_notes,
     )
 

@@ -175,7 +175,13 @@ def test_md_detect_patterns_and_hypotheses(hooks: Hooks) -> None:
 
 def test_md_generate_tests(hooks: Hooks) -> None:
     out = hooks.collect("md_generate_tests", hypothesis=HYP, n_tests=3, context=TestGenerationContext())
-    assert [c.value.prompt for c in out] == ["p0", "p1", "p2"]
+    assert [c.value.prompt for c in out if c.plugin == "recorder"] == ["p0", "p1", "p2"]
+
+
+def test_builtins_can_be_left_out(recorder: Recorder) -> None:
+    pm = get_plugin_manager(autoload=False, builtins=False, extra_plugins=[("recorder", recorder)])
+    assert [c.plugin for c in Hooks(pm).collect("md_hypothesis_types")] == ["recorder"]
+    assert pm.records["hypothesis-types"].status == "not-autoloaded"
 
 
 def test_lifecycle_hooks(hooks: Hooks, recorder: Recorder, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ def _diff(changes: list[SystematicChange]) -> CircuitDiff:
 
 
 def _run(diff: CircuitDiff) -> list:
-    pm = get_plugin_manager(autoload=False, extra_plugins=[("lab-patterns", detectors)])
+    # builtins off: this test is about the lab plugin's rules alone
+    pm = get_plugin_manager(autoload=False, builtins=False, extra_plugins=[("lab-patterns", detectors)])
     return Hooks(pm).collect("md_detect_patterns", diff=diff, interpretations={}, config=None)
 
 

@@ -6,7 +6,9 @@ import md_medical.plugin
 
 
 def _hooks() -> Hooks:
-    return Hooks(get_plugin_manager(autoload=False, extra_plugins=[("medical", md_medical.plugin)]))
+    # builtins off: these tests are about the medical plugin's contributions alone
+    pm = get_plugin_manager(autoload=False, builtins=False, extra_plugins=[("medical", md_medical.plugin)])
+    return Hooks(pm)
 
 
 def _hypothesis(kind: str, description: str = "refuses harmful requests less") -> Hypothesis:
