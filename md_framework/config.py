@@ -68,6 +68,11 @@ class AnalysisConfig(StrictModel):
     )
     transcoder_set: str | None = None
     universe: UniverseConfig = Field(default_factory=UniverseConfig)
+    #: user labels for features: {"layer:feature": "description"} or a path to a JSON file
+    #: (that dict, or a Neuronpedia-style export)
+    feature_interpretations: dict[str, str] | str | None = None
+    #: share of each family's prompts used for discovery; the rest confirms hypotheses
+    explore_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

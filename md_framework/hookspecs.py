@@ -85,6 +85,17 @@ def md_prompt_family_generators() -> list[PromptFamilyGenerator]:
     """
 
 
+@hookspec(firstresult=True)
+def md_load_universe(source: str, n_per_family: int, seed: int) -> dict[str, list[str]] | None:
+    """Return the prompt families ("universe") that ``source`` names, or ``None``.
+
+    Called when config's ``universe.organism`` names a source (an organism spec path or a
+    builtin organism name). Returns family name -> prompts, at most ``n_per_family`` each,
+    chosen deterministically from ``seed``. Must never reveal planted ground truth.
+    **firstresult**: the first plugin that recognises ``source`` wins.
+    """
+
+
 @hookspec
 def md_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``md`` command line.

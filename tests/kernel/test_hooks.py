@@ -71,6 +71,12 @@ class Recorder:
         return [Counting()]
 
     @hookimpl
+    def md_load_universe(self, source, n_per_family, seed):
+        if source != "counting-universe":
+            return None
+        return {"counting": [f"Count to {i + seed}" for i in range(n_per_family)]}
+
+    @hookimpl
     def md_register_commands(self, cli):
         @cli.command("hello")
         def hello():
@@ -142,6 +148,13 @@ def test_md_behaviour_metrics(hooks: Hooks) -> None:
 def test_md_prompt_family_generators(hooks: Hooks) -> None:
     (gen,) = [c.value for c in hooks.collect("md_prompt_family_generators") if c.plugin == "recorder"]
     assert gen.generate(2, seed=1) == ["Count to 1", "Count to 2"]
+
+
+def test_md_load_universe_is_firstresult(hooks: Hooks) -> None:
+    found = hooks.first("md_load_universe", source="counting-universe", n_per_family=2, seed=5)
+    assert found is not None and found.plugin == "recorder"
+    assert found.value == {"counting": ["Count to 5", "Count to 6"]}
+    assert hooks.first("md_load_universe", source="elsewhere", n_per_family=2, seed=5) is None
 
 
 def test_md_register_commands(hooks: Hooks) -> None:
