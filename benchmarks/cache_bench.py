@@ -81,7 +81,7 @@ def run(root: Path, repeats: int) -> dict[str, object]:
     size = cache.entries("graph")[0].size
     back = cache.get_model("graph", gkey, CircuitGraph)
     assert back == graph
-    raw = cache.path_for("graph", gkey, "json").read_bytes()
+    raw = cache.path_for("graph", gkey).read_bytes()
     results["graph get_model (2k nodes, 10k edges)"] = {
         "bytes": size, "put_ms": put_graph_ms,
         **timed(lambda: cache.get_model("graph", gkey, CircuitGraph), repeats)}

@@ -6,12 +6,15 @@ safetensors and numpy are imported inside the tensor functions.
 Layout under ``root`` (see ``docs/cache.md``)::
 
     index.sqlite            SQLite index (WAL): kind, key, format, size, created,
-                            last_access, sha256 of each entry
-    objects/<kind>/<key[:2]>/<key>.json         JSON documents (graphs, pydantic models)
-    objects/<kind>/<key[:2]>/<key>.safetensors  tensors (+ JSON metadata in the header)
-    objects/<kind>/<key[:2]>/<key>.d/           directories (converted models, dictionaries)
+                            last_access, sha256 and object path of each entry
+    objects/<kind>/<key[:2]>/<key>.<token>.json         JSON (graphs, pydantic models)
+    objects/<kind>/<key[:2]>/<key>.<token>.safetensors  tensors (+ JSON metadata in the header)
+    objects/<kind>/<key[:2]>/<key>.<token>.d/           directories (models, dictionaries)
     locks/NN.lock           256 striped fcntl lock files (never deleted)
     tmp/                    writes in progress (same filesystem, so os.replace is atomic)
+
+``<token>`` is random per write: a new version of an entry never overwrites the old one's
+file, so the index row switching from one to the other is the single atomic step.
 
 Guarantees:
 
@@ -20,8 +23,10 @@ Guarantees:
   warning and reported as a miss, so the caller rebuilds it. Nothing is ever unpickled:
   JSON is parsed by ``json``/pydantic and tensors by safetensors (from the verified bytes,
   so what was checked is what is parsed).
-* **Atomicity** - data is written to ``tmp/``, fsynced, then ``os.replace``-d into place
-  and only then recorded in the index; a crash leaves either the old entry or the new one.
+* **Atomicity** - data is written to ``tmp/``, fsynced, ``os.replace``-d to a fresh object
+  path, then the index row is switched to it in one transaction, then the old object is
+  removed. A crash (SIGKILL-tested) leaves the old entry or the new one, never a mix; at
+  worst an unindexed object file, which is never read and is removed by ``clear``/``verify_all``.
 * **Concurrency** - any number of threads and processes may share a root. Each entry is
   guarded by a striped ``fcntl`` lock (shared for reads, exclusive for writes/deletes) and
   index updates are SQLite transactions (``BEGIN IMMEDIATE``, WAL, busy timeout).
@@ -232,8 +237,11 @@ class CacheEntry:
     created: float
     last_access: float
     sha256: str
+    path: str  # relative to the cache root
 
 
+#: ``PRAGMA user_version`` of the index layout below.
+INDEX_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     kind TEXT NOT NULL,
@@ -243,10 +251,12 @@ CREATE TABLE IF NOT EXISTS entries (
     created REAL NOT NULL,
     last_access REAL NOT NULL,
     sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
     PRIMARY KEY (kind, key)
 );
 CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
 """
+_COLUMNS = "kind, key, format, size, created, last_access, sha256, path"
 
 
 # --------------------------------------------------------------------------- the cache
@@ -302,7 +312,13 @@ class ArtifactCache:
                 time.sleep(0.05)
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, INDEX_VERSION) or (version == 0 and db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='entries'"
+            ).fetchone()):
+                raise sqlite3.DatabaseError(f"index layout version {version}, expected {INDEX_VERSION}")
+            if version == 0:
+                db.executescript(_SCHEMA + f"PRAGMA user_version={INDEX_VERSION};")
             db.execute("SELECT COUNT(*) FROM entries").fetchone()
         except BaseException:
             db.close()
@@ -360,8 +376,7 @@ class ArtifactCache:
 
     def _row(self, kind: str, key: str) -> CacheEntry | None:
         row = self._db().execute(
-            "SELECT kind, key, format, size, created, last_access, sha256 FROM entries"
-            " WHERE kind=? AND key=?", (kind, key),
+            f"SELECT {_COLUMNS} FROM entries WHERE kind=? AND key=?", (kind, key),
         ).fetchone()
         return CacheEntry(*row) if row else None
 
@@ -403,9 +418,16 @@ class ArtifactCache:
         if not isinstance(key, str) or not _KEY_RE.match(key) or ".." in key:
             raise ValueError(f"invalid cache key {key!r}: use [A-Za-z0-9_.-], at most 128 characters")
 
-    def path_for(self, kind: str, key: str, fmt: str) -> Path:
+    def path_for(self, kind: str, key: str) -> Path | None:
+        """Where the index says the entry's file/directory is (not verified), or ``None``."""
         self._check(kind, key)
-        return self.root / "objects" / kind / key[:2] / f"{key}{_SUFFIX[fmt]}"
+        row = self._row(kind, key)
+        return self.root / row.path if row is not None else None
+
+    def _new_object_path(self, kind: str, key: str, fmt: str) -> Path:
+        """A fresh, never-used path: every write gets its own file, so switching the index
+        row from the old file to the new one is the single atomic step of a write."""
+        return self.root / "objects" / kind / key[:2] / f"{key}.{uuid.uuid4().hex[:16]}{_SUFFIX[fmt]}"
 
     def _tmp_path(self, suffix: str = "") -> Path:
         return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
@@ -420,28 +442,27 @@ class ArtifactCache:
 
     # ------------------------------------------------------------------ core write/read
     def _commit(self, kind: str, key: str, fmt: str, staged: Path, sha: str, size: int) -> Path:
-        """Move a fully written, fsynced ``staged`` file/dir into place and index it."""
-        final = self.path_for(kind, key, fmt)
+        """Move a fully written, fsynced ``staged`` file/dir into place and index it.
+
+        Crash-consistent: the new object gets a fresh path, the index row switches to it in
+        one transaction, and only then is the old object removed. A crash leaves the old
+        entry or the new one, plus at worst an unindexed file (never read; ``clear`` and
+        ``verify_all`` remove it).
+        """
+        final = self._new_object_path(kind, key, fmt)
         final.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(f"{kind}/{key}", exclusive=True):
             old = self._row(kind, key)
-            if fmt == "dir" and final.exists():
-                trash = self._tmp_path(".trash")
-                os.replace(final, trash)
-                os.replace(staged, final)
-                _remove_path(trash)
-            else:
-                os.replace(staged, final)
-            if old is not None and old.format != fmt:
-                _remove_path(self.path_for(kind, key, old.format))
+            os.replace(staged, final)
             _fsync_dir(final.parent)
             now = time.time()
             with self._transaction() as db:
                 db.execute(
-                    "INSERT OR REPLACE INTO entries (kind, key, format, size, created,"
-                    " last_access, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (kind, key, fmt, size, now, now, sha),
+                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (kind, key, fmt, size, now, now, sha, final.relative_to(self.root).as_posix()),
                 )
+            if old is not None:
+                self._trash(self.root / old.path)
         self.stats.writes += 1
         if self.max_bytes is not None:
             self._evict(keep=(kind, key))
@@ -461,18 +482,23 @@ class ArtifactCache:
             _remove_path(staged)
             raise
 
-    def _discard_corrupt(self, kind: str, key: str, reason: str, sha: str | None = None) -> None:
+    def _discard_corrupt(self, kind: str, key: str, reason: str, path: str | None = None) -> None:
         """Remove an entry that failed verification (under the exclusive entry lock).
 
-        With ``sha``, only if the index still records that checksum: a writer that replaced
+        With ``path``, only if the index still points at that object: a writer that replaced
         the entry in the meantime must not lose its fresh, valid entry.
         """
         logger.warning("md cache: discarding %s/%s (%s); it will be rebuilt", kind, key, reason)
         self.stats.corrupt += 1
-        self._delete(kind, key, only_sha=sha)
+        self._delete(kind, key, only_path=path)
 
     def _read_bytes(self, kind: str, key: str, fmt: str) -> bytes | None:
         """The verified bytes of an entry, or ``None`` (miss / discarded corrupt entry)."""
+        found = self._read_verified(kind, key, fmt)
+        return found[0] if found is not None else None
+
+    def _read_verified(self, kind: str, key: str, fmt: str) -> tuple[bytes, str] | None:
+        """``(bytes, object path)`` of an entry whose checksum matched, or ``None``."""
         self._check(kind, key)
         problem: str | None = None
         with self._lock(f"{kind}/{key}", exclusive=False):
@@ -484,7 +510,7 @@ class ArtifactCache:
                 problem = f"stored as {row.format}, read as {fmt}"
             else:
                 try:
-                    with open(self.path_for(kind, key, fmt), "rb") as handle:
+                    with open(self.root / row.path, "rb") as handle:
                         data = handle.read()
                 except FileNotFoundError:
                     problem = "file missing"
@@ -494,11 +520,11 @@ class ArtifactCache:
                         problem = f"checksum mismatch (expected {row.sha256[:12]}…, got {digest[:12]}…)"
         if problem is not None:
             self.stats.misses += 1
-            self._discard_corrupt(kind, key, problem, sha=row.sha256)
+            self._discard_corrupt(kind, key, problem, path=row.path)
             return None
         self._touch(kind, key)
         self.stats.hits += 1
-        return data
+        return data, row.path
 
     def _touch(self, kind: str, key: str) -> None:
         try:
@@ -510,23 +536,24 @@ class ArtifactCache:
         except sqlite3.OperationalError as exc:  # best effort: LRU order only
             logger.debug("md cache: could not update last_access: %s", exc)
 
-    def _delete(self, kind: str, key: str, only_sha: str | None = None) -> bool:
+    def _trash(self, path: Path) -> None:
+        """Remove an object file or directory: renamed away first, so it vanishes at once."""
+        trash = self._tmp_path(".trash")
+        try:
+            os.replace(path, trash)
+        except FileNotFoundError:
+            return
+        _remove_path(trash)
+
+    def _delete(self, kind: str, key: str, only_path: str | None = None) -> bool:
+        """Drop the index row, then the object (a crash in between leaves an orphan)."""
         with self._lock(f"{kind}/{key}", exclusive=True):
             row = self._row(kind, key)
-            if only_sha is not None and row is not None and row.sha256 != only_sha:
-                return False
-            formats = [row.format] if row else list(_SUFFIX)
-            for fmt in formats:
-                path = self.path_for(kind, key, fmt)
-                if path.exists() or path.is_symlink():
-                    trash = self._tmp_path(".trash")
-                    with contextlib.suppress(FileNotFoundError):
-                        os.replace(path, trash)
-                        _remove_path(trash)
-            if row is None:
+            if row is None or (only_path is not None and row.path != only_path):
                 return False
             with self._transaction() as db:
                 db.execute("DELETE FROM entries WHERE kind=? AND key=?", (kind, key))
+            self._trash(self.root / row.path)
         return True
 
     # ------------------------------------------------------------------ JSON
@@ -536,13 +563,14 @@ class ArtifactCache:
         return self._put_bytes(kind, key, "json", data.encode("utf-8"))
 
     def get_json(self, kind: str, key: str) -> Any | None:
-        data = self._read_bytes(kind, key, "json")
-        if data is None:
+        found = self._read_verified(kind, key, "json")
+        if found is None:
             return None
+        data, path = found
         try:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            self._discard_corrupt(kind, key, f"invalid JSON: {exc}", sha=hashlib.sha256(data).hexdigest())
+            self._discard_corrupt(kind, key, f"invalid JSON: {exc}", path=path)
             self.stats.hits -= 1
             self.stats.misses += 1
             return None
@@ -553,13 +581,14 @@ class ArtifactCache:
 
     def get_model(self, kind: str, key: str, cls: type[M]) -> M | None:
         """Load a pydantic model; an entry that no longer validates is discarded (a miss)."""
-        data = self._read_bytes(kind, key, "json")
-        if data is None:
+        found = self._read_verified(kind, key, "json")
+        if found is None:
             return None
+        data, path = found
         try:
             return cls.model_validate_json(data)
         except (ValidationError, ValueError) as exc:
-            self._discard_corrupt(kind, key, f"does not validate as {cls.__name__}: {exc}", sha=hashlib.sha256(data).hexdigest())
+            self._discard_corrupt(kind, key, f"does not validate as {cls.__name__}: {exc}", path=path)
             self.stats.hits -= 1
             self.stats.misses += 1
             return None
@@ -596,15 +625,16 @@ class ArtifactCache:
         self, kind: str, key: str, framework: Literal["pt", "np"] = "pt"
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(tensors, metadata)`` parsed by safetensors from the verified bytes, or ``None``."""
-        data = self._read_bytes(kind, key, "safetensors")
-        if data is None:
+        found = self._read_verified(kind, key, "safetensors")
+        if found is None:
             return None
+        data, path = found
         try:
             header = _safetensors_header(data)
             metadata = json.loads((header.get("__metadata__") or {}).get(_TENSOR_META_KEY, "{}"))
         except Exception as exc:
             self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}",
-                                  sha=hashlib.sha256(data).hexdigest())
+                                  path=path)
             self.stats.hits -= 1
             self.stats.misses += 1
             return None
@@ -626,7 +656,7 @@ class ArtifactCache:
             raise
         except Exception as exc:  # e.g. shapes that do not match the data offsets
             self._discard_corrupt(kind, key, f"unreadable safetensors: {exc}",
-                                  sha=hashlib.sha256(data).hexdigest())
+                                  path=path)
             self.stats.hits -= 1
             self.stats.misses += 1
             return None
@@ -671,7 +701,7 @@ class ArtifactCache:
                     shutil.move(str(src), staged)
             else:
                 shutil.copytree(src, staged, symlinks=True)
-        return self.path_for(kind, key, "dir")
+        return self._last_commit_path(kind, key)
 
     def get_dir(self, kind: str, key: str) -> Path | None:
         """The verified directory of an entry, or ``None``.
@@ -681,12 +711,12 @@ class ArtifactCache:
         """
         self._check(kind, key)
         problem: str | None = None
-        path = self.path_for(kind, key, "dir")
         with self._lock(f"{kind}/{key}", exclusive=False):
             row = self._row(kind, key)
             if row is None:
                 self.stats.misses += 1
                 return None
+            path = self.root / row.path
             if row.format != "dir":
                 problem = f"stored as {row.format}, read as dir"
             elif not path.is_dir() or path.is_symlink():
@@ -701,10 +731,16 @@ class ArtifactCache:
                         problem = "checksum mismatch"
         if problem is not None:
             self.stats.misses += 1
-            self._discard_corrupt(kind, key, problem, sha=row.sha256)
+            self._discard_corrupt(kind, key, problem, path=row.path)
             return None
         self._touch(kind, key)
         self.stats.hits += 1
+        return path
+
+    def _last_commit_path(self, kind: str, key: str) -> Path:
+        path = self.path_for(kind, key)
+        if path is None:  # evicted or cleared by another process straight away
+            raise FileNotFoundError(f"cache entry {kind}/{key} vanished right after it was written")
         return path
 
     # ------------------------------------------------------------------ get_or_create
@@ -747,7 +783,7 @@ class ArtifactCache:
             if fmt == "dir":
                 with self.building_dir(kind, key) as staged:
                     builder(staged)
-                return self.path_for(kind, key, "dir")
+                return self._last_commit_path(kind, key)
             built = builder()
             if fmt == "json":
                 self.put_json(kind, key, built)
@@ -769,7 +805,7 @@ class ArtifactCache:
         return self.contains(*item)
 
     def entries(self, kind: str | None = None) -> list[CacheEntry]:
-        sql = "SELECT kind, key, format, size, created, last_access, sha256 FROM entries"
+        sql = f"SELECT {_COLUMNS} FROM entries"
         args: tuple[Any, ...] = ()
         if kind is not None:
             sql += " WHERE kind=?"
@@ -839,25 +875,35 @@ class ArtifactCache:
                 self._read_bytes(entry.kind, entry.key, entry.format)
             if self.stats.corrupt > before:
                 bad.append((entry.kind, entry.key))
+        self._remove_orphans()
         return bad
 
-    def _remove_orphans(self) -> None:
-        """Delete object files the index does not list (left by a crash before indexing)."""
-        known = {(e.kind, e.key) for e in self.entries()}
+    def _remove_orphans(self) -> int:
+        """Delete object files the index does not point at (left by a crash between writing
+        an object and indexing it, or between un-indexing and deleting it)."""
+        known = {e.path for e in self.entries()}
+        removed = 0
         objects = self.root / "objects"
         for kind_dir in objects.iterdir() if objects.exists() else []:
             for shard in kind_dir.iterdir() if kind_dir.is_dir() else []:
                 for item in shard.iterdir() if shard.is_dir() else []:
-                    key = item.name
-                    for suffix in _SUFFIX.values():
-                        if key.endswith(suffix):
-                            key = key[: -len(suffix)]
-                            break
-                    if (kind_dir.name, key) in known:
+                    rel = item.relative_to(self.root).as_posix()
+                    if rel in known:
                         continue
+                    name = item.name
+                    for suffix in _SUFFIX.values():
+                        if name.endswith(suffix):
+                            name = name[: -len(suffix)]
+                            break
+                    key = name.rsplit(".", 1)[0]
+                    if not _KIND_RE.match(kind_dir.name) or not _KEY_RE.match(key):
+                        continue  # not ours: leave it alone
                     with self._lock(f"{kind_dir.name}/{key}", exclusive=True):
-                        if self._row(kind_dir.name, key) is None:
-                            _remove_path(item)
+                        row = self._row(kind_dir.name, key)
+                        if row is None or row.path != rel:
+                            self._trash(item)
+                            removed += 1
+        return removed
 
     def _evict(self, keep: tuple[str, str] | None = None) -> int:
         """Delete least-recently-accessed entries until the total fits ``max_bytes``."""

@@ -200,7 +200,8 @@ def test_building_dir_is_atomic_on_error(cache: ArtifactCache) -> None:
             (staged / "layer_0.safetensors").write_bytes(b"partial")
             raise RuntimeError("builder crashed")
     assert cache.get_dir("dictionary", "tc") is None
-    assert not cache.path_for("dictionary", "tc", "dir").exists()
+    assert cache.path_for("dictionary", "tc") is None
+    assert not (cache.root / "objects" / "dictionary").exists()
     assert list((cache.root / "tmp").iterdir()) == []
 
 
@@ -216,7 +217,7 @@ def _flip_last_byte(path: Path) -> None:
 def test_tampered_json_is_detected_removed_and_rebuilt(cache: ArtifactCache, caplog) -> None:
     graph = awkward_graph()
     cache.put_model("graph", "g", graph)
-    path = cache.path_for("graph", "g", "json")
+    path = cache.path_for("graph", "g")
     # a valid-JSON, schema-valid tamper: only the checksum can catch it
     tampered = json.loads(path.read_text())
     tampered["nodes"][0]["activation"] = 42.0
@@ -237,7 +238,7 @@ def test_tampered_json_is_detected_removed_and_rebuilt(cache: ArtifactCache, cap
 def test_corrupt_tensor_file_is_a_miss(cache: ArtifactCache, damage: str) -> None:
     torch = pytest.importorskip("torch")
     cache.put_tensors("activations", "t", {"x": torch.ones(1000)}, {"a": 1})
-    path = cache.path_for("activations", "t", "safetensors")
+    path = cache.path_for("activations", "t")
     if damage == "flip":
         _flip_last_byte(path)
     elif damage == "truncate":
@@ -293,7 +294,7 @@ def test_model_that_no_longer_validates_is_a_miss(cache: ArtifactCache) -> None:
 def test_verify_all(cache: ArtifactCache) -> None:
     for i in range(3):
         cache.put_json("graph", f"k{i}", {"i": i})
-    _flip_last_byte(cache.path_for("graph", "k1", "json"))
+    _flip_last_byte(cache.path_for("graph", "k1"))
     assert cache.verify_all() == [("graph", "k1")]
     assert [e.key for e in cache.entries()] == ["k0", "k2"]
 
@@ -312,7 +313,8 @@ def test_lru_eviction_by_last_access(tmp_path: Path, monkeypatch) -> None:
     cache.put_json("graph", "c", blob)  # 3 kB > 2.5 kB: evict the least recently used (b)
     assert [e.key for e in cache.entries()] == ["a", "c"]
     assert cache.stats.evicted == 1
-    assert not cache.path_for("graph", "b", "json").exists()
+    assert cache.path_for("graph", "b") is None
+    assert len(list((cache.root / "objects" / "graph").rglob("*.json"))) == 2
     # an entry larger than the limit is kept alone (the newest write is never evicted)
     cache.put_json("graph", "huge", "y" * 5000)
     assert [e.key for e in cache.entries()] == ["huge"]
@@ -343,7 +345,7 @@ def test_clear_old_entries_and_clear(tmp_path: Path, monkeypatch) -> None:
 
 def test_clear_removes_orphans_and_stale_tmp(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "c")
-    orphan = cache.path_for("graph", "orphan", "json")
+    orphan = cache.root / "objects" / "graph" / "or" / "orphan.0123456789abcdef.json"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("{}")  # a crash after os.replace, before the index insert
     assert cache.get_json("graph", "orphan") is None  # never trusted without an index row
@@ -396,4 +398,4 @@ def test_corrupt_index_is_moved_aside_and_nothing_is_trusted(tmp_path: Path, cap
     assert reopened.get_or_create("graph", "k1", lambda: {"i": 1}) == {"i": 1}
     assert reopened.get_json("graph", "k1") == {"i": 1}
     reopened.clear()
-    assert not reopened.path_for("graph", "k2", "json").exists()  # orphans removed
+    assert list((root / "objects").rglob("*.json")) == []  # orphans removed

@@ -87,7 +87,7 @@ def test_clear_kind_and_all(cli, filled: ArtifactCache) -> None:
 
 
 def test_verify(cli, filled: ArtifactCache) -> None:
-    path = filled.path_for("graph", "new", "json")
+    path = filled.path_for("graph", "new")
     path.write_text(path.read_text().replace("2", "3"))
     result = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(filled.root)])
     assert result.exit_code == 0, result.output

@@ -101,7 +101,7 @@ def test_corrupt_cached_graph_is_retraced(tmp_path: Path, markers: Path) -> None
     cache = ArtifactCache(tmp_path / "cache")
     first = trace_prompts("fake", {}, "fake:base", None, PROMPTS[:2], cache=cache, **FAKE)
     entry = cache.entries(GRAPH_KIND)[0]
-    path = cache.path_for(GRAPH_KIND, entry.key, "json")
+    path = cache.path_for(GRAPH_KIND, entry.key)
     path.write_text(path.read_text().replace("0.", "9.", 1))
     again = trace_prompts("fake", {}, "fake:base", None, PROMPTS[:2], cache=cache, **FAKE)
     assert again.stats.cache_hits == 1 and again.stats.traced == 1 and cache.stats.corrupt == 1
@@ -182,7 +182,7 @@ def test_cached_graph_under_a_foreign_key_is_not_served(tmp_path: Path, caplog) 
     cache = ArtifactCache(tmp_path / "cache")
     first = trace_prompts("fake", {}, "fake:base", None, ["a", "b"], cache=cache, **FAKE)
     key_a, key_b = (graph_cache_key(first.model_id, FakeTracer({}).identity(), p, None) for p in "ab")
-    path_a, path_b = (cache.path_for(GRAPH_KIND, k, "json") for k in (key_a, key_b))
+    path_a, path_b = (cache.path_for(GRAPH_KIND, k) for k in (key_a, key_b))
     path_b.write_bytes(path_a.read_bytes())  # b's file now holds a's graph...
     db = sqlite3.connect(cache.root / "index.sqlite")  # ...and b's row a's checksum
     db.execute("UPDATE entries SET sha256=(SELECT sha256 FROM entries WHERE key=?),"
