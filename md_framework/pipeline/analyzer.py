@@ -1,0 +1,391 @@
+"""The end-to-end analysis: ``MechanisticBehavioralAnalyzer(config).analyze()``.
+
+Stages (docs/architecture.md): resolve config → load and check the model pair → build the
+prompt universe and split it (explore / confirm) → trace the explore prompts on both
+models → diff by node identity → interpret, detect patterns, generate hypotheses → validate
+hypotheses on held-out prompts with a bandit under online FDR → report.
+
+Everything the run decides is written to a ledger in ``run_dir`` before it is acted on,
+so ``resume=True`` continues a crashed run without re-querying models or re-spending α.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
+from md_framework.errors import ConfigError, MDError, did_you_mean
+from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
+from md_framework.runtime import LoadedModel, ModelLoadOptions, TestGenerationContext
+from md_framework.types import (
+    AnalysisReport,
+    CircuitDiff,
+    CircuitGraph,
+    Costs,
+    FeatureInterpretation,
+    Hypothesis,
+)
+
+Progress = Callable[[str, str], None]
+
+
+def _quiet(phase: str, message: str) -> None:
+    return None
+
+
+def check_pair_compatible(base: LoadedModel, intervention: LoadedModel) -> None:
+    """Refuse pairs whose features and positions could not be compared by identity.
+
+    Compares the architecture facts the loaders record (type, widths, depth, vocabulary)
+    and the tokenizers' vocabularies. Raises :class:`ConfigError` naming what differs.
+    """
+    problems = []
+    for key in sorted(set(base.architecture) | set(intervention.architecture)):
+        a, b = base.architecture.get(key), intervention.architecture.get(key)
+        if a is not None and b is not None and a != b:
+            problems.append(f"{key}: {a!r} vs {b!r}")
+    vocab_a = _vocab(base.tokenizer)
+    vocab_b = _vocab(intervention.tokenizer)
+    if vocab_a is not None and vocab_b is not None and vocab_a != vocab_b:
+        only_a = len(set(vocab_a) - set(vocab_b))
+        only_b = len(set(vocab_b) - set(vocab_a))
+        changed = sum(1 for t in set(vocab_a) & set(vocab_b) if vocab_a[t] != vocab_b[t])
+        problems.append(
+            f"tokenizer vocabularies differ ({only_a} tokens only in base, {only_b} only in"
+            f" intervention, {changed} with different ids)"
+        )
+    if problems:
+        raise ConfigError(
+            f"incompatible model pair {base.spec.source} / {intervention.spec.source}: "
+            + "; ".join(problems)
+            + ". Both models must share architecture, dimensions and tokenizer so their"
+            " circuits can be compared node by node."
+        )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _vocab(tokenizer: Any) -> dict[str, int] | None:
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    return dict(get_vocab()) if callable(get_vocab) else None
+
+
+def build_universe(config: AnalysisConfig, hooks: Hooks) -> dict[str, list[str]]:
+    """Families from config: inline, named generators, and an organism's universe."""
+    settings = config.universe
+    families: dict[str, list[str]] = {k: list(v) for k, v in settings.families.items()}
+    if settings.generators:
+        generators = {c.value.name: c.value for c in hooks.collect("md_prompt_family_generators")}
+        for family, name in settings.generators.items():
+            if name not in generators:
+                raise ConfigError(
+                    f'universe.generators.{family}: unknown prompt-family generator "{name}".'
+                    f"{did_you_mean(name, generators)} Available: {', '.join(sorted(generators)) or '(none)'}"
+                )
+            families[family] = list(generators[name].generate(settings.n_per_family, config.seed))
+    if settings.organism:
+        found = hooks.first("md_load_universe", source=settings.organism,
+                            n_per_family=settings.n_per_family, seed=config.seed)
+        if found is None:
+            raise ConfigError(
+                f'universe.organism: no plugin recognised "{settings.organism}"'
+                " (is the organisms plugin installed and the path right?)"
+            )
+        for family, prompts in found.value.items():
+            families.setdefault(family, list(prompts))
+    if not families:
+        raise ConfigError(
+            "universe: no prompt families. Give universe.families (inline prompts),"
+            " universe.generators (named generators) or universe.organism (a spec)."
+        )
+    empty = sorted(name for name, prompts in families.items() if not prompts)
+    if empty:
+        raise ConfigError(f"universe: families with no prompts: {', '.join(empty)}")
+    return families
+
+
+def seed_prompts(explore: Mapping[str, Sequence[str]], n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (prompt, family) pairs drawn round-robin across families, deterministically."""
+    rng = random.Random(f"seed-prompts:{seed}")
+    queues = {f: rng.sample(list(p), len(p)) for f, p in sorted(explore.items()) if p}
+    chosen: list[tuple[str, str]] = []
+    while len(chosen) < n and any(queues.values()):
+        for family in sorted(queues):
+            if queues[family] and len(chosen) < n:
+                chosen.append((queues[family].pop(), family))
+    return chosen
+
+
+def load_user_interpretations(value: dict[str, str] | str | None) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    path = Path(value)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"feature_interpretations: file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"feature_interpretations: {path} is not valid JSON: {exc}") from None
+
+
+class MechanisticBehavioralAnalyzer:
+    """Runs one analysis described by an :class:`AnalysisConfig` (or a config file path).
+
+    ``run_dir`` holds the ledger and the report (``report.json``, ``summary.txt`` and what
+    report plugins add); without it nothing is written and a crash cannot be resumed.
+    ``resume`` continues the run recorded in ``run_dir``. ``plugin_manager`` injects a
+    manager (tests); ``progress`` receives ``(phase, message)`` lines.
+    """
+
+    def __init__(
+        self,
+        config: AnalysisConfig | str | Path,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        plugin_manager: MDPluginManager | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, AnalysisConfig) else load_config(config)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume = resume
+        if resume and self.run_dir is None:
+            raise ConfigError("resume needs the run directory of the interrupted run")
+        self._pm = plugin_manager
+        self.progress = progress or _quiet
+        self.resolved: ResolvedConfig | None = None
+        self.models: dict[str, LoadedModel] = {}
+        self.universe: dict[str, list[str]] = {}
+        self.graphs: tuple[list[CircuitGraph], list[CircuitGraph]] = ([], [])
+        self.diff: CircuitDiff | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def _hooks(self) -> Hooks:
+        config = self.config
+        pm = self._pm or get_plugin_manager(blocked=config.plugins.disable,
+                                            enabled=config.plugins.enable)
+        return Hooks(pm, on_error=config.plugins.on_hook_error)
+
+    def _load_options(self) -> ModelLoadOptions:
+        c = self.config
+        return ModelLoadOptions(device=c.device, dtype=c.dtype, quantization=c.quantization,
+                                cache_dir=c.cache_dir)
+
+    def _tracer_options(self) -> dict[str, Any]:
+        options = dict(self.config.tracer_options)
+        if self.config.transcoder_set and "transcoders" not in options:
+            options["transcoders"] = self.config.transcoder_set
+        return options
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"seed": self.config.seed, "config": self.config.model_dump(mode="json")}
+
+    # ------------------------------------------------------------------ stages
+    def load_models(self, hooks: Hooks) -> tuple[LoadedModel, LoadedModel]:
+        from md_framework.tracing import load_model
+
+        options = self._load_options()
+        base = load_model(self.config.base_model, options, hooks.pm)
+        intervention = load_model(self.config.intervention_model, options, hooks.pm)
+        check_pair_compatible(base, intervention)
+        self.models = {"base": base, "intervention": intervention}
+        return base, intervention
+
+    def trace(self, prompts: Sequence[tuple[str, str]]) -> tuple[list[CircuitGraph], list[CircuitGraph]]:
+        from md_framework.cache import ArtifactCache
+        from md_framework.drivers import create_driver
+        from md_framework.tracing import trace_pair
+
+        config = self.config
+        cache = ArtifactCache(Path(config.cache_dir) / "artifacts")
+        executor = create_driver("executor", config.executor, config.executor_options)
+        try:
+            pair = trace_pair(
+                config.tracer, self._tracer_options(), config.base_model,
+                config.intervention_model, self._load_options(),
+                [p for p, _ in prompts], [f for _, f in prompts], cache=cache, executor=executor,
+                base_model_id=self.models["base"].model_id,
+                intervention_model_id=self.models["intervention"].model_id,
+            )
+        finally:
+            executor.close()
+        base_graphs, intervention_graphs = list(pair.base), list(pair.intervention)
+        self.trace_stats = {"base": pair.base.stats.as_dict(),
+                            "intervention": pair.intervention.stats.as_dict()}
+        self.graphs = (base_graphs, intervention_graphs)
+        return base_graphs, intervention_graphs
+
+    def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        from md_framework.drivers import create_driver
+
+        context: dict[str, Any] = {
+            "models": dict(self.models),
+            "corpus": {f: list(p) for f, p in explore.items()},
+            "config": self.config,
+        }
+        try:
+            context["tracer"] = create_driver("tracer", self.config.tracer, self._tracer_options())
+        except MDError:
+            pass
+        user = load_user_interpretations(self.config.feature_interpretations)
+        if user:
+            context["user_interpretations"] = user
+        return context
+
+    def analyze(self) -> AnalysisReport:
+        from md_framework.pipeline.diff import diff_graph_sets
+        from md_framework.pipeline.discovery import discover
+        from md_framework.pipeline.testgen import split_universe
+
+        started = time.perf_counter()
+        config = self.config
+        self.resolved = resolve_config(config)  # every name and option, before any model loads
+        hooks = self._hooks()
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        hooks.call("md_run_started", config=config, run_dir=self.run_dir)
+
+        self.progress("load", f"loading {config.base_model.source} and {config.intervention_model.source}")
+        base, intervention = self.load_models(hooks)
+
+        self.universe = build_universe(config, hooks)
+        explore, confirm = split_universe(self.universe, config.explore_fraction, config.seed)
+        seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
+        self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
+        base_graphs, intervention_graphs = self.trace(seeds)
+        hooks.call("md_phase_finished", phase="trace",
+                   summary={"prompts": len(seeds), "families": sorted({f for _, f in seeds})})
+
+        self.progress("diff", "diffing graphs by node identity")
+        diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
+                               intervention.model_id,
+                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
+        self.diff = diff
+        hooks.call("md_phase_finished", phase="diff",
+                   summary={"systematic_changes": len(diff.systematic_changes)})
+
+        self.progress("discover", "interpreting features, detecting patterns, forming hypotheses")
+        interpretations, patterns, hypotheses = discover(
+            diff, hooks, config, self.interpretation_context(explore))
+        hooks.call("md_phase_finished", phase="hypotheses",
+                   summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
+
+        self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
+        exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations)
+
+        report = AnalysisReport(
+            config=config.model_dump(mode="json"),
+            base_model_id=base.model_id,
+            intervention_model_id=intervention.model_id,
+            circuit_statistics=self.circuit_statistics(diff, base_graphs, intervention_graphs),
+            patterns=patterns,
+            hypotheses=hypotheses,
+            validation_results=exploration.results,
+            costs=Costs(behaviour_queries=exploration.queries, traced_prompts=2 * len(seeds),
+                        wall_time_s=time.perf_counter() - started),
+            circuit_diff=diff,
+            fdr_trace=exploration.fdr_trace,
+            bandit_rounds=exploration.rounds,
+            interpretations=interpretations,
+        )
+        self.write_report(report, hooks)
+        return report
+
+    def validate(
+        self,
+        hypotheses: Sequence[Hypothesis],
+        hooks: Hooks,
+        explore: Mapping[str, Sequence[str]],
+        confirm: Mapping[str, Sequence[str]],
+        interpretations: Mapping[str, list[FeatureInterpretation]],
+    ) -> Any:
+        from md_framework.drivers import create_driver
+        from md_framework.pipeline.explorer import ActiveCircuitExplorer
+        from md_framework.pipeline.ledger import Ledger
+        from md_framework.pipeline.testgen import TestPool
+        from md_framework.pipeline.validation import Validator
+
+        config, stats = self.config, self.config.statistics
+        assert self.resolved is not None
+        metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
+        ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
+        fdr = create_driver("fdr_procedure", stats.procedure, stats.procedure_options,
+                            alpha=stats.alpha)
+        validator = Validator(
+            self.models["base"], self.models["intervention"], metrics, fdr=fdr,
+            paired_test=stats.paired_test, paired_test_options=stats.paired_test_options,
+            min_effect_size=stats.min_effect_size, hooks=hooks, ledger=ledger,
+        )
+        formed_from = frozenset(p for prompts in explore.values() for p in prompts)
+        contexts = {
+            key: [c.text for i in items for c in i.top_contexts if c.text not in formed_from]
+            for key, items in interpretations.items()
+        }
+
+        def context_for(hypothesis: Hypothesis) -> TestGenerationContext:
+            feature_contexts = {
+                f.key: contexts.get(f.key, []) for f in hypothesis.source_features
+                if contexts.get(f.key)
+            }
+            return TestGenerationContext(
+                universe={f: list(p) for f, p in confirm.items()},
+                feature_contexts=feature_contexts, excluded_prompts=formed_from,
+                seed=config.seed,
+            )
+
+        pool = TestPool(hooks, context_for, config.n_test_prompts_per_hypothesis)
+        bandit = create_driver("bandit_strategy", config.exploration.method,
+                               self.resolved.drivers["bandit_strategy"].options)
+        explorer = ActiveCircuitExplorer(
+            hypotheses, validator, bandit, pool, budget=config.exploration.query_budget,
+            batch_size=config.exploration.batch_size,
+            n_per_hypothesis=config.n_test_prompts_per_hypothesis,
+        )
+        try:
+            return explorer.run()
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    @staticmethod
+    def circuit_statistics(diff: CircuitDiff, base_graphs: Sequence[CircuitGraph],
+                           intervention_graphs: Sequence[CircuitGraph]) -> dict[str, Any]:
+        def mean(values: list[float]) -> float | None:
+            return sum(values) / len(values) if values else None
+
+        def faith(graphs: Sequence[CircuitGraph], field: str) -> float | None:
+            return mean([v for g in graphs if (v := getattr(g.faithfulness, field)) is not None])
+
+        significant = [c for c in diff.systematic_changes
+                       if c.q_value is not None and c.q_value <= 0.1]
+        return {
+            "traced_prompts": len(base_graphs),
+            "mean_feature_nodes_base": mean([len(g.feature_nodes()) for g in base_graphs]),
+            "mean_feature_nodes_intervention": mean([len(g.feature_nodes()) for g in intervention_graphs]),
+            "mean_replacement_score_base": faith(base_graphs, "replacement_score"),
+            "mean_replacement_score_intervention": faith(intervention_graphs, "replacement_score"),
+            "mean_error_node_share_base": faith(base_graphs, "error_node_share"),
+            "systematic_changes": len(diff.systematic_changes),
+            "significant_changes_q10": len(significant),
+            "increased": sum(1 for c in significant if c.mean_delta > 0),
+            "decreased": sum(1 for c in significant if c.mean_delta < 0),
+        }
+
+    def write_report(self, report: AnalysisReport, hooks: Hooks) -> None:
+        if self.run_dir is not None:
+            _write_atomic(self.run_dir / "report.json", report.model_dump_json(indent=2))
+            _write_atomic(self.run_dir / "summary.txt", report.summary_text() + "\n")
+        hooks.call("md_report_ready", report=report, out_dir=self.run_dir)
