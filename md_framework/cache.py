@@ -70,7 +70,7 @@ DEFAULT_CACHE_DIR = Path(".md-cache")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _N_LOCK_STRIPES = 256
-_TMP_MAX_AGE_S = 3600.0  # leftovers of crashed writers older than this are removed
+_TMP_MAX_AGE_S = 7 * 86400.0  # leftovers of writers whose pid is alive are kept this long
 _TENSOR_META_KEY = "md_metadata"
 
 Format = Literal["json", "safetensors", "dir"]
@@ -204,6 +204,18 @@ def _fsync_tree(path: Path) -> None:
             with open(os.path.join(current, name), "rb") as handle:
                 os.fsync(handle.fileno())
         _fsync_dir(Path(current))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _remove_path(path: Path) -> None:
@@ -433,11 +445,15 @@ class ArtifactCache:
         return self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
 
     def _clean_tmp(self) -> None:
+        """Remove what crashed writers left in ``tmp/``: files of processes that no longer
+        exist (names start with the writer's pid), and anything older than a week."""
         cutoff = time.time() - _TMP_MAX_AGE_S
         with contextlib.suppress(FileNotFoundError):
             for child in (self.root / "tmp").iterdir():
                 with contextlib.suppress(OSError):
-                    if child.lstat().st_mtime < cutoff:
+                    pid_text = child.name.split("-", 1)[0]
+                    dead = pid_text.isdigit() and not _pid_alive(int(pid_text))
+                    if dead or child.lstat().st_mtime < cutoff:
                         _remove_path(child)
 
     # ------------------------------------------------------------------ core write/read
@@ -787,7 +803,7 @@ class ArtifactCache:
             built = builder()
             if fmt == "json":
                 self.put_json(kind, key, built)
-                return built
+                return json.loads(json.dumps(built, allow_nan=False))  # same shape as a hit
             if fmt == "model":
                 self.put_model(kind, key, built)
                 return built

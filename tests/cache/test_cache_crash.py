@@ -51,3 +51,16 @@ def test_sigkill_during_writes(tmp_path: Path) -> None:
                 assert (got / "weights.bin").stat().st_size == 200_000
         cache.close()
     assert ArtifactCache(root).info()["entries"] > 0
+
+
+def test_leftovers_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    ArtifactCache(root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (root / "tmp" / f"{dead}-abc.json").write_text("partial")
+    (root / "tmp" / f"{dead}-def.d").mkdir()
+    mine = root / "tmp" / f"{os.getpid()}-ghi.json"
+    mine.write_text("in progress")  # a live writer's file stays
+    ArtifactCache(root)
+    assert [p.name for p in (root / "tmp").iterdir()] == [mine.name]
