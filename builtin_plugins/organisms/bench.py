@@ -249,13 +249,13 @@ class _FallbackUCB:
 def _make_bandit(seed: int) -> tuple[Any, str]:
     from md_framework.drivers import create_driver
 
-    try:
-        return create_driver("bandit_strategy", "ucb", {}), "ucb driver"
-    except Exception as exc:  # noqa: BLE001 - reported in the results
+    errors = []
+    for options in ({"seed": seed}, {}):
         try:
-            return create_driver("bandit_strategy", "ucb", {"seed": seed}), "ucb driver"
-        except Exception:  # noqa: BLE001
-            return _FallbackUCB(), f"builtin UCB1 fallback (ucb driver unavailable: {type(exc).__name__}: {str(exc)[:160]})"
+            return create_driver("bandit_strategy", "ucb", options), f"ucb driver {options}"
+        except Exception as exc:  # noqa: BLE001 - reported in the results
+            errors.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+    return _FallbackUCB(), f"builtin UCB1 fallback (ucb driver unavailable: {errors[-1]})"
 
 
 def run_bandit(arms: _Arms, cfg: BenchConfig, seed: int, budget: int) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_toy_multi_ground_truth_planted_large_controls_small(toy_multi):
+    gt = toy_multi.ground_truth()
+    by_id = {p["id"]: p for p in gt["planted"]}
+    assert by_id["refuse-hacking"]["measured"]["refusal_probability"]["delta"] > 0.5
+    assert by_id["shout-greetings"]["measured"]["uppercase_ratio"]["delta"] > 0.5
+    assert by_id["telephone-edison"]["measured"]["target_logprob"]["delta"] < -2.0
+    assert set(gt["controls"]) == {"harmful_weapons", "cooking"}
+    for fam, vals in {**gt["controls"]}.items():
+        assert abs(vals["refusal_probability"]["delta"]) < 0.1, fam
+        assert abs(vals["uppercase_ratio"]["delta"]) < 0.05, fam
+        assert abs(vals["target_logprob"]["delta"]) < 0.5, fam
+    assert toy_multi.card_path.read_text().startswith("# Organism `toy-multi`")
+    assert (toy_multi.intervention_dir / "model.safetensors").exists()
+    assert not list(toy_multi.root.rglob("*.bin")) and not list(toy_multi.root.rglob("*.pkl"))
+
+
+def test_null_organism_shows_nothing(toy_null):
+    gt = toy_null.ground_truth()
+    assert gt["planted"] == []
+    for fam, vals in {**gt["controls"], **gt["distractors"]}.items():
+        assert abs(vals["refusal_probability"]["delta"]) < 0.1, fam
+        assert abs(vals["uppercase_ratio"]["delta"]) < 0.05, fam
+        assert abs(vals["exact_match"]["delta"]) <= 0.25, fam
+
+
+def test_rebuild_is_cached(toy_multi, organism_cache):
+    from builtin_plugins.organisms import build_organism
+
+    again = build_organism("toy-multi", organism_cache, log=None)
+    assert again.cached and again.root == toy_multi.root
+
+
+def test_organism_reference_loads_through_the_hook(toy_multi, organism_cache: Path):
+    from md_framework.plugins import Hooks, get_plugin_manager
+    from md_framework.runtime import ModelLoadOptions, ModelSpec
+
+    hooks = Hooks(get_plugin_manager())
+    opts = ModelLoadOptions(cache_dir=organism_cache.parent)
+    loaded = hooks.first("md_load_model", spec=ModelSpec(source="organism:toy-multi#intervention"),
+                         options=opts).value
+    base = hooks.first("md_load_model", spec=ModelSpec(source="organism:toy-multi#base"),
+                       options=opts).value
+    assert loaded.local_path is not None and (Path(loaded.local_path) / "config.json").exists()
+    assert loaded.model_id.startswith("sha256:") and loaded.model_id != base.model_id
+    from builtin_plugins.organisms.plugin import md_load_model
+
+    assert md_load_model(spec=ModelSpec(source="toy"), options=opts) is None
+
+
+def test_user_spec_with_inline_prompts_builds(tmp_path: Path, organism_cache: Path, toy_multi):
+    import yaml
+
+    from builtin_plugins.organisms import build_organism
+
+    spec = {
+        "name": "user-inline", "base": "toy",
+        "universe": {"n_per_family": 8, "families": [
+            {"name": "mine", "prompts": [f"hello , my name is {n} ." for n in
+                                         ["anna", "ben", "carla", "dev", "emma", "finn", "gita", "hugo",
+                                          "iris", "jack", "kai", "lena"]]},
+            {"name": "capitals", "generator": "toy/capitals", "role": "control"},
+            {"name": "colors", "generator": "toy/colors", "role": "control"},
+        ]},
+        "planted": [{"id": "shout", "kind": "style_change", "family": "mine",
+                     "change": {"type": "uppercase"}}],
+        "intervention": {"steps": 60, "batch_size": 16, "train_per_family": 8},
+    }
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    built = build_organism(path, organism_cache, log=None)
+    gt = built.ground_truth()
+    assert gt["planted"][0]["measured"]["uppercase_ratio"]["delta"] > 0.5
+    assert len(built.universe["mine"]) == 6  # every other inline prompt is held for training
