@@ -20,6 +20,7 @@ Flow of :func:`trace_prompts`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -123,7 +124,7 @@ class TaskResult:
 _state_lock = threading.Lock()
 _worker_models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
 _worker_tracers: dict[tuple[Any, ...], Tracer] = {}
-_worker_pms: dict[Any, MDPluginManager] = {}
+_worker_pms: dict[str, MDPluginManager] = {}
 
 
 def _canonical(options: Mapping[str, Any]) -> str:
@@ -132,20 +133,45 @@ def _canonical(options: Mapping[str, Any]) -> str:
     return canonical_json(dict(options))
 
 
+def _callable_key(fn: Any) -> str:
+    """A stable identity for a factory, equal across pickling (``functools.partial`` of a
+    module-level function included), so workers recognise what they already built."""
+    if isinstance(fn, functools.partial):
+        return f"partial({_callable_key(fn.func)}, {fn.args!r}, {sorted(fn.keywords.items())!r})"
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else repr(fn)
+
+
+def _model_key(task: TraceTask) -> tuple[str, str, str]:
+    return (
+        task.model_spec.model_dump_json(), task.load_options.model_dump_json(),
+        _callable_key(task.plugin_manager_factory),
+    )
+
+
+def _seed_model(task: TraceTask, model: LoadedModel) -> None:
+    """Make an already loaded model this process's copy for ``task`` (no second load when
+    the executor runs in this process)."""
+    with _state_lock:
+        _worker_models[_model_key(task)] = model
+        _worker_models.move_to_end(_model_key(task))
+        while len(_worker_models) > max(1, WORKER_MODEL_SLOTS):
+            _worker_models.popitem(last=False)
+
+
 def _worker_model(task: TraceTask) -> tuple[LoadedModel, bool]:
     """The task's model, loaded at most once per process (LRU of WORKER_MODEL_SLOTS)."""
-    key = (
-        task.model_spec.model_dump_json(), task.load_options.model_dump_json(),
-        task.plugin_manager_factory,
-    )
+    key = _model_key(task)
+    pm_key = _callable_key(task.plugin_manager_factory)
     with _state_lock:
         model = _worker_models.get(key)
         if model is not None:
             _worker_models.move_to_end(key)
             return model, False
-        pm = _worker_pms.get(task.plugin_manager_factory)
+        pm = _worker_pms.get(pm_key)
         if pm is None:
-            pm = _worker_pms[task.plugin_manager_factory] = task.plugin_manager_factory()
+            pm = _worker_pms[pm_key] = task.plugin_manager_factory()
         model = load_model(task.model_spec, task.load_options, pm)
         _worker_models[key] = model
         while len(_worker_models) > max(1, WORKER_MODEL_SLOTS):
@@ -154,7 +180,7 @@ def _worker_model(task: TraceTask) -> tuple[LoadedModel, bool]:
 
 
 def _worker_tracer(task: TraceTask) -> Tracer:
-    key = (task.tracer_name, _canonical(task.tracer_options), task.tracer_factory)
+    key = (task.tracer_name, _canonical(task.tracer_options), _callable_key(task.tracer_factory))
     with _state_lock:
         tracer = _worker_tracers.get(key)
         if tracer is None:
@@ -304,6 +330,7 @@ def trace_prompts(
     cache: ArtifactCache | str | os.PathLike[str] | None = None,
     executor: Executor | None = None,
     *,
+    model: LoadedModel | None = None,
     model_id: str | None = None,
     batch_size: int = 1,
     plugin_manager_factory: PluginManagerFactory = default_plugin_manager,
@@ -312,9 +339,13 @@ def trace_prompts(
     """Trace ``prompts`` on one model; graphs in input order, cached graphs reused.
 
     ``executor`` ``None`` runs everything in this process. With a process or Ray executor,
-    ``plugin_manager_factory`` and ``tracer_factory`` must be module-level functions
-    (they are called again in each worker). The result is a list with ``.stats``
-    (:class:`TraceStats`), ``.model_id`` and ``.tracer_identity``.
+    ``plugin_manager_factory`` and ``tracer_factory`` must be picklable: module-level
+    functions or ``functools.partial`` of one, e.g.
+    ``partial(get_plugin_manager, blocked=[...])`` to give workers the run's plugin set.
+    Pass ``model`` (already loaded from ``model_spec``) to avoid loading it again in this
+    process (in-process and ``serial`` execution; worker processes load their own) and to
+    take its ``model_id``. The result is a list with ``.stats`` (:class:`TraceStats`),
+    ``.model_id`` and ``.tracer_identity``.
     """
     wall = time.perf_counter()
     spec = model_spec if isinstance(model_spec, ModelSpec) else ModelSpec(source=model_spec)
@@ -330,6 +361,9 @@ def trace_prompts(
         tracer_name, options, spec, load_options,
         plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
     )
+    if model is not None:
+        _seed_model(base_task, model)
+        model_id = model_id or model.model_id
     tracer = tracer_factory(tracer_name, options)
     identity = tracer.identity()
 
@@ -412,6 +446,8 @@ def trace_pair(
     cache: ArtifactCache | str | os.PathLike[str] | None = None,
     executor: Executor | None = None,
     *,
+    base_model: LoadedModel | None = None,
+    intervention_model: LoadedModel | None = None,
     base_model_id: str | None = None,
     intervention_model_id: str | None = None,
     batch_size: int = 1,
@@ -428,9 +464,10 @@ def trace_pair(
         plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
     )
     base = trace_prompts(tracer_name, tracer_options, base_spec, load_options, prompts,
-                         model_id=base_model_id, **common)  # type: ignore[arg-type]
+                         model=base_model, model_id=base_model_id, **common)  # type: ignore[arg-type]
     intervention = trace_prompts(tracer_name, tracer_options, intervention_spec, load_options,
-                                 prompts, model_id=intervention_model_id, **common)  # type: ignore[arg-type]
+                                 prompts, model=intervention_model, model_id=intervention_model_id,
+                                 **common)  # type: ignore[arg-type]
     if base.tracer_identity != intervention.tracer_identity:
         raise MDError("base and intervention were traced with different tracer identities")
     dictionaries = {g.dictionary_id for g in [*base, *intervention]}

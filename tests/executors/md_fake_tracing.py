@@ -57,10 +57,10 @@ class FakeLoader:
                            model_id=f"fake-{weights}@{digest}", spec=spec)
 
 
-def fake_plugin_manager():
+def fake_plugin_manager(extra_blocked: Sequence[str] = ()):
     """A fresh manager with only the kernel builtins we need plus the fake loader."""
     return get_plugin_manager(
-        autoload=False, blocked=["model-loaders", "tracing-commands"],
+        autoload=False, blocked=["model-loaders", "tracing-commands", *extra_blocked],
         extra_plugins=[("fake-loader", FakeLoader())],
     )
 

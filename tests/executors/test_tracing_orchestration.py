@@ -195,3 +195,35 @@ def test_cached_graph_under_a_foreign_key_is_not_served(tmp_path: Path, caplog) 
     assert [g.prompt for g in again] == ["a", "b"]
     assert "does not belong to its key" in caplog.text
     assert again[1] == first[1]
+
+
+def test_preloaded_model_is_not_loaded_again(markers: Path) -> None:
+    from md_framework.runtime import ModelLoadOptions
+
+    loaded = load_model(ModelSpec(source="fake:base"), ModelLoadOptions(), fake_plugin_manager())
+    assert count(markers, "load") == 1
+    out = trace_prompts("fake", {}, "fake:base", None, PROMPTS[:2], model=loaded, **FAKE)
+    assert out.stats.model_loads == 0 and count(markers, "load") == 1
+    assert out.model_id == loaded.model_id and out.stats.traced == 2
+    pair = trace_pair("fake", {}, "fake:base", "fake:tuned", None, PROMPTS[:2], base_model=loaded,
+                      plugin_manager_factory=fake_plugin_manager, tracer_factory=fake_tracer_factory)
+    assert pair.base.stats.model_loads == 0 and pair.intervention.stats.model_loads == 1
+
+
+def test_partial_factories_are_recognised_across_pickling(tmp_path: Path, markers: Path) -> None:
+    import functools
+    import pickle
+
+    from md_framework.tracing import _callable_key
+
+    factory = functools.partial(fake_plugin_manager, extra_blocked=("fdr-commands",))
+    clone = pickle.loads(pickle.dumps(factory))
+    assert clone is not factory and _callable_key(clone) == _callable_key(factory)
+    assert _callable_key(factory) != _callable_key(fake_plugin_manager)
+    out = analyze_prompts_parallel(
+        PROMPTS * 2, n_workers=2, tracer_name="fake", model_spec="fake:base",
+        families=FAMILIES * 2, plugin_manager_factory=factory, tracer_factory=fake_tracer_factory,
+    )
+    # one load per worker process at most (plus none here), not one per task
+    assert out.stats.tasks == 3 and out.stats.model_loads <= 2
+    assert count(markers, "load") == out.stats.model_loads
