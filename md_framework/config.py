@@ -83,6 +83,8 @@ class AnalysisConfig(StrictModel):
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     batch_size: int = Field(default=8, ge=1)
     cache_dir: Path = Path(".md-cache")
+    #: size limit of the artefact cache; least recently used entries are evicted past it
+    cache_max_bytes: int | None = Field(default=None, ge=1)
     quantization: Literal["none", "8bit", "4bit"] = "none"
     seed: int = 0
     executor: str = "serial"

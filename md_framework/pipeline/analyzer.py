@@ -11,6 +11,7 @@ so ``resume=True`` continues a crashed run without re-querying models or re-spen
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -210,15 +211,19 @@ class MechanisticBehavioralAnalyzer:
         from md_framework.tracing import trace_pair
 
         config = self.config
-        cache = ArtifactCache(Path(config.cache_dir) / "artifacts")
+        cache = ArtifactCache(config.cache_dir, max_bytes=config.cache_max_bytes)
         executor = create_driver("executor", config.executor, config.executor_options)
+        # workers in other processes rebuild the plugin manager: give them this run's
+        # enable/disable lists (a partial of a module-level function pickles)
+        pm_factory = functools.partial(get_plugin_manager, blocked=tuple(config.plugins.disable),
+                                       enabled=config.plugins.enable)
         try:
             pair = trace_pair(
                 config.tracer, self._tracer_options(), config.base_model,
                 config.intervention_model, self._load_options(),
                 [p for p, _ in prompts], [f for _, f in prompts], cache=cache, executor=executor,
-                base_model_id=self.models["base"].model_id,
-                intervention_model_id=self.models["intervention"].model_id,
+                base_model=self.models["base"], intervention_model=self.models["intervention"],
+                plugin_manager_factory=pm_factory,
             )
         finally:
             executor.close()
