@@ -36,6 +36,11 @@ class ExplorationConfig(StrictModel):
     diversity_weight: float = Field(default=0.1, ge=0.0)
     batch_size: int = Field(default=4, ge=1)
     query_budget: int = Field(default=2000, ge=1)
+    #: test cases drawn for an arm each time the bandit pulls it
+    cases_per_pull: int = Field(default=5, ge=1)
+    #: what a pull is credited with: the change in log-evidence, the information gained
+    #: about the decision, or the remaining uncertainty (docs/validation.md)
+    reward: Literal["evidence", "information_gain", "uncertainty"] = "evidence"
 
 
 class UniverseConfig(StrictModel):

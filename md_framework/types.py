@@ -360,6 +360,7 @@ class ValidationResult(StrictModel):
     stopped_early: bool = False
     examples: list[Observation] = Field(default_factory=list)
     causal_share: EffectSize | None = None
+    notes: list[str] = Field(default_factory=list)  # e.g. "fixed n not reached", "effect below minimum"
 
     def is_validated(self) -> bool:
         return self.decision

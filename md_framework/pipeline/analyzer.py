@@ -357,10 +357,20 @@ class MechanisticBehavioralAnalyzer:
         explorer = ActiveCircuitExplorer(
             hypotheses, validator, bandit, pool, budget=config.exploration.query_budget,
             batch_size=config.exploration.batch_size,
+            cases_per_pull=config.exploration.cases_per_pull, reward=config.exploration.reward,
             n_per_hypothesis=config.n_test_prompts_per_hypothesis,
         )
         try:
-            return explorer.run()
+            result = explorer.run()
+            validator.finish("validate")
+            for shortfall_id, text in pool.shortfalls.items():
+                result.notes.setdefault(shortfall_id, text)
+            result.results = [
+                r.model_copy(update={"notes": [*r.notes, result.notes[r.hypothesis.id]]})
+                if r.hypothesis.id in result.notes else r
+                for r in result.results
+            ]
+            return result
         finally:
             if ledger is not None:
                 ledger.close()
