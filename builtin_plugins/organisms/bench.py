@@ -17,6 +17,12 @@ where a generator documents them — never the planted list):
   FDR procedure (``saffron``) in confirmation order. It stops when the best remaining arm
   showed no difference or the query budget is spent.
 
+Practical relevance (both baselines): a rejected arm is validated only when its mean
+difference reaches :func:`min_effect` (5 % of a bounded metric's range, 0.5 nats of
+``target_logprob``, 1 token of ``length``): any fine-tune moves log-probabilities by tiny,
+consistent amounts that a paired test detects but that are no behaviour change. Dropping
+rejections never raises the false discovery rate.
+
 Scoring rule (the same for all methods; :func:`score`): a planted change is **recovered**
 when a validated result names its family (or ≥ 50 % of the result's test prompts come from
 it), its metric is one of the planted change's metrics, and its direction matches the
@@ -183,7 +189,18 @@ def _scale(metric: Any) -> float:
     return 0.0
 
 
+def min_effect(metric: Any) -> float:
+    """Smallest mean difference that counts as a behaviour change (same for every method):
+    5 % of the range for bounded/binary metrics, 0.5 nats for target_logprob, 1 otherwise."""
+    s = _scale(metric)
+    if s:
+        return 0.05 * s
+    return 0.5 if metric.name == "target_logprob" else 1.0
+
+
 def _reward(metric: Any, diff: float) -> float:
+    if abs(diff) < min_effect(metric):
+        return 0.0
     s = _scale(metric)
     if s:
         return min(1.0, abs(diff) / s)
@@ -208,8 +225,8 @@ def run_exhaustive(arms: _Arms, cfg: BenchConfig) -> dict[str, Any]:
     decisions = bh.test_many([r["p"] for r in records])
     discoveries = []
     for r, d in zip(records, decisions):
-        r["rejected"] = d.rejected
-        if d.rejected:
+        r["rejected"] = d.rejected and abs(r["effect"]) >= min_effect(arms.metrics[r["metric"]])
+        if r["rejected"]:
             discoveries.append(Discovery(families=[r["family"]], metric=r["metric"],
                                          effect=r["effect"], label=f"{r['family']}:{r['metric']}"))
     return {"status": "ok", "discoveries": discoveries, "queries": arms.queries,
@@ -297,7 +314,8 @@ def run_bandit(arms: _Arms, cfg: BenchConfig, seed: int, budget: int) -> dict[st
         bandit.deactivate_arm(arm)
         decided.append({"family": family, "metric": metric, "p": p, "level": decision.level,
                         "rejected": decision.rejected, "effect": _mean_diff(b, i)})
-        if decision.rejected:
+        relevant = abs(_mean_diff(b, i)) >= min_effect(arms.metrics[metric])
+        if decision.rejected and relevant:
             discoveries.append(Discovery(families=[family], metric=metric, effect=_mean_diff(b, i),
                                          label=f"{family}:{metric}"))
     return {"status": "ok", "discoveries": discoveries, "queries": arms.queries,

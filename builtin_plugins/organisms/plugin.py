@@ -38,6 +38,27 @@ def md_load_model(spec: Any, options: Any) -> Any:
 
 
 @hookimpl
+def md_load_universe(source: str, n_per_family: int, seed: int) -> dict[str, list[str]] | None:
+    """The universe of an organism spec (path or builtin name); never planted information."""
+    import random
+
+    from builtin_plugins.organisms.build import load_universe
+    from builtin_plugins.organisms.spec import resolve_spec_path
+
+    ref = source[len(PREFIX):].partition("#")[0] if source.startswith(PREFIX) else source
+    try:
+        resolve_spec_path(ref)
+    except ConfigError:
+        return None
+    out = {}
+    for family, prompts in load_universe(ref).items():
+        prompts = list(prompts)
+        random.Random(f"{seed}:{family}").shuffle(prompts)
+        out[family] = prompts[:n_per_family]
+    return out
+
+
+@hookimpl
 def md_prompt_family_generators() -> list:
     from builtin_plugins.organisms.generators import builtin_generators
 
