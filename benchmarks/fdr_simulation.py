@@ -9,6 +9,7 @@ numbers); each goes through the md-framework driver, exactly as the pipeline use
 
     python benchmarks/fdr_simulation.py                   # 200 reps, pi1 = 0.1 0.3 0.5
     python benchmarks/fdr_simulation.py --reps 20 --markdown
+    python benchmarks/fdr_simulation.py --pi1 0 --markdown    # null streams: FDR = FWER
 
 Prints a table of mean FDR (false discovery proportion) and power (true discovery
 proportion), each with its Monte Carlo standard error.
@@ -119,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, cells_of in by_proc.items():
         row = [name]
         row += [f"{cells_of[p]['fdr']:.3f} ± {cells_of[p]['fdr_se']:.3f}" for p in args.pi1]
-        row += [f"{cells_of[p]['power']:.3f} ± {cells_of[p]['power_se']:.3f}"
-                for p in args.pi1]
+        row += [f"{cells_of[p]['power']:.3f} ± {cells_of[p]['power_se']:.3f}" if p > 0
+                else "n/a (no non-nulls)" for p in args.pi1]
         rows.append(row)
     if args.markdown:
         print("| " + " | ".join(header) + " |")
