@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from builtin_plugins.stats.paired_tests import PAIRED_TESTS, first_crossing
 from md_framework.drivers import create_driver
@@ -186,3 +188,18 @@ def test_type_specific_input_checks():
         create_driver("paired_test", "betting-e", {"lo": 1, "hi": 0})
     with pytest.raises(ConfigError):
         create_driver("paired_test", "wilcoxon", {"zero_method": "nope"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), alt=st.sampled_from(["two-sided", "greater", "less"]))
+def test_e_processes_never_look_ahead(data, alt):
+    # E_t may depend only on the first t pairs (a prefix's path is the path's prefix)
+    n = data.draw(st.integers(1, 40))
+    bits = st.lists(st.integers(0, 1), min_size=n, max_size=n)
+    x, y = data.draw(bits), data.draw(bits)
+    cut = data.draw(st.integers(1, n))
+    for name in ("beta-binomial-e", "betting-e"):
+        test = PAIRED_TESTS[name]()
+        full = test.e_path(x, y, alt)
+        assert test.e_path(x[:cut], y[:cut], alt) == pytest.approx(full[:cut], rel=1e-12)
+        assert np.all(full > 0)
