@@ -40,7 +40,7 @@ def _check_roundtrip(name, values, cut, alpha, options):
 ONLINE = sorted(n for n, cls in PROCEDURES.items() if cls.online)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), alpha=st.sampled_from([0.01, 0.05, 0.2]))
 def test_state_roundtrip_p_value_procedures(data, alpha):
     for name in ONLINE:
