@@ -139,13 +139,15 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if tracer_name not in tracer_opts:
             continue
         tracer = create_driver("tracer", tracer_name, tracer_opts[tracer_name])
-        t0 = time.perf_counter()
-        first = tracer.trace(loaded, [prompt])[0]  # includes setup (dictionary, wrapping)
-        first_s = time.perf_counter() - t0
+        with PeakRSS() as first_mem:
+            t0 = time.perf_counter()
+            first = tracer.trace(loaded, [prompt])[0]  # includes setup (dictionary, wrapping)
+            first_s = time.perf_counter() - t0
         result = measure(lambda: tracer.trace(loaded, [prompt]), args.repeats)
         f = first.faithfulness
         row = {"model": name, "what": tracer_name, "n_tokens": len(ids), **result,
                "first_call_seconds": round(first_s, 2),
+               "first_call_peak_rss_growth_mb": round(first_mem.growth_mb, 1),
                "ratio_to_forward_backward": round(result["seconds"] / max(fb["seconds"], 1e-9), 1),
                "n_nodes": len(first.nodes), "n_edges": len(first.edges),
                "graph_json_kb": round(len(first.model_dump_json()) / 1024, 1),
@@ -160,13 +162,14 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    out = ["| model | what | tokens | s / prompt | x fwd+bwd | peak RSS growth MB | first call s | nodes | edges | replacement | completeness | error share |",
+    out = ["| model | what | tokens | s / prompt | x fwd+bwd | peak RSS growth MB | first call s (MB) | nodes | edges | replacement | completeness | error share |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
         out.append(f"| {r['model']} | {r['what']} | {r['n_tokens']} | {r['seconds']:.3f} | "
                    f"{r.get('ratio_to_forward_backward') or ''} | {r['peak_rss_growth_mb']} | "
-                   f"{fmt(r.get('first_call_seconds'))} | {fmt(r.get('n_nodes'))} | "
+                   f"{fmt(r.get('first_call_seconds'))} ({fmt(r.get('first_call_peak_rss_growth_mb'))}) | "
+                   f"{fmt(r.get('n_nodes'))} | "
                    f"{fmt(r.get('n_edges'))} | {fmt(r.get('replacement_score'))} | "
                    f"{fmt(r.get('completeness_score'))} | {fmt(r.get('error_node_share'))} |")
     return "\n".join(out)

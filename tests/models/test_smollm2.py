@@ -78,3 +78,33 @@ def test_smollm2_loads_with_fixed_tokenizer_and_template(artefact_cache_dir):
     with torch.no_grad():
         top = m.model(input_ids=ids).logits[0, -1].argmax().item()
     assert tok.decode([top]).strip() == "Paris"
+
+
+@pytest.mark.slow
+def test_smollm2_trace_with_our_transcoders(artefact_cache_dir):
+    """Acceptance, bounded: train tiny transcoders for all 30 layers (seconds, cached) and
+    trace one prompt through circuit-tracer offline; the graph carries its replacement score.
+    (The real dictionary, 30 layers x 3072 features, is trained with `md transcoders train`;
+    see benchmarks/README-tracing.md for its scores.)"""
+    pytest.importorskip("circuit_tracer")
+    from md_framework.drivers import create_driver
+
+    from builtin_plugins.models.loaders import load_model
+    from builtin_plugins.tracers.transcoders import TrainConfig, stdlib_docstrings, train_transcoders
+
+    m = load_model(ModelSpec(source="smollm2-135m-instruct"),
+                   ModelLoadOptions(cache_dir=artefact_cache_dir))
+    out = artefact_cache_dir / "smollm2-tiny-transcoders-v1"
+    if not (out / "md_transcoders.json").exists():
+        cfg = TrainConfig(d_sae=256, k=16, tokens=2500, batch_size=128, lr=3e-3, n_generate=0)
+        report = train_transcoders(m.model, m.tokenizer, cfg, out, model_id=m.model_id,
+                                   texts=stdlib_docstrings(max_chars=40_000), log=lambda s: None)
+        assert len(report["layers"]) == 30
+    tracer = create_driver("tracer", "circuit-tracer", {
+        "transcoders": str(out), "batch_size": 32, "max_feature_nodes": 150, "max_n_logits": 3})
+    (graph,) = tracer.trace(m, ["The capital of France is"])
+    f = graph.faithfulness
+    assert 0.0 <= f.replacement_score <= 1.0 and 0.0 <= f.completeness_score <= 1.0
+    assert graph.logit_targets[0].token == " Paris"
+    assert graph.feature_nodes() and graph.edges
+    assert graph.dictionary_id == tracer.dictionary_id
