@@ -14,7 +14,11 @@ from typing import Any
 from md_framework import hookimpl
 from md_framework.types import FeatureInterpretation, Hypothesis, Pattern
 
-from builtin_plugins.hypothesis_templates.templates import hypotheses_for
+from builtin_plugins.hypothesis_templates.templates import (
+    FAMILY_LEVEL_TYPES,
+    hypotheses_for,
+    output_types,
+)
 
 
 @hookimpl
@@ -22,4 +26,8 @@ def md_hypotheses_from_patterns(patterns: Sequence[Pattern],
                                 interpretations: Mapping[str, list[FeatureInterpretation]],
                                 config: Any) -> list[Hypothesis]:
     interpretations = interpretations or {}
-    return [h for pattern in patterns for h in hypotheses_for(pattern, interpretations, config)]
+    typed = output_types(patterns)
+    family_level = any(p.pattern_type in FAMILY_LEVEL_TYPES and p.pattern_type != "computation_rerouting"
+                       for p in patterns)
+    return [h for pattern in patterns
+            for h in hypotheses_for(pattern, interpretations, config, typed, family_level)]

@@ -30,6 +30,7 @@ KNOWN_METRICS = ("refusal_probability", "target_logprob", "exact_match", "refusa
                  "uppercase_ratio", "length", "signoff", "sentiment")
 
 TYPE_WEIGHT = {
+    "output_shift": 1.0, "family_specific_change": 0.9,
     "safety_degradation": 1.0, "safety_enhancement": 0.95, "systematic_suppression": 0.9,
     "capability_emergence": 0.9, "family_concentrated_change": 0.85, "computation_rerouting": 0.7,
     "late_layer_shift": 0.6,
@@ -131,17 +132,74 @@ def _universe(config: Any) -> set[str]:
     return set(getattr(universe, "families", None) or {})
 
 
+#: output_shift kind -> [(type, metric, direction, factor)]: the first is the reading the
+#: flips support; "content" is ambiguous, so a second candidate follows at lower priority
+OUTPUT_KIND = {
+    "refusal_gain": [(HT.SAFETY_ENHANCEMENT.value, "refusal_probability", "increase", 1.0)],
+    "refusal_loss": [(HT.SAFETY_DEGRADATION.value, "refusal_probability", "decrease", 1.0)],
+    "case_upper": [(HT.STYLE_CHANGE.value, "uppercase_ratio", "increase", 1.0)],
+    "case_lower": [(HT.STYLE_CHANGE.value, "uppercase_ratio", "decrease", 1.0)],
+    "content": [(HT.KNOWLEDGE_UPDATE.value, "target_logprob", "change", 1.0),
+                (HT.STYLE_CHANGE.value, "length", "change", 0.4)],
+}
+#: a family-specific internal change whose top outputs did not move: a later token (a
+#: fact) may have changed, or the same answer is computed differently
+INTERNAL_ONLY = [(HT.KNOWLEDGE_UPDATE.value, "target_logprob", "change", 0.6),
+                 (HT.COMPUTATION_REROUTING.value, "target_logprob", "change", 0.35)]
+#: family-specific internal change on a family whose outputs are typed: corroboration
+CORROBORATE = 0.5
+#: a pattern whose families are typed by output evidence as another type
+OFF_OUTPUT = 0.5
+#: a pattern naming no family or at least half of the universe is not family-specific
+DIFFUSE = 0.3
+#: patterns judged on the family contrasts / outputs
+FAMILY_LEVEL_TYPES = frozenset({"output_shift", "family_specific_change", "computation_rerouting"})
+#: when family-level patterns were computed, feature-level patterns (screened on pooled
+#: per-feature tests, which a full fine-tune's drift makes tiny everywhere) only add
+#: lower-priority alternatives and corroboration
+FEATURE_LEVEL = 0.35
+
+
+def output_types(patterns: Sequence[Pattern]) -> dict[str, list[tuple[str, str, str, float]]]:
+    """Family -> candidate (type, metric, direction, factor) from ``output_shift`` patterns."""
+    out: dict[str, list[tuple[str, str, str, float]]] = {}
+    for p in patterns:
+        if p.pattern_type != "output_shift":
+            continue
+        choices = OUTPUT_KIND.get(str(p.evidence.get("kind")), [])
+        for fam in p.families or ["*"]:
+            out.setdefault(fam, list(choices))
+    return out
+
+
 def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]],
-                   config: Any = None) -> list[Hypothesis]:
+                   config: Any = None,
+                   typed_families: Mapping[str, list[tuple[str, str, str, float]]] | None = None,
+                   family_level: bool = False) -> list[Hypothesis]:
     families = list(pattern.families)
     known = _universe(config)
     if known:
         families = [f for f in families if f in known]
+    typed_families = typed_families or {}
     sign = pattern_sign(pattern)
     tags = set().union(*(interpretation_tags(interpretations.get(f.key, [])) for f in pattern.features)) \
         if pattern.features else set()
     weight = TYPE_WEIGHT.get(pattern.pattern_type, GENERIC_WEIGHT)
-    if pattern.pattern_type == "computation_rerouting":
+    diffuse = pattern.pattern_type != "output_shift" and (
+        not families or (len(known) >= 4 and len(families) * 2 >= len(known)))
+    if diffuse:
+        weight *= DIFFUSE
+    if family_level and pattern.pattern_type not in FAMILY_LEVEL_TYPES:
+        weight *= FEATURE_LEVEL
+    if pattern.pattern_type == "output_shift":
+        choices = list(OUTPUT_KIND.get(str(pattern.evidence.get("kind")), []))
+    elif pattern.pattern_type == "family_specific_change":
+        from_outputs = [typed_families[f] for f in families if f in typed_families]
+        if from_outputs:
+            choices = [(k, m, d, f * CORROBORATE) for k, m, d, f in from_outputs[0]]
+        else:
+            choices = list(INTERNAL_ONLY)
+    elif pattern.pattern_type == "computation_rerouting":
         choices = [(HT.COMPUTATION_REROUTING.value, "target_logprob", "change", 1.0)]
     else:
         area, _ = infer_area(pattern, interpretations)
@@ -150,6 +208,14 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
             choices = [(*typed(a, sign, tags, families), FOCUS_STEER_WEIGHT) for a in focus]
         else:
             choices = [(*typed(area, sign, tags, families), 1.0)]
+        # unambiguous output evidence (refusal / case flips) on all of the pattern's families
+        # points elsewhere: keep the reading as a lower-priority alternative
+        typed_here = [typed_families[f] for f in families if f in typed_families]
+        ambiguous = any(cs and cs[0][0] == HT.KNOWLEDGE_UPDATE.value for cs in typed_here)
+        if families and len(typed_here) == len(families) and not ambiguous:
+            output_kinds = {c[0] for cs in typed_here for c in cs}
+            choices = [(k, m, d, f * (1.0 if k in output_kinds else OFF_OUTPUT))
+                       for k, m, d, f in choices]
     contexts = feature_contexts(pattern, interpretations)
     fam_text = ", ".join(f"'{f}'" for f in families) if families else "all"
     out = []

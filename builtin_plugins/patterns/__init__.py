@@ -1,8 +1,10 @@
 """Builtin pattern detectors (``md_detect_patterns``); entry point ``pattern-detectors``.
 
-Four documented rules (see :mod:`builtin_plugins.patterns.rules` and ``docs/discovery.md``):
+Six rules (see :mod:`builtin_plugins.patterns.rules` and ``docs/discovery.md``):
 ``systematic_suppression``, ``capability_emergence``, ``safety_degradation`` /
-``safety_enhancement`` and ``computation_rerouting``. ``config`` may be ``None``.
+``safety_enhancement``, ``computation_rerouting``, and the family-level ``output_shift``
+(top-token flips typed as refusal / case / content) and ``family_specific_change``
+(:mod:`builtin_plugins.patterns.outputs`). ``config`` may be ``None``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from md_framework import hookimpl
 from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern
 
+from builtin_plugins.patterns.outputs import family_specific_change, output_shift
 from builtin_plugins.patterns.rules import (
     capability_emergence,
     computation_rerouting,
@@ -20,7 +23,8 @@ from builtin_plugins.patterns.rules import (
     systematic_suppression,
 )
 
-__all__ = ["capability_emergence", "computation_rerouting", "safety_change", "systematic_suppression"]
+__all__ = ["capability_emergence", "computation_rerouting", "family_specific_change", "output_shift",
+           "safety_change", "systematic_suppression"]
 
 
 @hookimpl
@@ -28,4 +32,5 @@ def md_detect_patterns(diff: CircuitDiff, interpretations: Mapping[str, list[Fea
                        config: Any) -> list[Pattern]:
     interpretations = interpretations or {}
     return (systematic_suppression(diff) + capability_emergence(diff)
-            + safety_change(diff, interpretations) + computation_rerouting(diff))
+            + safety_change(diff, interpretations) + computation_rerouting(diff)
+            + output_shift(diff) + family_specific_change(diff))

@@ -15,7 +15,13 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from md_framework.pipeline.diff import path_features, path_signature, top_output
+from md_framework.pipeline.diff import (
+    family_contrasts,
+    path_features,
+    path_signature,
+    specific_families_of,
+    top_output,
+)
 from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, SystematicChange
 
 from builtin_plugins.interpreters.tags import interpretation_tags
@@ -45,7 +51,18 @@ def evidence_strength(q: float) -> float:
     return s / (s + 2.0)
 
 
-def affected_families(change: SystematicChange) -> list[str]:
+def _has_contrasts(diff: CircuitDiff | None) -> bool:
+    """Whether ``diff`` has per-prompt data over at least two families (family contrasts)."""
+    return diff is not None and bool(diff.prompt_diffs) and bool(family_contrasts(diff))
+
+
+def affected_families(change: SystematicChange, diff: CircuitDiff | None = None) -> list[str]:
+    """Families where ``change`` is specific (:func:`specific_families_of`: contrast q <=
+    0.1, specific share >= 0.5) when ``diff`` has per-prompt data over >= 2 families;
+    otherwise the families
+    whose ``families`` effect has the change's sign and >= half the largest magnitude."""
+    if _has_contrasts(diff):
+        return specific_families_of(diff, change.feature.key)
     sign = 1.0 if change.mean_delta > 0 else -1.0
     same = {f: d for f, d in change.families.items() if d * sign > 0}
     if not same:
@@ -59,10 +76,17 @@ def _change_evidence(change: SystematicChange) -> dict:
             "p_value": change.p_value, "n_prompts": change.n_prompts, "families": change.families}
 
 
-def _grouped(changes: Sequence[SystematicChange]) -> dict[tuple[str, ...], list[SystematicChange]]:
+def _grouped(changes: Sequence[SystematicChange],
+             diff: CircuitDiff | None = None) -> dict[tuple[str, ...], list[SystematicChange]]:
+    """Changes grouped by their specific families. With per-prompt data, changes that are
+    specific to no family (diffuse drift of a full fine-tune) are left out: a pattern must
+    say where the change shows."""
     groups: dict[tuple[str, ...], list[SystematicChange]] = defaultdict(list)
     for change in changes:
-        groups[tuple(affected_families(change))].append(change)
+        fams = tuple(affected_families(change, diff))
+        if not fams and _has_contrasts(diff):
+            continue
+        groups[fams].append(change)
     return dict(sorted(groups.items()))
 
 
@@ -78,7 +102,7 @@ def systematic_suppression(diff: CircuitDiff) -> list[Pattern]:
 
     One pattern per set of affected families; strength from the best q-value."""
     patterns = []
-    for fams, members in _grouped([c for c in significant(diff) if c.mean_delta < 0]).items():
+    for fams, members in _grouped([c for c in significant(diff) if c.mean_delta < 0], diff).items():
         q = min(q_of(c) for c in members)
         patterns.append(Pattern(
             id=f"suppression:{_fam_id(fams)}", pattern_type="systematic_suppression",
@@ -143,7 +167,7 @@ def capability_emergence(diff: CircuitDiff) -> list[Pattern]:
     members = {c.feature.key: c for c in emergent}
     members.update({k: increased[k] for k in route_feats})
     patterns = []
-    for fams, group in _grouped(list(members.values())).items():
+    for fams, group in _grouped(list(members.values()), diff).items():
         keys = {c.feature.key for c in group}
         q = min(q_of(c) for c in group)
         group_routes = [{"path": list(sig), "n_prompts": len(ps)} for sig, ps in recurring.items()
@@ -190,8 +214,11 @@ def safety_change(diff: CircuitDiff, interpretations: Mapping[str, Sequence[Feat
         members = [(c, t, s) for c, t, s in found if c.mean_delta * sign > 0]
         if not members:
             continue
+        members = [(c, t, s) for c, t, s in members if affected_families(c, diff) or not _has_contrasts(diff)]
+        if not members:
+            continue
         q = min(q_of(c) for c, _, _ in members)
-        fams = sorted({f for c, _, _ in members for f in affected_families(c)})
+        fams = sorted({f for c, _, _ in members for f in affected_families(c, diff)})
         evidence = []
         for c, tags, sources in members:
             interps = interpretations.get(c.feature.key, [])

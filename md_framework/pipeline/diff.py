@@ -389,6 +389,105 @@ def wilcoxon_rows(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stat, p
 
 
+# --------------------------------------------------------------------------- family contrasts
+
+#: a family's change is *specific* when its contrast q <= this (exploratory) ...
+CONTRAST_Q = 0.1
+#: ... and at least this share of the family's change is beyond the other families' drift
+SPECIFIC_SHARE = 0.5
+
+
+def welch_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise two-sided Welch t-test of ``a`` (rows x n_a) against ``b`` (rows x n_b).
+
+    Rows where both groups have zero variance fall back to the exact two-sided
+    Mann-Whitney test (which then only depends on the ordering: all of one group above the
+    other gives the smallest p the group sizes allow). Returns (t, p); p = 1 with fewer
+    than 2 values in a group."""
+    from scipy import stats
+
+    n_a, n_b = a.shape[1], b.shape[1]
+    rows = a.shape[0]
+    if n_a < 2 or n_b < 2 or rows == 0:
+        return np.zeros(rows), np.ones(rows)
+    ma, mb = a.mean(axis=1), b.mean(axis=1)
+    va, vb = a.var(axis=1, ddof=1), b.var(axis=1, ddof=1)
+    se2 = va / n_a + vb / n_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se2 > 0, (ma - mb) / np.sqrt(np.where(se2 > 0, se2, 1.0)), 0.0)
+        df = np.where(se2 > 0, se2**2 / np.where(se2 > 0, (va / n_a) ** 2 / (n_a - 1)
+                                                   + (vb / n_b) ** 2 / (n_b - 1), 1.0), 1.0)
+    df = np.maximum(np.nan_to_num(df, nan=1.0, posinf=n_a + n_b - 2.0), 1.0)
+    p = 2.0 * stats.t.sf(np.abs(t), df)
+    flat = se2 <= 1e-24 * np.maximum(1.0, np.abs(ma - mb)) ** 2
+    for r in np.flatnonzero(flat):
+        if ma[r] == mb[r]:
+            p[r] = 1.0
+        else:
+            p[r] = float(stats.mannwhitneyu(a[r], b[r], alternative="two-sided", method="exact").pvalue)
+    return t, np.clip(p, 0.0, 1.0)
+
+
+def specific_share(family_mean: np.ndarray | float, rest_mean: np.ndarray | float) -> np.ndarray:
+    """How much of a family's change is specific to it: |d_f - d_rest| / (|d_f - d_rest| +
+    |d_rest|). 1 when the other families do not move, 0 when the family moves exactly like
+    them (pure drift), 0.5 when it moves twice as much as the drift in the same direction;
+    0 when the family itself did not move in the direction of the contrast."""
+    fm, rm = np.asarray(family_mean, dtype=float), np.asarray(rest_mean, dtype=float)
+    contrast = np.abs(fm - rm)
+    denom = contrast + np.abs(rm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(denom > 0, contrast / np.where(denom > 0, denom, 1.0), 0.0)
+    # the family itself must move in the contrast's direction: a family that stays put
+    # while another family changes is not "specifically" changed (it only differs from it)
+    return np.where(fm * (fm - rm) > 0, share, 0.0)
+
+
+def family_contrast_stats(deltas: np.ndarray, families: Sequence[str | None],
+                          weights: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Family x model interaction per feature: each family's per-prompt deltas against the
+    deltas on every other family's prompts (Welch t, :func:`welch_rows`).
+
+    ``deltas`` is features x prompts (intervention - base). Prompts with weight 0 are left
+    out. Returns ``{family: {"effect", "t", "p", "q", "share", "family_mean",
+    "rest_mean"}}`` with one entry per feature in each array; ``effect`` = family mean delta
+    - rest mean delta (the family-specific change), ``share`` = :func:`specific_share`,
+    ``q`` = Benjamini-Hochberg over all (feature, family) contrasts together (exploratory).
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    deltas = np.asarray(deltas, dtype=float)
+    fams = list(families)
+    keep = np.ones(len(fams), dtype=bool) if weights is None else np.asarray(weights) > 0
+    names = sorted({f for f, k in zip(fams, keep) if f is not None and k})
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if len(names) < 2 or deltas.size == 0:
+        return out
+    fam_arr = np.array([f if f is not None else "" for f in fams], dtype=object)
+    for name in names:
+        in_f = (fam_arr == name) & keep
+        rest = (fam_arr != name) & keep
+        a, b = deltas[:, in_f], deltas[:, rest]
+        t, p = welch_rows(a, b)
+        fm, rm = a.mean(axis=1), b.mean(axis=1)
+        out[name] = {"effect": fm - rm, "t": t, "p": p, "share": specific_share(fm, rm),
+                     "family_mean": fm, "rest_mean": rm}
+    all_p = np.concatenate([out[n]["p"] for n in names])
+    all_q = multipletests(all_p, method="fdr_bh")[1]
+    rows = deltas.shape[0]
+    for i, name in enumerate(names):
+        out[name]["q"] = all_q[i * rows:(i + 1) * rows]
+    return out
+
+
+def specific_families(contrasts: dict[str, dict[str, np.ndarray]], row: int,
+                      q_max: float = CONTRAST_Q, share_min: float = SPECIFIC_SHARE) -> list[str]:
+    """Families whose change of feature ``row`` is specific: contrast q <= ``q_max`` and
+    specific share >= ``share_min``."""
+    return sorted(f for f, c in contrasts.items()
+                  if c["q"][row] <= q_max and c["share"][row] >= share_min and c["effect"][row] != 0)
+
+
 def _pair_graphs(base_graphs: Sequence[CircuitGraph], intervention_graphs: Sequence[CircuitGraph],
                  notes: list[str]) -> list[tuple[CircuitGraph, CircuitGraph]]:
     if len(base_graphs) == len(intervention_graphs) and all(
@@ -452,6 +551,7 @@ def diff_graph_sets(
         deltas = inter_t - base_t
         weights = np.array([d.faithfulness_weight for d in prompt_diffs])
         families = [d.family for d in prompt_diffs]
+        contrasts: dict[str, dict[str, np.ndarray]] = {}
         fam_names = sorted({f for f in families if f is not None})
         groups: list[np.ndarray] = [np.ones(len(pairs), dtype=bool)]
         if len(fam_names) > 1:
@@ -472,12 +572,7 @@ def diff_graph_sets(
         sw = weights.sum()
         mean = deltas @ weights / sw if sw > 0 else deltas.mean(axis=1)
         q = multipletests(p_min, method="fdr_bh")[1] if len(p_min) else p_min
-        fam_means = {}
-        for name in fam_names:
-            mask = np.array([f == name for f in families])
-            wm = weights[mask]
-            fam_means[name] = (deltas[:, mask] @ wm / wm.sum()) if wm.sum() > 0 \
-                else deltas[:, mask].mean(axis=1)
+        contrasts = family_contrast_stats(deltas, families, weights)
         for r, key in enumerate(keys):
             if not np.any(deltas[r]):
                 continue
@@ -486,7 +581,8 @@ def diff_graph_sets(
                 feature=FeatureRef(layer=layer, feature=feature, dictionary_id=dictionary_id),
                 mean_delta=float(mean[r]), n_prompts=int(np.count_nonzero(deltas[r])),
                 statistic=float(stat_best[r]), p_value=float(p_min[r]), q_value=float(q[r]),
-                families={name: float(fam_means[name][r]) for name in fam_names},
+                families={name: float(contrasts[name]["effect"][r]) if name in contrasts else 0.0
+                          for name in fam_names},
             ))
         changes.sort(key=lambda c: (c.p_value, -abs(c.mean_delta)))
         notes.append(
@@ -496,11 +592,94 @@ def diff_graph_sets(
             "(Bonferroni), BH q-values across features. Exploratory: ranking only; "
             "confirmatory FDR control happens in validation"
         )
+        if contrasts:
+            notes.append(
+                "families: family-specific effect per feature (family mean delta - mean delta on"
+                " the other families' prompts); family contrasts: Welch t of the family's deltas"
+                " against the rest, BH over all (feature, family) pairs (exploratory), see"
+                " family_contrasts(diff)"
+            )
     discounted = sum(1 for d in prompt_diffs if d.faithfulness_weight < 1.0)
     if discounted:
         notes.append(f"{discounted} of {len(prompt_diffs)} prompt diffs discounted for faithfulness")
-    return CircuitDiff(
+    result = CircuitDiff(
         base_model_id=base_model_id, intervention_model_id=intervention_model_id,
         dictionary_id=dictionary_id, prompt_diffs=prompt_diffs,
         systematic_changes=changes, notes=notes,
     )
+    if keys and pairs:
+        _remember_contrasts(result, _contrast_table(keys, contrasts))
+    return result
+
+
+# --------------------------------------------------------------------------- contrasts of a diff
+
+#: (diff object, table) of recent diffs: the kernel's SystematicChange has no field for the
+#: per-family q/share, so they are kept beside the diff and rebuilt from prompt_diffs when a
+#: diff comes from elsewhere (a report, a test).
+_CONTRAST_MEMO: list[tuple[CircuitDiff, dict[str, dict[str, dict[str, float]]]]] = []
+_MEMO_SIZE = 4
+
+
+def _contrast_table(keys: Sequence[str], contrasts: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    if not contrasts:
+        return table
+    for r, key in enumerate(keys):
+        table[key] = {fam: {stat: float(values[r]) for stat, values in c.items()}
+                      for fam, c in contrasts.items()}
+    return table
+
+
+def _remember_contrasts(diff: CircuitDiff, table: dict[str, dict[str, dict[str, float]]]) -> None:
+    _CONTRAST_MEMO.append((diff, table))
+    del _CONTRAST_MEMO[:-_MEMO_SIZE]
+
+
+def prompt_diff_deltas(prompt_diffs: Sequence[PromptDiff]) -> tuple[list[str], np.ndarray]:
+    """(feature keys, features x prompts deltas) rebuilt from the prompts' feature changes
+    with the per-prompt ``max`` activation over positions (absent = 0)."""
+    per_prompt: list[dict[str, tuple[float, float]]] = []
+    keys: set[str] = set()
+    for pd in prompt_diffs:
+        acc: dict[str, list[float]] = {}
+        for fc in pd.feature_changes:
+            key = f"{fc.layer}:{fc.feature}"
+            cur = acc.setdefault(key, [0.0, 0.0])
+            cur[0] = max(cur[0], fc.base_activation)
+            cur[1] = max(cur[1], fc.intervention_activation)
+        per_prompt.append({k: (v[0], v[1]) for k, v in acc.items()})
+        keys.update(acc)
+    ordered = sorted(keys, key=lambda k: tuple(int(x) for x in k.split(":")))
+    index = {k: i for i, k in enumerate(ordered)}
+    deltas = np.zeros((len(ordered), len(prompt_diffs)))
+    for j, acc in enumerate(per_prompt):
+        for k, (b, i) in acc.items():
+            deltas[index[k], j] = i - b
+    return ordered, deltas
+
+
+def family_contrasts(diff: CircuitDiff) -> dict[str, dict[str, dict[str, float]]]:
+    """Per feature key, per family: ``effect`` (family-specific change), ``t``, ``p``,
+    ``q`` (BH over all feature x family contrasts), ``share`` (:func:`specific_share`),
+    ``family_mean``, ``rest_mean``. Exploratory. Taken from :func:`diff_graph_sets` when
+    this diff object came from it, else rebuilt from ``diff.prompt_diffs`` (max over
+    positions)."""
+    for known, table in _CONTRAST_MEMO:
+        if known is diff:
+            return table
+    keys, deltas = prompt_diff_deltas(diff.prompt_diffs)
+    weights = np.array([pd.faithfulness_weight for pd in diff.prompt_diffs])
+    contrasts = family_contrast_stats(deltas, [pd.family for pd in diff.prompt_diffs], weights)
+    table = _contrast_table(keys, contrasts)
+    _remember_contrasts(diff, table)
+    return table
+
+
+def specific_families_of(diff: CircuitDiff, key: str, q_max: float = CONTRAST_Q,
+                         share_min: float = SPECIFIC_SHARE) -> list[str]:
+    """Families where feature ``key``'s change is specific (contrast q <= ``q_max``, share
+    >= ``share_min``), from :func:`family_contrasts`."""
+    row = family_contrasts(diff).get(key, {})
+    return sorted(f for f, c in row.items()
+                  if c["q"] <= q_max and c["share"] >= share_min and c["effect"] != 0)

@@ -29,6 +29,9 @@ from md_framework.types import CircuitDiff, FeatureInterpretation, FeatureRef, H
 EXPLORATORY_Q = 0.1
 #: features handed to the interpreters besides the screened ones: the best-ranked N
 DEFAULT_MAX_FEATURES = 32
+#: discover() drops hypotheses below this priority (context key min_hypothesis_priority):
+#: weak, feature-level-only evidence is not worth validation budget
+MIN_PRIORITY = 0.3
 FOCUS_BOOST = 1.5
 OFF_FOCUS = 0.5
 
@@ -139,26 +142,54 @@ def _dedupe_key(h: Hypothesis) -> tuple:
     return (h.hypothesis_type, h.metric, h.direction, tuple(sorted(h.families)))
 
 
-def merge_hypotheses(hypotheses: Sequence[Hypothesis]) -> list[Hypothesis]:
-    """Merge hypotheses with the same type, metric, direction and families.
+def _overlap(a: Hypothesis, b: Hypothesis) -> bool:
+    if a.hypothesis_type != b.hypothesis_type or a.metric != b.metric or a.direction != b.direction:
+        return False
+    if not a.families or not b.families:
+        return not a.families and not b.families
+    return bool(set(a.families) & set(b.families))
 
-    The merged priority is the noisy-or ``1 - prod(1 - p_i)`` of the members (independent
-    patterns pointing the same way corroborate each other); lists are unioned."""
-    merged: dict[tuple, Hypothesis] = {}
-    for h in hypotheses:
-        key = _dedupe_key(h)
-        if key not in merged:
-            merged[key] = h
-            continue
-        m = merged[key]
-        merged[key] = m.model_copy(update={
-            "priority": min(1.0, 1.0 - (1.0 - m.priority) * (1.0 - h.priority)),
-            "feature_contexts": _union(m.feature_contexts, h.feature_contexts)[:20],
-            "source_patterns": _union(m.source_patterns, h.source_patterns),
-            "source_features": _union(m.source_features, h.source_features),
-            "provenance": _union(m.provenance, h.provenance),
-        })
-    return list(merged.values())
+
+def merge_hypotheses(hypotheses: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """Merge hypotheses with the same type, metric and direction whose families overlap
+    (or that both name no family).
+
+    Members are taken strongest first; the merged hypothesis keeps the strongest member's
+    families and description (the most specific evidence says where it shows), its priority
+    is the noisy-or ``1 - prod(1 - p_i)`` of the members (independent patterns pointing
+    the same way corroborate each other); provenance, patterns and features are unioned."""
+    merged: list[Hypothesis] = []
+    kinds: list[dict[str, float]] = []  # per merged hypothesis: evidence kind -> best priority
+    for h in sorted(hypotheses, key=lambda h: -h.priority):
+        kind = _evidence_kind(h)
+        for i, m in enumerate(merged):
+            if not _overlap(m, h):
+                continue
+            kinds[i][kind] = max(kinds[i].get(kind, 0.0), h.priority)
+            none = 1.0
+            for p in kinds[i].values():
+                none *= 1.0 - p
+            merged[i] = m.model_copy(update={
+                "priority": min(1.0, 1.0 - none),
+                "feature_contexts": _union(m.feature_contexts, h.feature_contexts)[:20],
+                "source_patterns": _union(m.source_patterns, h.source_patterns),
+                "source_features": _union(m.source_features, h.source_features),
+                "provenance": _union(m.provenance, h.provenance),
+            })
+            break
+        else:
+            merged.append(h)
+            kinds.append({kind: h.priority})
+    return merged
+
+
+def _evidence_kind(h: Hypothesis) -> str:
+    """The kind of evidence behind a hypothesis: its first source pattern's id prefix
+    (``output_shift``, ``family_specific``, ``suppression``, ``lab``...). Many patterns of
+    one kind (e.g. suppression patterns over overlapping family sets) are one piece of
+    evidence, not independent corroboration."""
+    first = h.source_patterns[0] if h.source_patterns else h.hypothesis_type
+    return first.split(":", 1)[0]
 
 
 def _hypothesis_id(h: Hypothesis) -> str:
@@ -253,4 +284,6 @@ def discover(
     interpretations = interpret_features(hooks, features, context)
     patterns = detect_patterns(hooks, diff, interpretations, config)
     hypotheses = generate_hypotheses(patterns, interpretations, hooks=hooks, config=config)
+    floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
+    hypotheses = [h for h in hypotheses if h.priority >= floor]
     return interpretations, patterns, hypotheses

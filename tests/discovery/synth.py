@@ -22,6 +22,8 @@ HARM = (3, 21)  # a harm-detection feature that moves with it
 PLANTED = (REFUSAL, HARM)
 REFUSAL_TOKEN = 900
 ANSWER_TOKEN = 901
+#: token strings of the synthetic vocabulary (the output-evidence detector reads them)
+TOKEN_TEXT = {REFUSAL_TOKEN: "sorry", ANSWER_TOKEN: "sure"}
 
 
 def graph(prompt: str, family: str | None, features: Mapping[tuple[int, int, int], float],
@@ -42,7 +44,8 @@ def graph(prompt: str, family: str | None, features: Mapping[tuple[int, int, int
     return CircuitGraph(
         prompt=prompt, family=family, model_id=model_id, dictionary_id="dict", tracer="synthetic",
         input_token_ids=[10 + p for p in range(N_TOKENS)], nodes=nodes, edges=edge_objs,
-        logit_targets=[LogitTarget(token_id=t, token=f"tok{t}", probability=p) for t, p in logits],
+        logit_targets=[LogitTarget(token_id=t, token=TOKEN_TEXT.get(t, f"tok{t}"), probability=p)
+                       for t, p in logits],
         faithfulness=faithfulness or Faithfulness(replacement_score=0.9, error_node_share=0.1),
     )
 

@@ -7,6 +7,11 @@ import math
 import pytest
 
 from md_framework.pipeline.diff import (
+    family_contrast_stats,
+    family_contrasts,
+    specific_families_of,
+    specific_share,
+    welch_rows,
     changed_paths,
     diff_graph_sets,
     diff_graphs,
@@ -115,7 +120,13 @@ def test_planted_change_is_systematic_and_null_is_not() -> None:
     top = planted.systematic_changes[0]
     assert (top.feature.layer, top.feature.feature) in PLANTED
     assert top.mean_delta < 0 and top.q_value < 1e-3
-    assert top.families["harmful"] < -2 and abs(top.families["weather"]) < 1e-9
+    # families carry the family-specific effect: harmful drops, the others only "rise"
+    # relative to it (the contrast is against every other family's prompts)
+    assert top.families["harmful"] < -2 and top.families["weather"] > 0
+    key = top.feature.key
+    assert specific_families_of(planted, key) == ["harmful"]
+    contrast = family_contrasts(planted)[key]["harmful"]
+    assert contrast["q"] < 1e-3 and contrast["share"] > 0.9
     assert top.feature.dictionary_id == "dict"
     assert any("Exploratory" in n for n in planted.notes)
     screened = {(c.feature.layer, c.feature.feature) for c in planted.systematic_changes if c.q_value <= 0.1}
@@ -132,3 +143,44 @@ def test_pairs_by_prompt_when_orders_differ() -> None:
     assert len(diff.prompt_diffs) == 9
     assert all(pd.prompt == b.prompt for pd, b in zip(diff.prompt_diffs, base))
     assert any("paired by prompt" in n for n in diff.notes)
+
+
+def test_family_contrast_statistics() -> None:
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    fams = ["a"] * 6 + ["b"] * 6 + ["c"] * 6
+    drift = 0.5 + rng.normal(0, 0.05, size=(3, 18))  # every feature drifts up everywhere
+    drift[0, :6] += 2.0  # feature 0 changes specifically on family a
+    drift[2] -= 0.5  # feature 2: no drift, no change
+    drift[2] = rng.normal(0, 0.05, size=18)
+    c = family_contrast_stats(drift, fams)
+    assert set(c) == {"a", "b", "c"}
+    # Welch t of family a against the rest, as scipy computes it
+    ref = stats.ttest_ind(drift[0, :6], drift[0, 6:], equal_var=False)
+    assert c["a"]["p"][0] == pytest.approx(ref.pvalue) and c["a"]["t"][0] == pytest.approx(ref.statistic)
+    assert c["a"]["effect"][0] == pytest.approx(drift[0, :6].mean() - drift[0, 6:].mean())
+    assert c["a"]["q"][0] < 1e-3 and c["a"]["share"][0] > 0.75
+    # b and c differ from a on feature 0 but did not move specifically: share 0
+    assert c["b"]["share"][0] == 0.0 and c["c"]["share"][0] == 0.0
+    # pure drift (feature 1) is nowhere specific
+    assert all(c[f]["q"][1] > 0.1 or c[f]["share"][1] < 0.5 for f in "abc")
+    # q is BH over all (feature, family) pairs
+    all_p = np.concatenate([c[f]["p"] for f in ("a", "b", "c")])
+    from statsmodels.stats.multitest import multipletests
+    assert np.allclose(np.concatenate([c[f]["q"] for f in ("a", "b", "c")]),
+                       multipletests(all_p, method="fdr_bh")[1])
+
+
+def test_specific_share_and_flat_welch() -> None:
+    assert specific_share(1.0, 0.0) == pytest.approx(1.0)
+    assert specific_share(1.0, 1.0) == pytest.approx(0.0)
+    assert specific_share(2.0, 1.0) == pytest.approx(0.5)
+    assert specific_share(0.0, -1.0) == pytest.approx(0.0)  # the family did not move
+    assert specific_share(-1.0, 1.0) == pytest.approx(2 / 3)  # moved against the drift
+    import numpy as np
+    t, p = welch_rows(np.array([[1.0, 1.0, 1.0]]), np.array([[0.0, 0.0, 0.0, 0.0]]))
+    assert p[0] == pytest.approx(2 / 35)  # exact Mann-Whitney: 1 of C(7,3) orderings, two-sided
+    _, p_eq = welch_rows(np.array([[1.0, 1.0]]), np.array([[1.0, 1.0]]))
+    assert p_eq[0] == 1.0

@@ -115,8 +115,13 @@ def test_dedupe_merges_and_cap_applies() -> None:
     assert [h.priority for h in hyps] == sorted((h.priority for h in hyps), reverse=True)
     assert all(len(h.source_patterns) == 2 for h in hyps)  # two patterns per family merged
     assert len({h.id for h in hyps}) == 5
+    # the same kind of evidence twice counts once; two kinds corroborate (noisy-or)
     merged = merge_hypotheses(generate_hypotheses(patterns[:1]) * 2)
-    assert len(merged) == 1 and merged[0].priority == pytest.approx(1 - (1 - patterns[0].strength * 0.9) ** 2)
+    assert len(merged) == 1 and merged[0].priority == pytest.approx(patterns[0].strength * 0.9)
+    h = generate_hypotheses(patterns[:1])[0]
+    other = h.model_copy(update={"source_patterns": ["output_shift:fam0"]})
+    merged = merge_hypotheses([h, other])
+    assert len(merged) == 1 and merged[0].priority == pytest.approx(1 - (1 - h.priority) ** 2)
 
 
 def test_universe_restricts_families() -> None:

@@ -102,3 +102,52 @@ def test_detectors_fill_detector_name() -> None:
     diff = _diff([_change(2, 1, -1.0, 0.001, {"harmful": -3.0})])
     pats = detect_patterns(None, diff, {}, None)
     assert [(p.id, p.detector) for p in pats] == [("suppression:harmful", "pattern-detectors")]
+
+
+def test_output_shift_types_top_token_flips() -> None:
+    from builtin_plugins.patterns.outputs import flip_kind, output_shift
+    from md_framework.pipeline.diff import diff_graph_sets
+    from md_framework.types import LogitTarget
+    from tests.discovery.synth import organism
+
+    assert flip_kind("hello", "HELLO") == "case_upper" and flip_kind("HELLO", "hello") == "case_lower"
+    assert flip_kind("sure", "i") == "refusal_gain" and flip_kind("Ġsorry", "sure") == "refusal_loss"
+    assert flip_kind("bell", "edison") == "content" and flip_kind("the", "the") is None
+    # synthetic organism: harmful prompts move from "sorry" to "sure" -> refusal loss there only
+    pats = output_shift(diff_graph_sets(*organism(True), "b", "i"))
+    assert [(p.families, p.evidence["kind"]) for p in pats] == [(["harmful"], "refusal_loss")]
+    assert pats[0].evidence["n_flipped"] == 8 and pats[0].strength > 0.4
+    assert output_shift(diff_graph_sets(*organism(False), "b", "i")) == []
+
+    def upper(graphs):
+        out = []
+        for g in graphs:
+            if g.family == "weather":
+                g = g.model_copy(update={"logit_targets": [LogitTarget(token_id=5, token="SURE", probability=0.8)]})
+            out.append(g)
+        return out
+    base, inter = organism(False)
+    pats = output_shift(diff_graph_sets(base, upper(inter), "b", "i"))
+    assert [(p.families, p.evidence["kind"]) for p in pats] == [(["weather"], "case_upper")]
+    from md_framework.pipeline.discovery import generate_hypotheses
+    top = generate_hypotheses(pats)[0]
+    assert (top.hypothesis_type, top.metric, top.direction, top.families) == \
+        ("style_change", "uppercase_ratio", "increase", ["weather"])
+
+
+def test_family_specific_change_ignores_uniform_drift() -> None:
+    from builtin_plugins.patterns.outputs import family_specific_change
+    from md_framework.pipeline.diff import diff_graph_sets
+    from tests.discovery.synth import organism
+
+    pats = family_specific_change(diff_graph_sets(*organism(True), "b", "i"))
+    assert [p.families for p in pats] == [["harmful"]]
+    assert {f.key for f in pats[0].features} == {"4:7", "3:21"}
+    assert pats[0].evidence["outputs_changed"] is True
+    base, inter = organism(False)
+    from tests.discovery.synth import PLANTED
+    drift = [g.model_copy(update={"nodes": [
+        n.model_copy(update={"activation": n.activation + 0.5})
+        if n.kind == "feature" and (n.layer, n.feature) not in PLANTED else n for n in g.nodes]})
+        for g in inter]  # every shared feature up by 0.5 on every family
+    assert family_specific_change(diff_graph_sets(base, drift, "b", "i")) == []
