@@ -85,6 +85,9 @@ class AnalysisConfig(StrictModel):
     max_hypotheses_to_test: int = Field(default=10, ge=1)
     focus_areas: list[str] = Field(default_factory=list)
     device: str = "cpu"
+    #: torch CPU threads for this process; default: half the cores, at most 8. On a busy
+    #: 2-core machine two threads can be 20x slower than one, so this is always set.
+    threads: int | None = Field(default=None, ge=1)
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     batch_size: int = Field(default=8, ge=1)
     cache_dir: Path = Path(".md-cache")

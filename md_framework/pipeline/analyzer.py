@@ -70,6 +70,21 @@ def check_pair_compatible(base: LoadedModel, intervention: LoadedModel) -> None:
         )
 
 
+def set_torch_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (config ``threads``; default half the cores, at most 8).
+
+    Imports torch only when it is installed; the kernel itself never needs it.
+    """
+    n = threads or max(1, min(8, (os.cpu_count() or 2) // 2))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    try:
+        import torch
+    except ImportError:
+        return n
+    torch.set_num_threads(n)
+    return n
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -198,6 +213,7 @@ class MechanisticBehavioralAnalyzer:
     def load_models(self, hooks: Hooks) -> tuple[LoadedModel, LoadedModel]:
         from md_framework.tracing import load_model
 
+        set_torch_threads(self.config.threads)
         options = self._load_options()
         base = load_model(self.config.base_model, options, hooks.pm)
         intervention = load_model(self.config.intervention_model, options, hooks.pm)

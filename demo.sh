@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One command: install into .venv (first time only), then analyse the embedded toy
+# organism pair (built and cached on first use) and print the changes found.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/md ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet torch==2.13.0        # CPU build first, or pip pulls CUDA
+    .venv/bin/pip install --quiet -e ".[all,dev]"
+fi
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec .venv/bin/md analyze examples/configs/demo.yaml --out runs/demo "$@"
