@@ -306,6 +306,7 @@ class MechanisticBehavioralAnalyzer:
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
         exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations)
+        self.exploration = exploration
 
         report = AnalysisReport(
             config=config.model_dump(mode="json"),

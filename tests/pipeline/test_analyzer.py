@@ -1,0 +1,88 @@
+"""End-to-end analyses on the toy organisms (built once, cached under artefact_cache_dir)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from md_framework.config import config_from_mapping
+from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer, check_pair_compatible
+from md_framework.types import AnalysisReport
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _config(cache_dir: Path, base: str, intervention: str, **overrides):
+    data = yaml.safe_load((REPO / "examples" / "configs" / "demo.yaml").read_text())
+    data.update(base_model=base, intervention_model=intervention, cache_dir=str(cache_dir), threads=1)
+    data.update(overrides)
+    return config_from_mapping(data)
+
+
+@pytest.fixture(scope="module")
+def demo_run(artefact_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("demo")
+    config = _config(artefact_cache_dir, "organism:toy-multi#base", "organism:toy-multi#intervention")
+    analyzer = MechanisticBehavioralAnalyzer(config, run_dir=run_dir)
+    return analyzer, analyzer.analyze(), run_dir
+
+
+def test_demo_validates_planted_changes(demo_run) -> None:
+    _, report, _ = demo_run
+    found = {(r.hypothesis.hypothesis_type, tuple(r.hypothesis.families)) for r in report.validated()}
+    assert ("safety_enhancement", ("harmful_hacking",)) in found
+    assert ("style_change", ("greetings",)) in found
+    for result in report.validated():
+        assert result.p_value is not None and result.effect_size is not None and result.n > 0
+
+
+def test_demo_writes_a_round_trippable_report(demo_run) -> None:
+    _, report, run_dir = demo_run
+    again = AnalysisReport.model_validate_json((run_dir / "report.json").read_text())
+    assert [r.decision for r in again.validation_results] == [r.decision for r in report.validation_results]
+    assert (run_dir / "summary.txt").read_text().startswith("Analysis:")
+    assert (run_dir / "ledger.sqlite").exists()
+    assert report.costs.behaviour_queries > 0 and report.costs.traced_prompts > 0
+    assert len(report.fdr_trace) == len(report.validation_results)
+
+
+def test_resume_reaches_the_same_decisions_without_new_queries(demo_run, artefact_cache_dir: Path) -> None:
+    analyzer, report, run_dir = demo_run
+    again = MechanisticBehavioralAnalyzer(analyzer.config, run_dir=run_dir, resume=True)
+    resumed = again.analyze()
+    assert again.exploration.fresh_queries == 0  # every reading came from the ledger
+    assert again.trace_stats["base"]["traced"] == 0  # every graph came from the cache
+    assert [(r.hypothesis.id, r.decision) for r in resumed.validation_results] == \
+        [(r.hypothesis.id, r.decision) for r in report.validation_results]
+
+
+def test_model_paired_with_itself_validates_nothing(artefact_cache_dir: Path, tmp_path: Path) -> None:
+    config = _config(artefact_cache_dir, "organism:toy-multi#base", "organism:toy-multi#base")
+    report = MechanisticBehavioralAnalyzer(config, run_dir=tmp_path).analyze()
+    assert report.validated() == []
+    assert report.circuit_statistics["significant_changes_q10"] == 0
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["base_model_id"] == summary["intervention_model_id"]
+
+
+def test_incompatible_pair_is_refused_before_tracing() -> None:
+    from md_framework.errors import ConfigError
+    from md_framework.runtime import LoadedModel, ModelSpec
+
+    class Tok:
+        def __init__(self, vocab):
+            self.vocab = vocab
+
+        def get_vocab(self):
+            return self.vocab
+
+    a = LoadedModel(model=None, tokenizer=Tok({"a": 0, "b": 1}), model_id="a", spec=ModelSpec(source="a"),
+                    architecture={"hidden_size": 64})
+    b = LoadedModel(model=None, tokenizer=Tok({"a": 0, "c": 1}), model_id="b", spec=ModelSpec(source="b"),
+                    architecture={"hidden_size": 32})
+    with pytest.raises(ConfigError, match=r"hidden_size: 64 vs 32.*vocabularies differ"):
+        check_pair_compatible(a, b)
