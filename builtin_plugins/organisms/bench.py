@@ -126,7 +126,19 @@ class BenchConfig:
     query_budget: int | None = None  # bandit; default: the exhaustive method's cost
     metrics: list[str] | None = None  # default: every registered behaviour metric
     threads: int = 2
-    pipeline_overrides: dict[str, Any] = field(default_factory=dict)
+    #: AnalysisConfig keys for the pipeline method (models and universe are set per organism)
+    pipeline_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
+
+
+#: The pipeline settings of the README demo: dictionary-free tracing, so an organism needs
+#: no trained transcoders; pass --pipeline-config to bench another tracer or budget.
+DEFAULT_PIPELINE: dict[str, Any] = {
+    "tracer": "activation-diff",
+    "n_seed_prompts": 96,
+    "n_test_prompts_per_hypothesis": 20,
+    "max_hypotheses_to_test": 8,
+    "exploration": {"method": "ucb", "batch_size": 4, "query_budget": 800},
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -340,9 +352,10 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
             "universe": {"organism": spec_ref},
             "seed": seed,
             "cache_dir": str(Path(cfg.cache_dir).parent),
-            "statistics": {"alpha": cfg.alpha},
+            "threads": cfg.threads,
             **cfg.pipeline_overrides,
         }
+        data["statistics"] = {**dict(cfg.pipeline_overrides.get("statistics", {})), "alpha": cfg.alpha}
         fields = set(AnalysisConfig.model_fields)
         config = AnalysisConfig.model_validate({k: v for k, v in data.items() if k in fields or k in ("base_model", "intervention_model")})
         report = MechanisticBehavioralAnalyzer(config).analyze()

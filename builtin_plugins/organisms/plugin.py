@@ -110,12 +110,22 @@ def md_register_commands(cli: Any) -> None:
     @click.option("--n-prompts", default=12, show_default=True, type=int,
                   help="prompts per family x metric arm")
     @click.option("--threads", default=2, show_default=True, type=int)
-    def bench_cmd(specs, seeds, out_dir, cache_dir, methods, alpha, n_prompts, threads) -> None:
+    @click.option("--pipeline-config", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="analysis config (YAML/TOML) for the pipeline method; its models and "
+                       "universe are replaced by each organism's")
+    def bench_cmd(specs, seeds, out_dir, cache_dir, methods, alpha, n_prompts, threads,
+                  pipeline_config) -> None:
         """Run discovery methods on organisms and score them against the planted changes."""
-        from builtin_plugins.organisms.bench import BenchConfig, run_bench
+        from builtin_plugins.organisms.bench import DEFAULT_PIPELINE, BenchConfig, run_bench
 
+        overrides = dict(DEFAULT_PIPELINE)
+        if pipeline_config is not None:
+            from md_framework.config import read_config_file
+
+            overrides = {k: v for k, v in read_config_file(pipeline_config).items()
+                         if k not in {"base_model", "intervention_model", "universe", "cache_dir"}}
         config = BenchConfig(specs=list(specs), seeds=seeds, out_dir=Path(out_dir),
                              cache_dir=Path(cache_dir), methods=methods.split(","), alpha=alpha,
-                             n_prompts=n_prompts, threads=threads)
+                             n_prompts=n_prompts, threads=threads, pipeline_overrides=overrides)
         result = run_bench(config, log=click.echo)
         click.echo(result["markdown"])
