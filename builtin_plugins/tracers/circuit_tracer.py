@@ -50,6 +50,9 @@ class CircuitTracerOptions(StrictModel):
     edge_threshold: float = Field(default=0.98, gt=0.0, le=1.0)
     max_edges: int = Field(default=5000, ge=0)
     store_all_active_features: bool = True
+    #: cap on stored active features (selected ones always kept, the rest by activation);
+    #: None keeps all (a 37-token SmolLM2 chat prompt has ~35k: ~5 MB of JSON)
+    max_stored_features: int | None = Field(default=None, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     backend: Literal["nnsight"] = "nnsight"
@@ -203,9 +206,15 @@ class CircuitTracerTracer(Tracer):
         selected = {int(s): j for j, s in enumerate(g.selected_features.tolist())}
         feats = g.active_features.tolist()
         acts = g.activation_values.float().tolist()
+        extra_ok: set[int] | None = None
+        if o.max_stored_features is not None:
+            rest = sorted((i for i in range(len(feats)) if i not in selected),
+                          key=lambda i: (-abs(acts[i]), i))
+            extra_ok = set(rest[: max(0, o.max_stored_features - len(selected))])
         for a_idx, ((layer, pos, feat), act) in enumerate(zip(feats, acts)):
             j = selected.get(a_idx)
-            if j is None and not o.store_all_active_features:
+            if j is None and (not o.store_all_active_features
+                              or (extra_ok is not None and a_idx not in extra_ok)):
                 continue
             nid = feature_node_id(int(layer), int(pos), int(feat))
             nodes[nid] = GraphNode(node_id=nid, kind="feature", layer=int(layer), position=int(pos),

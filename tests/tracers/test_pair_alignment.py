@@ -128,3 +128,19 @@ def test_activation_differences_ranks_changes(toy_pair, toy_perturbed):
     assert ctx["prompt"] in (PROMPT, "count : n5 n6 n7") and ctx["position"] >= 1
     same = activation_differences(base, base, [PROMPT])
     assert all(d["norm"] == 0.0 for d in same["directions"])
+
+
+def test_circuit_tracer_storage_caps(artefact_cache_dir, toy_pair):
+    cache = str(artefact_cache_dir)
+    capped = create_driver("tracer", "circuit-tracer", {
+        "transcoders": "toy", "cache_dir": cache, "batch_size": 16, "max_feature_nodes": 20,
+        "max_stored_features": 30})
+    (g,) = capped.trace(toy_pair[0], [PROMPT])
+    feats = g.feature_nodes()
+    assert len(feats) == 30 < g.metadata["n_active_features"]
+    assert sum(n.influence is not None for n in feats) == 20
+    lean = create_driver("tracer", "circuit-tracer", {
+        "transcoders": "toy", "cache_dir": cache, "batch_size": 16, "max_feature_nodes": 20,
+        "store_all_active_features": False})
+    (g2,) = lean.trace(toy_pair[0], [PROMPT])
+    assert len(g2.feature_nodes()) == 20
