@@ -89,6 +89,12 @@ class BehaviourMetric(Protocol):
     (needs decoding). ``outcome`` tells the paired test what the numbers are: ``binary``
     (0/1), ``bounded`` (within ``bounds``) or ``continuous``. ``serves`` lists the
     hypothesis types it can confirm.
+
+    Optional: ``measure_pair(base, intervention, cases) -> (base_readings,
+    intervention_readings)`` (see :class:`PairedBehaviourMetric`). A metric that has it is
+    measured on both models at once by the validator, which lets a reading of one model
+    depend on the other (e.g. a base-anchored reference answer). It is not part of this
+    protocol: metrics without it are measured with ``measure`` once per model.
     """
 
     name: str
@@ -99,6 +105,25 @@ class BehaviourMetric(Protocol):
     bounds: tuple[float, float] | None
 
     def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[MetricReading]: ...
+
+
+@runtime_checkable
+class PairedBehaviourMetric(BehaviourMetric, Protocol):
+    """A :class:`BehaviourMetric` that can also measure a model pair at once (optional).
+
+    ``measure_pair(base, intervention, cases)`` returns ``(base_readings,
+    intervention_readings)``, one :class:`MetricReading` per case each, in order. The
+    validator prefers it over two ``measure`` calls and still counts two behavioural
+    queries per case; each side's reading is recorded in the run ledger under that model's
+    ``model_id``, and a resumed run measures a pair again only when either side is missing.
+    It must be deterministic given the two models and the cases, and each side's
+    ``output`` should be that model's own text. Example: the builtin ``target_logprob`` and
+    ``exact_match`` use the base model's greedy answer as the reference for cases that
+    carry no ``TestCase.target``.
+    """
+
+    def measure_pair(self, base: LoadedModel, intervention: LoadedModel,
+                     cases: Sequence[TestCase]) -> tuple[list[MetricReading], list[MetricReading]]: ...
 
 
 @runtime_checkable

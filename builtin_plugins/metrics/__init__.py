@@ -22,13 +22,15 @@ from builtin_plugins.metrics.core import (
     builtin_metrics,
     clear_generation_cache,
     format_prompt,
+    generate_answer_ids,
     generate_answers,
 )
 
 __all__ = [
     "ALL_METRIC_NAMES", "ExactMatch", "Length", "MetricOptions", "RefusalProbability",
     "RefusalText", "Sentiment", "Signoff", "TargetLogprob", "UppercaseRatio",
-    "builtin_metrics", "clear_generation_cache", "format_prompt", "generate_answers",
+    "builtin_metrics", "clear_generation_cache", "format_prompt", "generate_answer_ids",
+    "generate_answers",
 ]
 
 

@@ -18,6 +18,18 @@ from the metric's options, from ``md_metrics.json`` in the model's directory
 ``signoffs``), or the defaults below. Openings that the tokenizer cannot encode (an unknown
 token, e.g. a word outside a word-level vocabulary) are dropped.
 
+Base-anchored references (``measure_pair``, used by the validator when a metric has it):
+``target_logprob`` and ``exact_match`` need a reference answer. A case with a
+``TestCase.target`` uses it; a case without one (e.g. drawn from a prompt universe) uses the
+**base model's greedy answer** (up to EOS or ``max_new_tokens``, batched) as the reference for
+both models. ``target_logprob`` then reads log P(reference | prompt) under each model (the
+reference's token ids as the base generated them, EOS excluded; summed over tokens, or
+averaged with ``logprob_reduction: mean``); ``exact_match`` reads whether each model's greedy
+answer starts with the reference (the base always matches its own answer). Each reading's
+``output`` is that model's own greedy answer, so reports show e.g. "... bell ." vs
+"... edison .". The pair must share a tokenizer (the analyzer checks the models are
+compatible). ``measure`` on one model is unchanged (a case without a target reads 0).
+
 Limits: ``MD_METRIC_MAX_NEW_TOKENS`` (default 24) and ``MD_METRIC_BATCH_SIZE`` (default 8)
 unless the options say otherwise.
 """
@@ -96,6 +108,9 @@ class MetricOptions(StrictModel):
     refusal_openings: list[str] | None = None
     compliance_openings: list[str] | None = None
     signoffs: list[str] | None = None
+    #: how ``target_logprob`` reduces per-token log-probabilities: ``sum`` = log P of the
+    #: whole target/reference, ``mean`` = per-token average (length-normalised)
+    logprob_reduction: Literal["sum", "mean"] = "sum"
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or _env_int("MD_METRIC_MAX_NEW_TOKENS", 24)
@@ -158,9 +173,16 @@ def _device(model: Any) -> Any:
 
 
 def sequence_logprobs(
-    model: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int
+    model: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int,
+    reduction: str = "sum",
 ) -> list[float]:
-    """log P(continuation | prefix) for each (prefix ids, continuation ids), right-padded."""
+    """log P(continuation | prefix) for each (prefix ids, continuation ids), right-padded.
+
+    ``reduction="mean"`` divides by the continuation's length (an empty continuation: 0)."""
+    if any(not c for _, c in pairs):  # log P(empty continuation) = 0: no forward pass
+        values = iter(sequence_logprobs(model, [(p, c) for p, c in pairs if c], batch_size,
+                                        reduction))
+        return [next(values) if c else 0.0 for _, c in pairs]
     import torch
 
     lm, tok = model.model, model.tokenizer
@@ -183,11 +205,13 @@ def sequence_logprobs(
             positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
             targets = torch.tensor(c, dtype=torch.long)
             value = float(logp[i, positions, targets].sum())
-            out.append(max(_MIN_LOGPROB, value) if math.isfinite(value) else _MIN_LOGPROB)
+            value = max(_MIN_LOGPROB, value) if math.isfinite(value) else _MIN_LOGPROB
+            out.append(value / len(c) if reduction == "mean" else value)
     return out
 
 
-_GEN_CACHE: OrderedDict[tuple[str, str, int], tuple[str, int]] = OrderedDict()
+# (model id, formatted prompt, max_new_tokens) -> (text, tokens before EOS, those token ids)
+_GEN_CACHE: OrderedDict[tuple[str, str, int], tuple[str, int, tuple[int, ...]]] = OrderedDict()
 _GEN_CACHE_MAX = 20000
 
 
@@ -199,6 +223,21 @@ def generate_answers(
     model: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int
 ) -> list[tuple[str, int]]:
     """Greedy answers ``(decoded text, tokens before EOS)``; left-padded batches, KV cache."""
+    return [(text, n) for text, n, _ in _generate(model, prompts, max_new_tokens, batch_size)]
+
+
+def generate_answer_ids(
+    model: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+) -> list[tuple[str, list[int]]]:
+    """Greedy answers ``(decoded text, generated token ids before EOS)`` (shares the cache of
+    :func:`generate_answers`)."""
+    return [(text, list(ids)) for text, _, ids in _generate(model, prompts, max_new_tokens,
+                                                            batch_size)]
+
+
+def _generate(
+    model: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+) -> list[tuple[str, int, tuple[int, ...]]]:
     import torch
 
     tok, lm = model.tokenizer, model.model
@@ -230,7 +269,7 @@ def generate_answers(
             if eos is not None and eos in new:
                 n = new.index(eos)
             text = tok.decode(new[:n], skip_special_tokens=True).strip()
-            _GEN_CACHE[keys[i]] = (text, n)
+            _GEN_CACHE[keys[i]] = (text, n, tuple(new[:n]))
             while len(_GEN_CACHE) > _GEN_CACHE_MAX:
                 _GEN_CACHE.popitem(last=False)
     return [_GEN_CACHE[key] for key in keys]
@@ -367,7 +406,8 @@ def _logsumexp(values: list[float]) -> float:
 
 class TargetLogprob(_Metric):
     name = "target_logprob"
-    description = "log-probability of TestCase.target after the prompt (0 when a case has no target)"
+    description = ("log-probability of TestCase.target after the prompt (0 when a case has no"
+                   " target; measured as a pair, the base model's greedy answer is the target)")
     serves = frozenset({"capability_gain", "capability_loss", "knowledge_update",
                         "reasoning_change", "bias_shift"})
     kind = "scored"
@@ -385,9 +425,38 @@ class TargetLogprob(_Metric):
                     pairs.append((encode_prompt(tok, case.prompt), ids))
         values = [0.0] * len(cases)
         outputs: list[str | None] = ["(no target)"] * len(cases)
-        for i, lp in zip(where, sequence_logprobs(model, pairs, self.options.resolved_batch_size())):
+        for i, lp in zip(where, sequence_logprobs(model, pairs, self.options.resolved_batch_size(),
+                                                  self.options.logprob_reduction)):
             values[i], outputs[i] = lp, None
         return [MetricReading(value=v, output=o) for v, o in zip(values, outputs)]
+
+    def measure_pair(self, base: LoadedModel, intervention: LoadedModel,
+                     cases: Sequence[TestCase]) -> tuple[list[MetricReading], list[MetricReading]]:
+        """Cases with a target: values as :meth:`measure` on each model. Cases without one:
+        log P(base greedy answer | prompt) under each model. Every reading's output is that
+        model's own greedy answer (module docstring)."""
+        cases = list(cases)
+        if not cases:
+            return [], []
+        prompts = [c.prompt for c in cases]
+        cap, bs = self.options.resolved_max_new_tokens(), self.options.resolved_batch_size()
+        red = self.options.logprob_reduction
+        refs = generate_answer_ids(base, prompts, cap, bs)
+        own = generate_answers(intervention, prompts, cap, bs)
+        vals_b, vals_i = [0.0] * len(cases), [0.0] * len(cases)
+        targeted = [k for k, c in enumerate(cases) if c.target]
+        if targeted:
+            sub = [cases[k] for k in targeted]
+            for k, rb, ri in zip(targeted, self.measure(base, sub), self.measure(intervention, sub)):
+                vals_b[k], vals_i[k] = rb.value, ri.value
+        anchored = [k for k, c in enumerate(cases) if not c.target]
+        if anchored:
+            for model, vals in ((base, vals_b), (intervention, vals_i)):
+                pairs = [(encode_prompt(model.tokenizer, prompts[k]), refs[k][1]) for k in anchored]
+                for k, lp in zip(anchored, sequence_logprobs(model, pairs, bs, red)):
+                    vals[k] = lp
+        return ([MetricReading(value=v, output=text) for v, (text, _) in zip(vals_b, refs)],
+                [MetricReading(value=v, output=text) for v, (text, _) in zip(vals_i, own)])
 
 
 class ExactMatch(_Generated):
@@ -402,6 +471,25 @@ class ExactMatch(_Generated):
         if not case.target:
             return 0.0
         return float(_norm(text).startswith(_norm(case.target)))
+
+    def measure_pair(self, base: LoadedModel, intervention: LoadedModel,
+                     cases: Sequence[TestCase]) -> tuple[list[MetricReading], list[MetricReading]]:
+        """Cases with a target: as :meth:`measure`. Cases without one: 1 if the model's
+        greedy answer starts with the base's greedy answer (so the base reads 1; an empty
+        base answer matches anything); outputs = each model's own answer."""
+        cases = list(cases)
+        if not cases:
+            return [], []
+        cap, bs = self.options.resolved_max_new_tokens(), self.options.resolved_batch_size()
+        prompts = [c.prompt for c in cases]
+        ans_b = generate_answers(base, prompts, cap, bs)
+        ans_i = generate_answers(intervention, prompts, cap, bs)
+        out_b, out_i = [], []
+        for case, (text_b, _), (text_i, _) in zip(cases, ans_b, ans_i):
+            ref = _norm(case.target) if case.target else _norm(text_b)
+            out_b.append(MetricReading(value=float(_norm(text_b).startswith(ref)), output=text_b))
+            out_i.append(MetricReading(value=float(_norm(text_i).startswith(ref)), output=text_i))
+        return out_b, out_i
 
 
 class RefusalText(_Generated):

@@ -5,7 +5,11 @@ Protocol (details and the reasons in ``docs/validation.md``):
 
 1. The hypothesis' metric is measured on both models for each test case (one behavioural
    query per case per model). Readings go to the run ledger before they are used; a resumed
-   run takes recorded readings from the ledger instead of querying again.
+   run takes recorded readings from the ledger instead of querying again. A metric with the
+   optional ``measure_pair(base, intervention, cases)`` (``PairedBehaviourMetric``: e.g. a
+   base-anchored reference answer) is measured on both models at once; it still counts two
+   queries per case, both readings are recorded under their model ids before use, and a
+   pair is measured again only when either side is missing from the ledger.
 2. Evidence arrives in batches. After each batch the configured paired test is run on all
    pairs so far, with the alternative given by the hypothesis' direction
    (``increase`` -> ``greater`` for intervention - base, ``decrease`` -> ``less``,
@@ -53,6 +57,7 @@ __all__ = [
     "ValidationError",
     "Validator",
     "alternative_for",
+    "has_measure_pair",
     "paired_effect_size",
     "p_to_e",
 ]
@@ -77,6 +82,11 @@ def p_to_e(p: float, kappa: float = 0.5) -> float:
     if not 0.0 < kappa < 1.0:
         raise ValueError("kappa must lie in (0, 1)")
     return math.inf if p <= 0.0 else kappa * p ** (kappa - 1.0)
+
+
+def has_measure_pair(metric: Any) -> bool:
+    """Whether ``metric`` offers the optional ``measure_pair`` (``PairedBehaviourMetric``)."""
+    return callable(getattr(metric, "measure_pair", None))
 
 
 def _z(confidence: float) -> float:
@@ -284,13 +294,7 @@ class Validator:
         cached = self.ledger.cached_readings(model.model_id, metric.name, ids) if self.ledger else {}
         missing = [c for c in cases if c.id not in cached]
         if missing:
-            readings = metric.measure(model, missing)
-            if len(readings) != len(missing):
-                raise ValidationError(
-                    f'metric "{metric.name}" returned {len(readings)} readings for'
-                    f" {len(missing)} test cases on {model.model_id}")
-            readings = [r if isinstance(r, MetricReading) else MetricReading.model_validate(r)
-                        for r in readings]
+            readings = self._checked(metric, model, metric.measure(model, missing), len(missing))
             self.fresh_queries += len(missing)
             if self.ledger is not None:  # write-ahead: recorded before it is used
                 self.ledger.record_readings(
@@ -300,11 +304,61 @@ class Validator:
         self.queries += len(cases)
         return [cached[i] for i in ids]
 
+    @staticmethod
+    def _checked(metric: BehaviourMetric, model: LoadedModel, readings: Sequence[Any],
+                 n: int) -> list[MetricReading]:
+        if len(readings) != n:
+            raise ValidationError(
+                f'metric "{metric.name}" returned {len(readings)} readings for'
+                f" {n} test cases on {model.model_id}")
+        return [r if isinstance(r, MetricReading) else MetricReading.model_validate(r)
+                for r in readings]
+
+    def _pair_readings(self, metric: BehaviourMetric, cases: Sequence[TestCase]
+                       ) -> tuple[list[MetricReading], list[MetricReading]]:
+        """Both models' readings through ``metric.measure_pair``. Recorded readings come from
+        the ledger; a pair is measured when either side is missing, and a side that was
+        recorded keeps its recorded reading (the ledger ignores the re-measured one)."""
+        ids = [c.id for c in cases]
+        b_id, i_id = self.base.model_id, self.intervention.model_id
+        if self.ledger is not None:
+            cached_b = self.ledger.cached_readings(b_id, metric.name, ids)
+            cached_i = self.ledger.cached_readings(i_id, metric.name, ids)
+        else:
+            cached_b, cached_i = {}, {}
+        missing = [c for c in cases if c.id not in cached_b or c.id not in cached_i]
+        if missing:
+            got = metric.measure_pair(self.base, self.intervention, missing)  # type: ignore[attr-defined]
+            try:
+                got_b, got_i = got
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    f'metric "{metric.name}".measure_pair must return (base readings,'
+                    f" intervention readings), got {type(got).__name__}") from None
+            got_b = self._checked(metric, self.base, got_b, len(missing))
+            got_i = self._checked(metric, self.intervention, got_i, len(missing))
+            self.fresh_queries += 2 * len(missing)
+            if self.ledger is not None:  # write-ahead: both sides recorded before use
+                self.ledger.record_readings(
+                    b_id, metric.name, [(c.id, c.prompt, r) for c, r in zip(missing, got_b)])
+                self.ledger.record_readings(
+                    i_id, metric.name, [(c.id, c.prompt, r) for c, r in zip(missing, got_i)])
+            for c, rb, ri in zip(missing, got_b, got_i):
+                cached_b.setdefault(c.id, rb)
+                # one model_id on both sides: the ledger keeps one reading, so use it for both
+                cached_i.setdefault(c.id, cached_b[c.id] if i_id == b_id else ri)
+        self.queries += 2 * len(cases)
+        return [cached_b[i] for i in ids], [cached_i[i] for i in ids]
+
     def measure(self, hypothesis: Hypothesis, cases: Sequence[TestCase]) -> list[Observation]:
-        """Observations of ``hypothesis``' metric on both models (2 queries per case)."""
+        """Observations of ``hypothesis``' metric on both models (2 queries per case);
+        through ``metric.measure_pair`` when the metric has it."""
         metric = self.metrics[hypothesis.metric]
-        base = self._readings(self.base, metric, cases)
-        inter = self._readings(self.intervention, metric, cases)
+        if has_measure_pair(metric):
+            base, inter = self._pair_readings(metric, cases)
+        else:
+            base = self._readings(self.base, metric, cases)
+            inter = self._readings(self.intervention, metric, cases)
         return [
             Observation(test_case_id=c.id, hypothesis_id=hypothesis.id, metric=metric.name,
                         prompt=c.prompt, base_value=b.value, intervention_value=i.value,

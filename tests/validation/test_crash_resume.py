@@ -27,14 +27,14 @@ from md_framework.pipeline.ledger import Ledger
 TOY = dict(n_hypotheses=5, planted=(1, 3), n_per=24, budget=400)
 
 
-def _fork_run(run_dir, hook_factory=None, log=None) -> int:
+def _fork_run(run_dir, hook_factory=None, log=None, pair=False) -> int:
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
             commits: list[int] = []
             hook = hook_factory() if hook_factory else _counting_hook(commits)
-            result, ledger = toy.run_toy(run_dir, fault_hook=hook, log_path=log, **TOY)
+            result, ledger = toy.run_toy(run_dir, fault_hook=hook, log_path=log, pair=pair, **TOY)
             with open(os.path.join(run_dir, "final.json"), "w") as fh:
                 json.dump({"decisions": result.decisions(), "queries": result.queries}, fh)
             with open(os.path.join(run_dir, "commits"), "w") as fh:
@@ -59,24 +59,25 @@ def _counting_hook(counter):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("pair", [False, True], ids=["measure", "measure_pair"])
+def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path, pair):
     # SIGKILL loses no page cache, so a RAM disk (fast fsync) tests the same thing
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         tmp_path = __import__("pathlib").Path(tempfile.mkdtemp(dir="/dev/shm", prefix="md-crash-"))
     try:
-        _crash_test(tmp_path)
+        _crash_test(tmp_path, pair)
     finally:
         if str(tmp_path).startswith("/dev/shm/"):
             shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def _crash_test(tmp_path):
+def _crash_test(tmp_path, pair=False):
     toy.run_toy(None, n_hypotheses=1, n_per=4)  # import everything once, before forking
     ref_dir = str(tmp_path / "ref")
-    status = _fork_run(ref_dir)
+    status = _fork_run(ref_dir, pair=pair)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     reference = json.load(open(os.path.join(ref_dir, "final.json")))
-    ref_ledger = Ledger(ref_dir, toy_fingerprint())
+    ref_ledger = Ledger(ref_dir, toy_fingerprint(pair))
     ref_contents = ref_ledger.contents()
     total_commits = int(open(os.path.join(ref_dir, "commits")).read())
     ref_decisions = ref_ledger.decisions()
@@ -89,7 +90,7 @@ def _crash_test(tmp_path):
     for _ in range(24):
         after = rng.randint(1, max(2, total_commits // 16))
         phase = rng.choice(["before_commit", "after_commit"])
-        status = _fork_run(run_dir, lambda: toy.killer(after, phase), log)
+        status = _fork_run(run_dir, lambda: toy.killer(after, phase), log, pair)
         if os.WIFEXITED(status):  # the run finished before reaching the kill point
             assert os.WEXITSTATUS(status) == 0
             break
@@ -104,11 +105,11 @@ def _crash_test(tmp_path):
         expected = [(d.index, d.hypothesis_id, d.value, int(d.rejected)) for d in ref_decisions]
         assert recorded == expected[:len(recorded)]  # decisions so far are the reference's
     assert kills >= 20, kills
-    status = _fork_run(run_dir, None, log)
+    status = _fork_run(run_dir, None, log, pair)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     final = json.load(open(os.path.join(run_dir, "final.json")))
     assert final == reference
-    ledger = Ledger(run_dir, toy_fingerprint())
+    ledger = Ledger(run_dir, toy_fingerprint(pair))
     assert ledger.contents() == ref_contents
     ledger.close()
     # never re-queried what was recorded: a repeat happens only for readings whose
@@ -116,9 +117,15 @@ def _crash_test(tmp_path):
     lines = open(log).read().splitlines()
     repeats = len(lines) - len(set(lines))
     assert len(set(lines)) == len(ref_contents["queries"])
-    assert repeats <= before_commit_kills * 4, (repeats, before_commit_kills)
+    if not pair:
+        assert repeats <= before_commit_kills * 4, (repeats, before_commit_kills)
+    else:  # a pair's two sides are two commits: a kill between them re-measures the pair
+        assert repeats <= kills * 2 * 4, (repeats, kills)
 
 
-def toy_fingerprint():
-    return {"seed": 0, "toy": [TOY["n_hypotheses"], list(TOY["planted"]), 2.0, TOY["n_per"],
-                               TOY["budget"], "betting-e", "saffron"]}
+def toy_fingerprint(pair=False):
+    fingerprint = {"seed": 0, "toy": [TOY["n_hypotheses"], list(TOY["planted"]), 2.0,
+                                      TOY["n_per"], TOY["budget"], "betting-e", "saffron"]}
+    if pair:
+        fingerprint["pair"] = True
+    return fingerprint

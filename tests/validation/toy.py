@@ -88,6 +88,20 @@ class HashMetric:
                 for c in cases]
 
 
+class PairHashMetric(HashMetric):
+    """:class:`HashMetric` with the optional ``measure_pair``: both models at once, in one
+    call (``pair_calls`` counts them); ``measure`` must then never be called. Each query is
+    logged (``log_path``) like HashMetric's, base lines first."""
+
+    def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[MetricReading]:
+        raise AssertionError("the validator must use measure_pair")
+
+    def measure_pair(self, base: LoadedModel, intervention: LoadedModel,
+                     cases: Sequence[TestCase]) -> tuple[list[MetricReading], list[MetricReading]]:
+        self.pair_calls = getattr(self, "pair_calls", 0) + 1
+        return (HashMetric.measure(self, base, cases), HashMetric.measure(self, intervention, cases))
+
+
 def hypotheses(n: int, *, metric: str = "toy_metric", planted: Sequence[int] = (),
                direction: str = "change") -> list[Hypothesis]:
     """``n`` hypotheses, hypothesis i naming family ``fam<i>``."""
@@ -112,19 +126,23 @@ def run_toy(run_dir: str | Path | None, *, seed: int = 0, n_hypotheses: int = 10
             planted: Sequence[int] = (1, 4, 7), shift: float = 2.0, n_per: int = 40,
             budget: int = 1200, batch_size: int = 3, cases_per_pull: int = 4,
             paired_test: str = "betting-e", procedure: str = "saffron", outcome: str = "bounded",
-            fault_hook=None, log_path: str | None = None, on_validated=None):
+            fault_hook=None, log_path: str | None = None, on_validated=None,
+            pair: bool = False):
     from md_framework.drivers import create_driver
     from md_framework.pipeline.explorer import ActiveCircuitExplorer
     from md_framework.pipeline.ledger import Ledger
     from md_framework.pipeline.validation import Validator
 
-    metric = HashMetric(outcome=outcome, shift=shift,
-                        shifted_families=[f"fam{i}" for i in planted], log_path=log_path)
+    metric = (PairHashMetric if pair else HashMetric)(
+        outcome=outcome, shift=shift, shifted_families=[f"fam{i}" for i in planted],
+        log_path=log_path)
     ledger = None
     if run_dir is not None:
-        ledger = Ledger(run_dir, {"seed": seed, "toy": [n_hypotheses, list(planted), shift, n_per,
-                                                        budget, paired_test, procedure]},
-                        fault_hook=fault_hook)
+        fingerprint: dict = {"seed": seed, "toy": [n_hypotheses, list(planted), shift, n_per,
+                                                   budget, paired_test, procedure]}
+        if pair:
+            fingerprint["pair"] = True
+        ledger = Ledger(run_dir, fingerprint, fault_hook=fault_hook)
     fdr = create_driver("fdr_procedure", procedure, {}, alpha=0.1)
     validator = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                           paired_test=paired_test, ledger=ledger, min_effect_size=0.2)
