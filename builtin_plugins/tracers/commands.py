@@ -52,17 +52,20 @@ def md_register_commands(cli: click.Group) -> None:
                   sae_path: str | None, prompt: str, out: Path | None, extra: tuple[str, ...],
                   cache_dir: Path, threads: int) -> None:
         """Trace one PROMPT on one model offline; print counts and the replacement score."""
-        from md_framework.drivers import create_driver
+        from md_framework.drivers import load_driver_class
         from md_framework.runtime import ModelLoadOptions, ModelSpec
 
         from builtin_plugins.models.loaders import load_model
 
         _threads(threads)
-        options: dict[str, Any] = {"cache_dir": str(cache_dir)}
+        tracer_cls = load_driver_class("tracer", tracer_name)
+        options: dict[str, Any] = {}
+        if "cache_dir" in getattr(tracer_cls.Options, "model_fields", {}):
+            options["cache_dir"] = str(cache_dir)
         if transcoders:
             options["transcoders"] = transcoders
         if sae_path:
-            options["sae"] = sae_path
+            options["saes"] = [sae_path]
         for item in extra:
             key, _, value = item.partition("=")
             try:
@@ -72,7 +75,7 @@ def md_register_commands(cli: click.Group) -> None:
         t0 = time.time()
         loaded = load_model(ModelSpec(source=source, adapter=adapter),
                             ModelLoadOptions(cache_dir=cache_dir))
-        tracer = create_driver("tracer", tracer_name, options)
+        tracer = tracer_cls(options=options)
         t1 = time.time()
         graph = tracer.trace(loaded, [prompt])[0]
         t2 = time.time()

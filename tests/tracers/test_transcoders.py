@@ -103,6 +103,12 @@ def test_transcoders_train_cli_and_trace_cli(artefact_cache_dir, tmp_path):
     assert graph.dictionary_id == report["dictionary_id"]
     assert graph.faithfulness.replacement_score is not None
 
+    for extra in (["--tracer", "activation-diff"], ["--tracer", "sae", "--sae", "toy"]):
+        res = runner.invoke(cli, ["trace", "--model", "toy", *extra, "--prompt", "count : n5 n6",
+                                  "--cache-dir", str(artefact_cache_dir), "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert "features" in res.output
+
     res = runner.invoke(cli, ["trace", "--model", "toy", "--tracer", "circuit-tracer",
                               "--transcoders", "no-such-hub-name", "--prompt", "a",
                               "--cache-dir", str(artefact_cache_dir), "--threads", "1"])
