@@ -90,6 +90,10 @@ class BehaviourMetric(Protocol):
     (0/1), ``bounded`` (within ``bounds``) or ``continuous``. ``serves`` lists the
     hypothesis types it can confirm.
 
+    Optional: ``min_change`` (float, the metric's units): the smallest mean difference that
+    counts as a behaviour change; the validator gates smaller effects to "no claim" before
+    the FDR procedure (so tiny but consistent shifts are never reported as discoveries).
+
     Optional: ``measure_pair(base, intervention, cases) -> (base_readings,
     intervention_readings)`` (see :class:`PairedBehaviourMetric`). A metric that has it is
     measured on both models at once by the validator, which lets a reading of one model

@@ -177,8 +177,13 @@ class _Arms:
         cases = [TestCase(id=f"{family}:{metric}:{i}", hypothesis_id=f"{family}:{metric}",
                           prompt=p, family=family, target=t) for i, (p, t) in enumerate(items)]
         m = self.metrics[metric]
-        b = [r.value for r in m.measure(self.base, cases)]
-        i = [r.value for r in m.measure(self.inter, cases)]
+        if hasattr(m, "measure_pair"):  # same readings the pipeline's validator uses
+            base_readings, inter_readings = m.measure_pair(self.base, self.inter, cases)
+            b = [r.value for r in base_readings]
+            i = [r.value for r in inter_readings]
+        else:
+            b = [r.value for r in m.measure(self.base, cases)]
+            i = [r.value for r in m.measure(self.inter, cases)]
         self.queries += 2 * len(cases)
         return b, i
 
@@ -203,7 +208,11 @@ def _scale(metric: Any) -> float:
 
 def min_effect(metric: Any) -> float:
     """Smallest mean difference that counts as a behaviour change (same for every method):
-    5 % of the range for bounded/binary metrics, 0.5 nats for target_logprob, 1 otherwise."""
+    the metric's own ``min_change`` (the pipeline's validator uses the same), else 5 % of
+    the range for bounded/binary metrics, 0.5 nats for target_logprob, 1 otherwise."""
+    declared = getattr(metric, "min_change", None)
+    if declared is not None:
+        return float(declared)
     s = _scale(metric)
     if s:
         return 0.05 * s

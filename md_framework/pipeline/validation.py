@@ -473,12 +473,18 @@ class Validator:
         return p, e, value, kind
 
     def _effect_ok(self, ev: HypothesisEvidence, effect: EffectSize) -> bool:
-        dz = cohens_dz(np.array([o.difference for o in ev.observations]))
+        """Pre-registered gate before FDR: the predicted direction, a standardised effect of
+        at least ``min_effect_size`` and a mean change of at least the metric's
+        ``min_change`` (its smallest behaviour change; 0 when the metric declares none)."""
+        differences = np.array([o.difference for o in ev.observations])
+        dz = cohens_dz(differences)
         if ev.hypothesis.direction == "increase" and dz <= 0:
             return False
         if ev.hypothesis.direction == "decrease" and dz >= 0:
             return False
-        return abs(dz) >= self.min_effect_size
+        min_change = float(getattr(ev.metric, "min_change", 0.0) or 0.0)
+        mean_change = abs(float(differences.mean())) if differences.size else 0.0
+        return abs(dz) >= self.min_effect_size and mean_change >= min_change
 
     def decide(self, hypothesis_id: str) -> ValidationResult:
         """The one online FDR decision for a hypothesis whose evidence is final.
