@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
 from md_framework.drivers import DRIVER_GROUPS, discover_drivers, load_driver_class, validate_options
-from md_framework.errors import ConfigError, UnknownComponentError
+from md_framework.errors import ConfigError, UnknownComponentError, did_you_mean
 from md_framework.runtime import ModelSpec
 from md_framework.types import StrictModel
 
@@ -56,6 +56,15 @@ class UniverseConfig(StrictModel):
     generators: dict[str, str] = Field(default_factory=dict)
     organism: str | None = None
     n_per_family: int = Field(default=24, ge=1)
+
+    @field_validator("families")
+    @classmethod
+    def _no_empty_family(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        # caught here, before any model loads (build_universe would only see it after)
+        empty = sorted(name for name, prompts in value.items() if not prompts)
+        if empty:
+            raise ValueError(f"families with no prompts: {', '.join(empty)}")
+        return value
 
 
 class PluginsConfig(StrictModel):
@@ -151,17 +160,75 @@ CONFIG_FIELD_OF_GROUP = {
 }
 
 
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``), if any."""
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the pydantic model that ``loc`` (minus its last part) points into."""
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list field: same model
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        model = _model_in(fields[part].annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", None) or {})
+
+
+def format_validation_error(exc: ValidationError, source: str = "config",
+                            model: Any = None) -> str:
+    """One line per problem, each naming the dotted field path; unknown fields get a
+    did-you-mean against the fields valid at that place (when ``model`` is given)."""
     lines = [f"invalid {source}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown field")
+            hint = ""
+            if model is not None and err["loc"]:
+                hint = did_you_mean(str(err["loc"][-1]), _fields_at(model, tuple(err["loc"])))
+            lines.append(f"  {loc}: unknown field.{hint}" if hint else f"  {loc}: unknown field")
         elif err["type"] == "missing":
             lines.append(f"  {loc}: field required")
         else:
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["loc"]:
+                lines.append(f"  {loc}: {msg} (got {_brief_input(err.get('input'))})")
+            else:  # a check across fields: the input is the whole config
+                lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _brief_input(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def describe_yaml_error(exc: Exception) -> str:
+    """A YAML error as one line: line/column, then what went wrong (PyYAML's own text
+    spans several lines and names an internal "<unicode string>")."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if problem and "could not determine a constructor for the tag" in problem:
+        quoted = problem.split("'")
+        tag = (quoted[1] if len(quoted) > 2 else problem).replace("tag:yaml.org,2002:", "!!")
+        return (f"malformed YAML{where}: the tag {tag} is refused (files are read with a safe"
+                " loader and cannot build Python objects or run code)")
+    text = f"{context}, {problem}" if context else problem
+    return f"malformed YAML{where}: {text}"
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -185,7 +252,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text)  # safe loader: no tags that build Python objects
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+            raise ConfigError(f"{path}: {describe_yaml_error(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     else:
         raise ConfigError(f"{path}: config files must end in .yaml, .yml, .json or .toml")
     if data is None:
@@ -206,7 +275,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "config") -> Anal
     try:
         return AnalysisConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, AnalysisConfig)) from None
 
 
 class ResolvedDriver(StrictModel):
@@ -253,7 +322,11 @@ def resolve_config(config: AnalysisConfig) -> ResolvedConfig:
         for name in names:
             if name not in known:
                 error = UnknownComponentError("plugin", name, known)
-                raise ConfigError(f"{field_name}: {error}")
+                hint = ""
+                if any(ch in name for ch in ".:/\\"):
+                    hint = (" (plugins are named by their installed entry point; a module path"
+                            " in a config is never imported)")
+                raise ConfigError(f"{field_name}: {error}{hint}")
     blocked = set(config.plugins.disable)
     choices = config.driver_choices()
     # Every name is checked before any driver is imported: a typo is reported as a typo,

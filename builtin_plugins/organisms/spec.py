@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from md_framework.errors import ConfigError
+from md_framework.errors import ConfigError, did_you_mean
 from md_framework.types import HypothesisType, StrictModel
 
 #: Bumped when the builder's output for the same spec changes (part of the cache key).
@@ -233,17 +233,31 @@ def load_spec(ref: str | Path | OrganismSpec | dict[str, Any]) -> OrganismSpec:
     else:
         path = resolve_spec_path(ref)
         where = str(path)
+        from md_framework.config import describe_yaml_error
+
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{where}: {describe_yaml_error(exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read organism spec {where}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: malformed YAML: nested too deeply") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: an organism spec must be a mapping")
+        raise ConfigError(f"{where}: an organism spec must be a mapping of keys, "
+                          f"got {type(data).__name__}")
     try:
         spec = OrganismSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg']}"
-            for err in exc.errors())
-        raise ConfigError(f"invalid organism spec {where}: {problems}") from None
+        from md_framework.config import _fields_at
+
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean(str(err["loc"][-1]), _fields_at(OrganismSpec, err["loc"]))
+                problems.append(f"{loc}: unknown field.{hint}" if hint else f"{loc}: unknown field")
+            else:
+                problems.append(f"{loc}: {str(err['msg']).removeprefix('Value error, ')}")
+        raise ConfigError(f"invalid organism spec {where}: {'; '.join(problems)}") from None
     return spec
