@@ -96,6 +96,12 @@ class CircuitTracerTracer(Tracer):
         #: wall time per traced prompt (graphs stay deterministic, so timing is not in them)
         self.last_seconds: list[float] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle options only (executors that leave the process rebuild the heavy parts)."""
+        state = dict(self.__dict__)
+        state.update(_transcoders=None, _replacement={}, last_seconds=[])
+        return state
+
     # ------------------------------------------------------------------ identity
     @property
     def dictionary_id(self) -> str:

@@ -72,6 +72,9 @@ class SAETracer(Tracer):
         super().__init__(options)
         self._saes: list[tuple[Any, str, str]] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_saes": None}  # SAEs are reloaded in the worker
+
     def _load(self) -> list[tuple[Any, str, str]]:
         if self._saes is None:
             loaded = []

@@ -144,3 +144,16 @@ def test_circuit_tracer_storage_caps(artefact_cache_dir, toy_pair):
         "store_all_active_features": False})
     (g2,) = lean.trace(toy_pair[0], [PROMPT])
     assert len(g2.feature_nodes()) == 20
+
+
+def test_tracers_pickle_light_and_trace_the_same(tracers, toy_pair):
+    import pickle
+
+    for name in ("circuit-tracer", "sae"):
+        tracer = tracers[name]
+        (before,) = tracer.trace(toy_pair[0], [PROMPT])
+        blob = pickle.dumps(tracer)
+        assert len(blob) < 20_000  # options only, no models or dictionaries
+        clone = pickle.loads(blob)
+        assert clone.identity() == tracer.identity()
+        assert clone.trace(toy_pair[0], [PROMPT])[0] == before
