@@ -181,13 +181,21 @@ def generate_tests(
     rng = random.Random(stable_seed("testgen", context.seed, hypothesis.id))
     order = sorted(strata)
     rng.shuffle(order)
-    queues = [list(strata[key]) for key in order]
+    queues = [(STRATUM_WEIGHTS.get(gen, 1), list(strata[(plugin, gen)])) for plugin, gen in order]
     chosen: list[TestCase] = []
-    while len(chosen) < n_tests and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < n_tests:
-                chosen.append(queue.pop(0))
+    while len(chosen) < n_tests and any(queue for _, queue in queues):
+        for weight, queue in queues:
+            for _ in range(weight):
+                if queue and len(chosen) < n_tests:
+                    chosen.append(queue.pop(0))
     return chosen
+
+
+#: Picks per round of the weighted round robin across (plugin, generator) strata. A
+#: hypothesis that names families is a claim about those families, so prompts drawn from
+#: them (held-out universe prompts) and from its features' own contexts get most slots;
+#: generic templates and paraphrases fill in. Other plugins' generators weigh 1.
+STRATUM_WEIGHTS: dict[str, int] = {"universe": 3, "feature": 2}
 
 
 class TestPool:
