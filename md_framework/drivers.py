@@ -58,12 +58,19 @@ def validate_options(driver_cls: type[Driver], options: Any) -> BaseModel:
     try:
         return model.model_validate(dict(options or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
-            f" (got {err.get('input')!r})"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe_option_error(err, model) for err in exc.errors())
         raise ConfigError(f'invalid options for driver "{driver_cls.name}": {problems}') from None
+
+
+def _describe_option_error(err: Any, model: type[BaseModel]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(options)"
+    if err["type"] == "extra_forbidden":
+        from md_framework.errors import did_you_mean
+
+        known = sorted(model.model_fields) if len(err["loc"]) == 1 else []
+        listing = f" Known options: {', '.join(known)}" if known else ""
+        return f"{where}: unknown option.{did_you_mean(str(err['loc'][-1]), known)}{listing}"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
 
 
 @dataclass(frozen=True)

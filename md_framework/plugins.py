@@ -24,7 +24,7 @@ import pluggy
 
 from md_framework import hookspecs
 from md_framework.drivers import BUILTIN_DISTRIBUTION, autoload_disabled
-from md_framework.errors import PluginError, UnknownComponentError
+from md_framework.errors import ConfigError, PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "md_framework"
 TRACE_ENV = "MD_TRACE_HOOKS"
@@ -213,8 +213,8 @@ class Hooks:
         for impl in self._impls(hook_name):
             try:
                 value = self._call_one(impl, hook_name, kwargs)
-            except PluginError:
-                raise
+            except (PluginError, ConfigError):
+                raise  # a bad input reported by a plugin is the user's to fix, not the plugin's
             except Exception as exc:
                 error = PluginError(
                     impl.plugin_name, self.pm.distribution_of(impl.plugin_name),
@@ -243,7 +243,7 @@ class Hooks:
         for impl in self._impls(hook_name):
             try:
                 value = self._call_one(impl, hook_name, kwargs)
-            except PluginError:
+            except (PluginError, ConfigError):
                 raise
             except Exception as exc:
                 raise PluginError(

@@ -69,11 +69,23 @@ def classify_source(spec: ModelSpec) -> str | None:
         return "smollm2"
     if source.lower().endswith(".gguf") or spec.gguf_file:
         return "gguf"
-    if Path(source).expanduser().is_dir():
+    path = Path(source).expanduser()
+    if path.is_dir():
         return "local"
+    if _looks_local(source):
+        raise ConfigError(f'model source "{source}" looks like a local path but {path} does not'
+                          " exist (hub ids look like org/name and have no ./, ../, ~ or /)")
     if HUB_ID.match(source):
         return "hub"
     return None
+
+
+def _looks_local(source: str) -> bool:
+    """A path, not a hub id: explicit path syntax, or a first component that exists here."""
+    if source.startswith(("./", "../", "~", "/")):
+        return True
+    first = source.split("/", 1)[0]
+    return "/" in source and Path(first).exists()
 
 
 def load_model(spec: ModelSpec | str, options: ModelLoadOptions | None = None) -> LoadedModel:
@@ -212,10 +224,11 @@ def _from_hub(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel:
     except (OSError, ValueError) as exc:
         why = ("hub access is off (offline mode / HF_HUB_OFFLINE=1) and the model is not in the "
                "local Hugging Face cache" if offline else "download failed")
-        raise MDError(
-            f'could not load hub model "{spec.source}"'
-            f"{'@' + spec.revision if spec.revision else ''}: {why}. Use a local directory, a "
-            f".gguf file or download it first. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        raise ConfigError(
+            f'could not load model "{spec.source}"'
+            f"{'@' + spec.revision if spec.revision else ''}: the local directory"
+            f" {Path(spec.source).expanduser()} does not exist, and as a hub id: {why}. Use an existing local directory, a .gguf file or"
+            f" download it first. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from exc
     commit = getattr(model.config, "_commit_hash", None)
     local_path = None

@@ -84,6 +84,12 @@ def resolve_transcoders(spec: str, cache_dir: str | Path, device: str, dtype: st
     return transcoders, f"hub:{spec}"
 
 
+def _layers_of(transcoders: Any) -> list[Any]:
+    """The per-layer transcoders of a circuit-tracer TranscoderSet (or a plain sequence)."""
+    layers = getattr(transcoders, "transcoders", transcoders)
+    return list(layers.values()) if isinstance(layers, dict) else list(layers)
+
+
 class CircuitTracerTracer(Tracer):
     Options = CircuitTracerOptions
     description = "transcoder attribution graphs through circuit-tracer (nnsight backend)"
@@ -133,6 +139,12 @@ class CircuitTracerTracer(Tracer):
             if len(transcoders) != n_layers:
                 raise ConfigError(f"transcoder set has {len(transcoders)} layers but the model has "
                                   f"{n_layers}; circuit-tracer needs one per layer")
+            hidden = model.model.config.hidden_size
+            widths = {int(tc.d_model) for tc in _layers_of(transcoders)}
+            if widths != {hidden}:
+                raise ConfigError(
+                    f"transcoders have d_model {', '.join(map(str, sorted(widths)))} but the model's"
+                    f" hidden_size is {hidden}; they were trained for another model")
             if model.local_path is not None:
                 rm = ReplacementModel.from_pretrained_and_transcoders(
                     str(model.local_path), transcoders, backend="nnsight",

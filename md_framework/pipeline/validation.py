@@ -33,12 +33,14 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError as PydanticValidationError
 
 from md_framework.errors import MDError
 from md_framework.runtime import BehaviourMetric, LoadedModel, MetricReading
@@ -64,6 +66,17 @@ __all__ = [
 
 #: |d_z| is reported up to this value (a constant non-zero difference has d_z = inf).
 DZ_CAP = 100.0
+
+
+@contextlib.contextmanager
+def _metric_errors(metric: BehaviourMetric, where: str) -> Iterator[None]:
+    """Invalid readings (NaN, inf, wrong types) become one error naming the metric."""
+    try:
+        yield
+    except PydanticValidationError as exc:
+        problems = "; ".join(err["msg"] for err in exc.errors())
+        raise ValidationError(
+            f'metric "{metric.name}" returned an invalid reading on {where}: {problems}') from None
 
 
 class ValidationError(MDError):
@@ -294,7 +307,8 @@ class Validator:
         cached = self.ledger.cached_readings(model.model_id, metric.name, ids) if self.ledger else {}
         missing = [c for c in cases if c.id not in cached]
         if missing:
-            readings = self._checked(metric, model, metric.measure(model, missing), len(missing))
+            with _metric_errors(metric, model.model_id):
+                readings = self._checked(metric, model, metric.measure(model, missing), len(missing))
             self.fresh_queries += len(missing)
             if self.ledger is not None:  # write-ahead: recorded before it is used
                 self.ledger.record_readings(
@@ -311,8 +325,9 @@ class Validator:
             raise ValidationError(
                 f'metric "{metric.name}" returned {len(readings)} readings for'
                 f" {n} test cases on {model.model_id}")
-        return [r if isinstance(r, MetricReading) else MetricReading.model_validate(r)
-                for r in readings]
+        with _metric_errors(metric, model.model_id):
+            return [r if isinstance(r, MetricReading) else MetricReading.model_validate(r)
+                    for r in readings]
 
     def _pair_readings(self, metric: BehaviourMetric, cases: Sequence[TestCase]
                        ) -> tuple[list[MetricReading], list[MetricReading]]:
@@ -328,7 +343,8 @@ class Validator:
             cached_b, cached_i = {}, {}
         missing = [c for c in cases if c.id not in cached_b or c.id not in cached_i]
         if missing:
-            got = metric.measure_pair(self.base, self.intervention, missing)  # type: ignore[attr-defined]
+            with _metric_errors(metric, f"{self.base.model_id} / {self.intervention.model_id}"):
+                got = metric.measure_pair(self.base, self.intervention, missing)  # type: ignore[attr-defined]
             try:
                 got_b, got_i = got
             except (TypeError, ValueError):

@@ -133,8 +133,6 @@ def test_missing_model_files(md, tmp_path, case_id, source, expected):
     _record(case_id, f"md analyze c.yaml (base_model: {source})", message)
 
 
-@pytest.mark.xfail(strict=True, reason="request: a relative path that does not exist is tried"
-                   " as a hub id and reported as an offline hub failure (loaders.py)")
 def test_missing_relative_model_dir_says_no_such_directory(md, tmp_path):
     (tmp_path / "c.yaml").write_text("base_model: models/my-finetune\nintervention_model: toy\n")
     result = md("analyze", "c.yaml", "--out", "run")
@@ -176,8 +174,6 @@ def test_transcoders_with_too_few_layers(md, tmp_path, artefact_cache_dir):
 
 @needs_tracer
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="request: circuit_tracer.py should compare the "
-                   "transcoders' d_model with the model's hidden_size before tracing")
 def test_transcoders_of_the_wrong_width(md, tmp_path, artefact_cache_dir):
     import shutil
 

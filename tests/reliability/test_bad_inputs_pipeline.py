@@ -86,15 +86,13 @@ class NaNMetric:
                 for _ in cases]
 
 
-@pytest.mark.xfail(strict=True, reason="request: validation.py _readings should wrap a bad"
-                   " reading in ValidationError naming the metric (today pydantic's error leaks)")
 def test_non_finite_metric_value_mid_run_is_an_md_error(tmp_path):
     from toy import fake_model, hypotheses, test_source
 
     from md_framework.drivers import create_driver
     from md_framework.pipeline.validation import Validator
 
-    fdr = create_driver("fdr_procedure", "bh", {}, alpha=0.1)
+    fdr = create_driver("fdr_procedure", "saffron", {}, alpha=0.1)
     validator = Validator(fake_model("base"), fake_model("intervention"), [NaNMetric()],
                           fdr=fdr, paired_test="wilcoxon")
     h = hypotheses(1, metric="nan_metric")[0]
