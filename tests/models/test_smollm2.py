@@ -85,7 +85,7 @@ def test_smollm2_trace_with_our_transcoders(artefact_cache_dir):
     """Acceptance, bounded: train tiny transcoders for all 30 layers (seconds, cached) and
     trace one prompt through circuit-tracer offline; the graph carries its replacement score.
     (The real dictionary, 30 layers x 3072 features, is trained with `md transcoders train`;
-    see benchmarks/README-tracing.md for its scores.)"""
+    see benchmarks/README.md for its scores.)"""
     pytest.importorskip("circuit_tracer")
     from md_framework.drivers import create_driver
 

@@ -26,7 +26,7 @@ def test_null_organism_shows_nothing(toy_null):
         assert abs(vals["refusal_probability"]["delta"]) < 0.1, fam
         assert abs(vals["uppercase_ratio"]["delta"]) < 0.05, fam
         # arithmetic (a hard function for a 175k-parameter model) drifts a little under any
-        # fine-tune; see benchmarks/README-organisms.md
+        # fine-tune; see benchmarks/README.md
         assert abs(vals["exact_match"]["delta"]) <= 0.35, fam
 
 
