@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 from md_framework.drivers import Driver
 from md_framework.runtime import LoadedModel
-from md_framework.types import CircuitGraph
+from md_framework.types import CircuitGraph, FeatureRef
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,6 +33,37 @@ class Tracer(Driver):
 
     def identity(self) -> str:
         return f"{self.name}:{self.options.model_dump_json()}"
+
+
+InterventionMode = Literal["zero", "scale", "base"]
+
+
+@runtime_checkable
+class FeatureIntervener(Protocol):
+    """Optional tracer capability: intervene on the tracer's own features (not abstract;
+    a tracer without it is simply skipped by causal confirmation, docs/causal.md).
+
+    ``intervened_model(model, features, mode, scale=0.0, base=None)`` is a context manager
+    yielding a :class:`LoadedModel` that shares ``model``'s weights and tokenizer, whose
+    forward pass (``model.model(...)`` and ``model.model.generate(...)``, so any behaviour
+    metric) has ``features`` changed at every position: ``zero`` sets them to 0, ``scale``
+    multiplies them by ``scale``, ``base`` sets them to the base model's activation on the
+    same input (``base`` is required then). The yielded model has its own ``model_id``
+    (caches keyed by model id never mix it up with ``model``); the change is undone on exit.
+    Implementations may hook the modules ``model`` shares, so while the block is open
+    ``model`` itself is changed too: measure the unmodified model outside the block.
+    ``features`` are :class:`FeatureRef` (layer, feature id) in the tracer's dictionary.
+    """
+
+    def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
+                         mode: InterventionMode = "zero", scale: float = 0.0,
+                         base: LoadedModel | None = None,
+                         ) -> AbstractContextManager[LoadedModel]: ...
+
+
+def can_intervene(tracer: Any) -> bool:
+    """Whether ``tracer`` offers the optional :class:`FeatureIntervener` capability."""
+    return callable(getattr(tracer, "intervened_model", None))
 
 
 class Executor(Driver):

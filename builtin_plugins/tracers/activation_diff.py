@@ -12,14 +12,22 @@ each with its top-activating contexts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import Field
 
 from md_framework.runtime import LoadedModel
 from md_framework.tracing_api import Tracer
-from md_framework.types import CircuitGraph, GraphNode, StrictModel, feature_node_id, token_node_id
+from md_framework.types import (
+    CircuitGraph,
+    FeatureRef,
+    GraphNode,
+    StrictModel,
+    feature_node_id,
+    token_node_id,
+)
 
 from builtin_plugins.tracers import _hooks
 from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits
@@ -98,6 +106,20 @@ class ActivationDiffTracer(Tracer):
                                             for k, r in sorted(resid.items())},
                           "top_k": o.top_k}))
         return graphs
+
+    @contextlib.contextmanager
+    def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
+                         mode: str = "zero", scale: float = 0.0,
+                         base: LoadedModel | None = None) -> Iterator[LoadedModel]:
+        """``FeatureIntervener``: ``model`` with the MLP neurons ``(layer, feature)`` zeroed
+        (``zero``), multiplied by ``scale`` (``scale``) or set to ``base``'s activation on the
+        same input (``base``: base-patching), at every position, inside the block.
+        See :mod:`builtin_plugins.tracers._intervene`."""
+        from builtin_plugins.tracers._intervene import NeuronSite, by_layer, intervened
+
+        sites = [NeuronSite(model.model, layer, ids) for layer, ids in by_layer(features).items()]
+        with intervened(model, sites, mode, scale, base, "neurons", features) as patched:
+            yield patched
 
 
 def activation_differences(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],

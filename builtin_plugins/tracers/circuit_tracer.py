@@ -10,8 +10,9 @@ first), the logit targets and the faithfulness scores. Dense adjacency matrices 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from md_framework.tracing_api import Tracer
 from md_framework.types import (
     CircuitGraph,
     Faithfulness,
+    FeatureRef,
     GraphEdge,
     GraphNode,
     LogitTarget,
@@ -183,6 +185,30 @@ class CircuitTracerTracer(Tracer):
             self.last_seconds.append(round(time.time() - t0, 3))  # kept out of the graph
             graphs.append(graph)
         return graphs
+
+    @contextlib.contextmanager
+    def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
+                         mode: str = "zero", scale: float = 0.0,
+                         base: LoadedModel | None = None) -> Iterator[LoadedModel]:
+        """``FeatureIntervener``: ``model`` with transcoder features ``(layer, feature)``
+        ablated through forward hooks on the plain HF model (not through ReplacementModel, so
+        every metric works unchanged, generation included): at every position the MLP output
+        gets ``(new - a) * W_dec[f]`` added, ``a = encode(mlp_input)[f]``; ``zero`` removes the
+        feature's decoder contribution, ``scale`` multiplies it, ``base`` sets ``a`` to the base
+        model's activation on the same input. Unlike ``ReplacementModel.feature_intervention``,
+        attention is not frozen and the effect propagates through the real MLPs of later layers
+        (docs/causal.md)."""
+        from builtin_plugins.tracers._intervene import TranscoderSite, by_layer, intervened
+
+        transcoders = _layers_of(self._load_transcoders())
+        sites = []
+        for layer, ids in by_layer(features).items():
+            if not 0 <= layer < len(transcoders):
+                raise ConfigError(f"feature layer {layer} out of range ({len(transcoders)} transcoders)")
+            sites.append(TranscoderSite(model.model, layer, ids, transcoders[layer]))
+        with intervened(model, sites, mode, scale, base, f"transcoder:{self.dictionary_id}",
+                        features) as patched:
+            yield patched
 
     def to_circuit_graph(self, g: Any, model: LoadedModel, prompt: str,
                          family: str | None) -> CircuitGraph:

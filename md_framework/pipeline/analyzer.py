@@ -308,6 +308,15 @@ class MechanisticBehavioralAnalyzer:
         exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations)
         self.exploration = exploration
 
+        # --- causal confirmation (docs/causal.md): only for tracers with the optional
+        # FeatureIntervener capability; fills ValidationResult.causal_share -----------------
+        if getattr(config, "causal_confirmation", True):
+            from md_framework.pipeline.causal import run_in_analyzer
+
+            self.progress("causal", "intervening on the features of validated hypotheses")
+            run_in_analyzer(self, exploration, hooks)
+        # ------------------------------------------------------------------------------------
+
         report = AnalysisReport(
             config=config.model_dump(mode="json"),
             base_model_id=base.model_id,
@@ -377,6 +386,7 @@ class MechanisticBehavioralAnalyzer:
             cases_per_pull=config.exploration.cases_per_pull, reward=config.exploration.reward,
             n_per_hypothesis=config.n_test_prompts_per_hypothesis,
         )
+        self._causal_inputs = (validator, pool)  # causal confirmation: metrics, used prompts
         try:
             result = explorer.run()
             validator.finish("validate")

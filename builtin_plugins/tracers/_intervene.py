@@ -1,0 +1,215 @@
+"""Feature interventions through plain forward hooks (the tracers' ``intervened_model``).
+
+A *site* says, per layer, how to read the chosen features' activations from a forward pass
+and how to overwrite them:
+
+* :class:`NeuronSite` (activation-diff): MLP neurons = the input of ``down_proj``
+  (``act(gate(x)) * up(x)``); a forward pre-hook on ``down_proj`` replaces the chosen columns.
+* :class:`TranscoderSite` (circuit-tracer): transcoder features read the MLP input; a forward
+  hook on the MLP adds ``(new - a) * W_dec[f]`` to the MLP output at every position, where
+  ``a = encode(mlp_input)[f]`` (zeroing subtracts the feature's decoder contribution
+  ``a * W_dec[f]``). The transcoder's reconstruction error is left in place, so only the
+  feature's own contribution changes.
+
+Modes: ``zero`` (new = 0), ``scale`` (new = scale * a) and ``base`` (new = the base model's
+activation of that feature on the same input: the base model runs alongside in lock-step on
+the same ``input_ids`` / ``attention_mask`` / positions, with its own KV cache during
+generation). Interventions apply at every position, prompt and generated tokens alike.
+
+Hooks live only inside the context manager; the returned :class:`LoadedModel` shares the
+weights of the original and has its own ``model_id`` (so no generation cache or ledger
+confuses it with the unmodified model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from md_framework.errors import ConfigError
+from md_framework.runtime import LoadedModel
+from md_framework.types import FeatureRef
+
+from builtin_plugins.tracers import _hooks
+
+MODES = ("zero", "scale", "base")
+
+
+def by_layer(features: Sequence[FeatureRef]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for f in features:
+        if f.feature not in out.setdefault(f.layer, []):
+            out[f.layer].append(int(f.feature))
+    return {layer: sorted(ids) for layer, ids in sorted(out.items())}
+
+
+def intervened_id(model: LoadedModel, features: Sequence[FeatureRef], mode: str, scale: float,
+                  base: LoadedModel | None, site: str) -> str:
+    spec = ";".join(f"{layer}:{','.join(map(str, ids))}" for layer, ids in by_layer(features).items())
+    extra = f"{scale!r}" if mode == "scale" else (base.model_id if base is not None and mode == "base" else "")
+    digest = hashlib.sha256(f"{site}|{mode}|{extra}|{spec}".encode()).hexdigest()[:16]
+    return f"{model.model_id}~{site}-{mode}:{digest}"
+
+
+class NeuronSite:
+    """MLP neurons (the input of ``down_proj``)."""
+
+    name = "neurons"
+
+    def __init__(self, hf: Any, layer: int, ids: Sequence[int]) -> None:
+        blocks = _hooks.decoder_layers(hf)
+        if not 0 <= layer < len(blocks):
+            raise ConfigError(f"feature layer {layer} out of range (model has {len(blocks)} layers)")
+        self.module = blocks[layer].mlp.down_proj
+        width = int(self.module.in_features)
+        bad = [i for i in ids if not 0 <= i < width]
+        if bad:
+            raise ConfigError(f"neuron ids {bad} out of range at layer {layer} (d_mlp={width})")
+        self.ids = list(ids)
+
+    def read_hook(self, store: dict[str, Any]) -> Any:
+        def hook(module: Any, args: tuple[Any, ...]) -> None:
+            if store["state"]["in_base"]:
+                store["value"] = args[0][..., self.ids].detach()
+        return self.module.register_forward_pre_hook(hook)
+
+    def patch_hook(self, new_value: Any) -> Any:
+        """``new_value(current [.., k]) -> tensor [.., k]`` or None (leave untouched)."""
+        def hook(module: Any, args: tuple[Any, ...]) -> Any:
+            h = args[0]
+            new = new_value(h[..., self.ids])
+            if new is None:
+                return None
+            h = h.clone()
+            h[..., self.ids] = new.to(h.dtype)
+            return (h, *args[1:])
+        return self.module.register_forward_pre_hook(hook)
+
+
+class TranscoderSite:
+    """Transcoder features of one layer: read from the MLP input, written to the MLP output."""
+
+    name = "transcoder"
+
+    def __init__(self, hf: Any, layer: int, ids: Sequence[int], transcoder: Any) -> None:
+        blocks = _hooks.decoder_layers(hf)
+        if not 0 <= layer < len(blocks):
+            raise ConfigError(f"feature layer {layer} out of range (model has {len(blocks)} layers)")
+        self.module = blocks[layer].mlp
+        self.tc = transcoder
+        width = int(transcoder.d_transcoder)
+        bad = [i for i in ids if not 0 <= i < width]
+        if bad:
+            raise ConfigError(f"transcoder feature ids {bad} out of range at layer {layer} "
+                              f"(d_transcoder={width})")
+        self.ids = list(ids)
+
+    def _acts(self, x: Any) -> Any:
+        return self.tc.encode(x)[..., self.ids]
+
+    def read_hook(self, store: dict[str, Any]) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            if store["state"]["in_base"]:
+                store["value"] = self._acts(args[0]).detach()
+        return self.module.register_forward_hook(hook)
+
+    def patch_hook(self, new_value: Any) -> Any:
+        import torch
+
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            acts = self._acts(args[0])
+            new = new_value(acts)
+            if new is None:
+                return None
+            ids = torch.tensor(self.ids, device=acts.device)
+            w_dec = self.tc._get_decoder_vectors(ids).to(output.dtype)  # [k, d_model]
+            return output + (new.to(output.dtype) - acts.to(output.dtype)) @ w_dec
+        return self.module.register_forward_hook(hook)
+
+
+def _base_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    inputs = dict(kwargs)
+    if args:
+        inputs.setdefault("input_ids", args[0])
+    keep = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "cache_position")
+    return {k: inputs[k] for k in keep if inputs.get(k) is not None}
+
+
+@contextlib.contextmanager
+def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float = 0.0,
+               base: LoadedModel | None = None, site_name: str = "features",
+               features: Sequence[FeatureRef] = ()) -> Iterator[LoadedModel]:
+    """Hooks ``sites`` on ``model.model`` for the duration of the block (see module docstring)."""
+    import torch
+
+    if mode not in MODES:
+        raise ConfigError(f"intervention mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "base" and base is None:
+        raise ConfigError('intervention mode "base" needs the base model (base=...)')
+    hf = model.model
+    handles: list[Any] = []
+    state: dict[str, Any] = {"in_base": False, "cache": None}
+    stores: list[dict[str, Any]] = [{"state": state} for _ in sites]  # read only in base runs
+
+    def maker(i: int) -> Any:
+        def new_value(current: Any) -> Any:
+            if state["in_base"]:  # the base run of a model paired with itself: leave it alone
+                return None
+            if mode == "zero":
+                return torch.zeros_like(current)
+            if mode == "scale":
+                return current * float(scale)
+            value = stores[i].get("value")
+            if value is None or value.shape != current.shape:
+                raise RuntimeError(
+                    "base-patching: the base model's activations do not match the intervention's "
+                    f"({None if value is None else tuple(value.shape)} vs {tuple(current.shape)})")
+            return value
+        return new_value
+
+    if mode == "base":
+        assert base is not None
+        base_sites = [type(s)(base.model, *_site_args(s, model)) for s in sites]
+        base_handles = [s.read_hook(store) for s, store in zip(base_sites, stores)]
+        handles.extend(base_handles)
+
+        def run_base(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if state["in_base"]:
+                return
+            inputs = _base_inputs(args, kwargs)
+            past = kwargs.get("past_key_values")
+            fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
+            use_cache = past is not None
+            if fresh:
+                state["cache"] = None
+                if use_cache:
+                    from transformers import DynamicCache
+
+                    state["cache"] = DynamicCache()
+            state["in_base"] = True
+            try:
+                with torch.no_grad():
+                    base.model(**inputs, past_key_values=state["cache"], use_cache=use_cache)
+            finally:
+                state["in_base"] = False
+
+        handles.append(hf.register_forward_pre_hook(run_base, with_kwargs=True))
+    try:
+        for i, s in enumerate(sites):
+            handles.append(s.patch_hook(maker(i)))
+        yield dataclasses.replace(
+            model, model_id=intervened_id(model, features, mode, scale, base, site_name))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _site_args(site: Any, model: LoadedModel) -> tuple[Any, ...]:
+    layer = next(i for i, b in enumerate(_hooks.decoder_layers(model.model))
+                 if site.module is b.mlp or site.module is b.mlp.down_proj)
+    if isinstance(site, TranscoderSite):
+        return layer, site.ids, site.tc
+    return layer, site.ids

@@ -1,0 +1,116 @@
+"""The causal-share estimator on synthetic numbers (no torch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from md_framework.pipeline.causal import causal_share, confirm_causally
+from md_framework.types import EffectSize, FeatureRef, Hypothesis, TestCase, ValidationResult
+
+
+def test_share_is_the_ratio_of_prompt_averaged_effects() -> None:
+    base = [0.0, 0.1, 0.2, 0.0]
+    inter = [1.0, 0.9, 0.8, 1.0]
+    ablated = [0.5, 0.6, 0.3, 0.4]
+    est = causal_share(base, inter, ablated, n_bootstrap=500, seed=3)
+    expected = np.mean(np.subtract(inter, ablated)) / np.mean(np.subtract(inter, base))
+    assert est.effect is not None and math.isclose(est.effect.estimate, expected)
+    assert est.effect.name == "causal_share" and est.n == 4
+    assert est.effect.ci_low <= est.effect.estimate <= est.effect.ci_high
+
+
+def test_full_and_null_shares_and_a_seeded_ci() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 0.1, 40)
+    inter = base + 1.0 + rng.normal(0.0, 0.1, 40)
+    full = causal_share(base, inter, base)  # features restore the base value exactly
+    none = causal_share(base, inter, inter)  # features change nothing
+    assert full.effect.estimate == pytest.approx(1.0) and none.effect.estimate == 0.0
+    half = inter - 0.5 * (inter - base) + rng.normal(0.0, 0.05, 40)
+    a = causal_share(base, inter, half, seed=7)
+    b = causal_share(base, inter, half, seed=7)
+    assert a.effect == b.effect  # seeded: reproducible
+    assert a.effect.ci_low < 0.5 < a.effect.ci_high and a.effect.ci_high - a.effect.ci_low < 0.2
+
+
+def test_near_zero_denominator_gives_no_share() -> None:
+    base = [0.2, 0.3, 0.4]
+    inter = [0.2001, 0.2999, 0.4001]
+    est = causal_share(base, inter, [0.0, 0.0, 0.0], min_denominator=0.05)
+    assert est.effect is None and "below" in est.reason
+    assert causal_share([], [], []).effect is None
+
+
+def test_replicates_with_tiny_denominators_are_dropped() -> None:
+    # one prompt carries the whole effect: most resamples miss it and have no denominator
+    base = [0.0] * 10
+    inter = [0.0] * 9 + [1.0]
+    est = causal_share(base, inter, [0.0] * 9 + [0.5], min_denominator=0.05, n_bootstrap=400)
+    assert est.effect.estimate == pytest.approx(0.5)
+    assert est.dropped_replicates > 0
+
+
+class FakeMetric:
+    name = "m"
+    min_change = 0.0
+
+    def measure(self, model, cases):
+        from md_framework.runtime import MetricReading
+
+        return [MetricReading(value=model.model["value"]) for _ in cases]
+
+
+class FakeTracer:
+    """Features move the intervention model's metric 40% of the way back to base."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def intervened_model(self, model, features, mode="zero", scale=0.0, base=None):
+        import contextlib
+        import dataclasses
+
+        self.calls.append((mode, tuple(features)))
+
+        @contextlib.contextmanager
+        def cm():
+            v = model.model["value"]
+            yield dataclasses.replace(model, model={"value": v - 0.4 * (v - base.model["value"])},
+                                      model_id=model.model_id + "~x")
+        return cm()
+
+
+def _models():
+    from md_framework.runtime import LoadedModel, ModelSpec
+
+    return {"base": LoadedModel({"value": 0.0}, None, "b", ModelSpec(source="b")),
+            "intervention": LoadedModel({"value": 1.0}, None, "i", ModelSpec(source="i"))}
+
+
+def _result(hid: str, decision: bool, features: list[FeatureRef]) -> ValidationResult:
+    h = Hypothesis(id=hid, hypothesis_type="t", description="d", metric="m",
+                   source_features=features)
+    return ValidationResult(hypothesis=h, test_name="x", decision=decision, n=3,
+                            effect_size=EffectSize(name="cohens_dz", estimate=1.0))
+
+
+def test_confirm_causally_fills_only_validated_feature_hypotheses() -> None:
+    f = [FeatureRef(layer=0, feature=1)]
+    results = [_result("a", True, f), _result("b", False, f), _result("c", True, [])]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    tracer = FakeTracer()
+    spent = []
+    out = confirm_causally(results, tracer, _models(), {"m": FakeMetric()},
+                           lambda h: (cases, "fresh"), on_measured=spent.append)
+    assert out[0].causal_share.estimate == pytest.approx(0.4)
+    assert out[1].causal_share is None and out[2].causal_share is None
+    assert tracer.calls == [("base", tuple(f))] and spent == [15]
+    assert "causal share 0.40" in out[0].notes[-1]
+
+
+def test_tracer_without_the_capability_is_skipped() -> None:
+    results = [_result("a", True, [FeatureRef(layer=0, feature=1)])]
+    assert confirm_causally(results, object(), _models(), {"m": FakeMetric()}, lambda h: []) == results
