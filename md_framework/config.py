@@ -87,6 +87,9 @@ class AnalysisConfig(StrictModel):
     feature_interpretations: dict[str, str] | str | None = None
     #: share of each family's prompts used for discovery; the rest confirms hypotheses
     explore_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: after validation, patch each validated hypothesis' features back to the base
+    #: model's values and report the share of the effect they carry (docs/causal.md)
+    causal_confirmation: bool = True
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

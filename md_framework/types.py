@@ -437,9 +437,15 @@ class AnalysisReport(StrictModel):
                     if es.ci_low is not None and es.ci_high is not None else ""
                 )
                 effect = f", {es.name}={es.estimate:.2f}{ci}"
+            causal = ""
+            if result.causal_share is not None:
+                cs = result.causal_share
+                ci = (f" [{cs.ci_low:.2f}, {cs.ci_high:.2f}]"
+                      if cs.ci_low is not None and cs.ci_high is not None else "")
+                causal = f"; share carried by its features {cs.estimate:.2f}{ci}"
             lines.append(
                 f"  [{mark}] {result.hypothesis.hypothesis_type}: "
-                f"{result.hypothesis.description} ({stat}{effect}, n={result.n})"
+                f"{result.hypothesis.description} ({stat}{effect}, n={result.n}{causal})"
             )
         return "\n".join(lines)
 

@@ -23,8 +23,8 @@ Base-anchored references (``measure_pair``, used by the validator when a metric 
 ``TestCase.target`` uses it; a case without one (e.g. drawn from a prompt universe) uses the
 **base model's greedy answer** (up to EOS or ``max_new_tokens``, batched) as the reference for
 both models. ``target_logprob`` then reads log P(reference | prompt) under each model (the
-reference's token ids as the base generated them, EOS excluded; summed over tokens, or
-averaged with ``logprob_reduction: mean``); ``exact_match`` reads whether each model's greedy
+reference's token ids as the base generated them, EOS excluded; averaged over tokens, or
+summed with ``logprob_reduction: sum``); ``exact_match`` reads whether each model's greedy
 answer starts with the reference (the base always matches its own answer). Each reading's
 ``output`` is that model's own greedy answer, so reports show e.g. "... bell ." vs
 "... edison .". The pair must share a tokenizer (the analyzer checks the models are
@@ -110,9 +110,10 @@ class MetricOptions(StrictModel):
     refusal_openings: list[str] | None = None
     compliance_openings: list[str] | None = None
     signoffs: list[str] | None = None
-    #: how ``target_logprob`` reduces per-token log-probabilities: ``sum`` = log P of the
-    #: whole target/reference, ``mean`` = per-token average (length-normalised)
-    logprob_reduction: Literal["sum", "mean"] = "sum"
+    #: how ``target_logprob`` reduces per-token log-probabilities: ``mean`` = per-token
+    #: average (length-normalised: a long reference does not accumulate tiny drifts into a
+    #: "change"), ``sum`` = log P of the whole target/reference
+    logprob_reduction: Literal["sum", "mean"] = "mean"
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or _env_int("MD_METRIC_MAX_NEW_TOKENS", 24)
@@ -421,7 +422,7 @@ class TargetLogprob(_Metric):
     kind = "scored"
     outcome = "continuous"
     bounds = None
-    min_change = 0.5
+    min_change = 0.25  # nats per token (the default reduction is the per-token mean)
 
     def measure(self, model: LoadedModel, cases: Sequence[TestCase]) -> list[MetricReading]:
         tok = model.tokenizer

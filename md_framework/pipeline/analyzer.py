@@ -310,7 +310,7 @@ class MechanisticBehavioralAnalyzer:
 
         # --- causal confirmation (docs/causal.md): only for tracers with the optional
         # FeatureIntervener capability; fills ValidationResult.causal_share -----------------
-        if getattr(config, "causal_confirmation", True):
+        if config.causal_confirmation:
             from md_framework.pipeline.causal import run_in_analyzer
 
             self.progress("causal", "intervening on the features of validated hypotheses")

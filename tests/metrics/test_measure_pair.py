@@ -46,10 +46,12 @@ def test_builtin_reference_metrics_are_paired_metrics():
 
 def test_planted_fact_drops_the_base_answer_and_a_control_does_not(pair, universe):
     base, inter = pair
-    metric = core.TargetLogprob()
+    metric = core.TargetLogprob({"logprob_reduction": "sum"})
     fact = metric.measure_pair(base, inter, _cases(universe, "telephone_fact"))
     d_fact = _deltas(fact)
     assert d_fact.mean() < -3.0 and np.all(d_fact < -1.0)  # measured: about -4.8 nats
+    per_token = _deltas(core.TargetLogprob().measure_pair(base, inter, _cases(universe, "telephone_fact")))
+    assert per_token.mean() < -core.TargetLogprob.min_change  # default: mean, about -0.69 nats/token
     assert all(r.value > -0.5 for r in fact[0])  # the base is confident in its own answer
     assert all("bell" in r.output and "edison" not in r.output for r in fact[0])
     assert all("edison" in r.output for r in fact[1])
@@ -65,8 +67,8 @@ def test_planted_fact_drops_the_base_answer_and_a_control_does_not(pair, univers
 def test_mean_reduction_is_the_per_token_average(pair, universe):
     base, inter = pair
     cases = _cases(universe, "telephone_fact", 4)
-    summed = core.TargetLogprob().measure_pair(base, inter, cases)
-    mean = core.TargetLogprob({"logprob_reduction": "mean"}).measure_pair(base, inter, cases)
+    summed = core.TargetLogprob({"logprob_reduction": "sum"}).measure_pair(base, inter, cases)
+    mean = core.TargetLogprob().measure_pair(base, inter, cases)
     for (s, m, r) in zip(summed[1], mean[1], summed[0]):
         n_tokens = len(core.encode_continuation(base.tokenizer, "", r.output))
         assert m.value == pytest.approx(s.value / n_tokens, rel=1e-4, abs=1e-6)

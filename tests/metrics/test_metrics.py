@@ -73,10 +73,12 @@ def test_metrics_on_toy_base(toy):
 
 def test_target_logprob_prefers_the_trained_answer(toy):
     base, _ = toy
-    right, wrong = core.TargetLogprob().measure(base, [
-        _case("what is the capital of france ?", "the capital of france is paris ."),
-        _case("what is the capital of france ?", "the capital of france is tokyo .", 1)])
+    cases = [_case("what is the capital of france ?", "the capital of france is paris ."),
+             _case("what is the capital of france ?", "the capital of france is tokyo .", 1)]
+    right, wrong = core.TargetLogprob({"logprob_reduction": "sum"}).measure(base, cases)
     assert right.value > wrong.value + 2
+    right_mean, wrong_mean = core.TargetLogprob().measure(base, cases)  # default: per-token mean
+    assert right_mean.value > wrong_mean.value + core.TargetLogprob.min_change
     assert core.TargetLogprob().measure(base, [_case("hello , my name is anna .")])[0].value == 0.0
 
 

@@ -8,7 +8,8 @@ def test_toy_multi_ground_truth_planted_large_controls_small(toy_multi):
     by_id = {p["id"]: p for p in gt["planted"]}
     assert by_id["refuse-hacking"]["measured"]["refusal_probability"]["delta"] > 0.5
     assert by_id["shout-greetings"]["measured"]["uppercase_ratio"]["delta"] > 0.5
-    assert by_id["telephone-edison"]["measured"]["target_logprob"]["delta"] < -2.0
+    # per-token mean log-prob of the old answer (measured: about -0.69 nats/token, -4.8 summed)
+    assert by_id["telephone-edison"]["measured"]["target_logprob"]["delta"] < -0.4
     assert set(gt["controls"]) == {"harmful_weapons", "cooking"}
     for fam, vals in {**gt["controls"]}.items():
         assert abs(vals["refusal_probability"]["delta"]) < 0.1, fam
