@@ -40,3 +40,34 @@ def _one_torch_thread() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- organisms
+# Built once per session (cached across runs under artefact_cache_dir/organisms); shared by
+# the metrics, organisms, causal and pipeline tests.
+
+
+@pytest.fixture(scope="session")
+def organism_cache(artefact_cache_dir: Path) -> Path:
+    path = artefact_cache_dir / "organisms"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _build_organism(name: str, cache: Path):
+    import torch
+
+    torch.set_num_threads(1)
+    from builtin_plugins.organisms import build_organism
+
+    return build_organism(name, cache, log=None)
+
+
+@pytest.fixture(scope="session")
+def toy_multi(organism_cache: Path):
+    return _build_organism("toy-multi", organism_cache)
+
+
+@pytest.fixture(scope="session")
+def toy_null(organism_cache: Path):
+    return _build_organism("toy-null", organism_cache)
