@@ -373,7 +373,12 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
                 "traceback": traceback.format_exc(limit=5), "wall_s": time.time() - t0}
     prompt_family = {p: f for f, ps in universe.items() for p in ps}
     discoveries = [discovery_from_validation(r, prompt_family) for r in report.validated()]
-    return {"status": "ok", "discoveries": discoveries,
+    hypotheses = [{"type": h.hypothesis_type, "metric": h.metric, "direction": h.direction,
+                   "families": list(h.families), "priority": round(h.priority, 3),
+                   "validated": any(r.hypothesis.id == h.id and r.decision
+                                    for r in report.validation_results)}
+                  for h in report.hypotheses]
+    return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
             "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0}
 
@@ -494,6 +499,18 @@ def markdown(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -> st
             err = (r.get("error") or "").replace("|", "/").splitlines()[0][:90] if r.get("error") else ""
             lines.append(f"| {r['organism']} | {r['seed']} | {r['method']} | {r['status']}: {err} "
                          "| — | — | — | — | — | — | — |")
+    pipeline = [r for r in rows if r["method"] == "pipeline" and r["status"] == "ok"
+                and (r.get("details") or {}).get("hypotheses") is not None]
+    if pipeline:  # what discovery proposed, planted or null, before any validation
+        lines += ["", "| organism | seed | pipeline hypotheses | max priority | top hypothesis |",
+                  "|---|---|---|---|---|"]
+        for r in pipeline:
+            hyps = r["details"]["hypotheses"]
+            top = max(hyps, key=lambda h: h["priority"]) if hyps else None
+            label = (f"{top['type']} / {top['metric']} / {','.join(top['families'])}"
+                     if top else "—")
+            lines.append(f"| {r['organism']} | {r['seed']} | {len(hyps)} | "
+                         f"{_fmt(top['priority']) if top else '—'} | {label} |")
     lines += ["", "| organism | seed | ratio | value | note |", "|---|---|---|---|---|"]
     for r in ratio_rows:
         lines.append(f"| {r['organism']} | {r['seed']} | {r['ratio']} | {_fmt(r['value'])} | {r['note']} |")

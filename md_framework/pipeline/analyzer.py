@@ -426,8 +426,32 @@ class MechanisticBehavioralAnalyzer:
             "decreased": sum(1 for c in significant if c.mean_delta < 0),
         }
 
+    def save_example_graphs(self, report: AnalysisReport, limit: int = 6) -> list[str]:
+        """Keep one traced prompt's base and intervention graphs per family a hypothesis
+        names (validated ones first) as ``graphs/<family>.{base,intervention}.json``; report
+        plugins export them for circuit-tracer's viewer."""
+        assert self.run_dir is not None
+        base_graphs, intervention_graphs = self.graphs
+        by_family = {}
+        for b, i in zip(base_graphs, intervention_graphs):
+            by_family.setdefault(b.family, (b, i))
+        ordered = sorted(report.validation_results, key=lambda r: not r.decision)
+        families = [f for r in ordered for f in r.hypothesis.families]
+        saved: list[str] = []
+        for family in dict.fromkeys(families):
+            if family in by_family and len(saved) < limit:
+                folder = self.run_dir / "graphs"
+                folder.mkdir(exist_ok=True)
+                name = "".join(c if c.isalnum() or c in "-_" else "-" for c in family)
+                b, i = by_family[family]
+                _write_atomic(folder / f"{name}.base.json", b.model_dump_json(indent=1))
+                _write_atomic(folder / f"{name}.intervention.json", i.model_dump_json(indent=1))
+                saved.append(name)
+        return saved
+
     def write_report(self, report: AnalysisReport, hooks: Hooks) -> None:
         if self.run_dir is not None:
+            self.save_example_graphs(report)
             _write_atomic(self.run_dir / "report.json", report.model_dump_json(indent=2))
             _write_atomic(self.run_dir / "summary.txt", report.summary_text() + "\n")
         hooks.call("md_report_ready", report=report, out_dir=self.run_dir)

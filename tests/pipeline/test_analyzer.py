@@ -86,3 +86,31 @@ def test_incompatible_pair_is_refused_before_tracing() -> None:
                     architecture={"hidden_size": 32})
     with pytest.raises(ConfigError, match=r"hidden_size: 64 vs 32.*vocabularies differ"):
         check_pair_compatible(a, b)
+
+
+def test_demo_dashboard_shows_every_section(demo_run) -> None:
+    """After md analyze on the demo, report.html is self-contained and shows every section;
+    where a headless Chromium is installed, it also renders there without console errors."""
+    import re
+    import shutil
+    import subprocess
+
+    _, report, run_dir = demo_run
+    html = (run_dir / "report.html").read_text()
+    for section in ("overview", "plots", "hypotheses", "fdr", "bandit", "changes", "exports"):
+        assert f'id="{section}"' in html, section
+    assert "<script" not in html
+    # nothing is fetched from the network (a link to circuit-tracer's local viewer is fine)
+    assert not re.search(r'(src|href)="https?://(?!localhost)', html)
+    assert html.count('src="data:image/png;base64,') >= 4
+    assert sorted((run_dir / "graphs").glob("*.base.json")), "example graphs for the viewer"
+    browser = next((b for b in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if b), None)
+    if browser is None:
+        pytest.skip("no headless Chromium on PATH (CI installs Debian's chromium)")
+    run = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr",
+                          "--v=0", "--dump-dom", (run_dir / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0
+    assert not [line for line in run.stderr.splitlines()
+                if re.search(r"CONSOLE[:(]|Uncaught|Refused to|Failed to load resource", line)]
+    assert 'id="hypotheses"' in run.stdout
