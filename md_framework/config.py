@@ -41,6 +41,11 @@ class ExplorationConfig(StrictModel):
     #: what a pull is credited with: the change in log-evidence, the information gained
     #: about the decision, or the remaining uncertainty (docs/validation.md)
     reward: Literal["evidence", "information_gain", "uncertainty"] = "evidence"
+    #: explore around validated hypotheses: split multi-family ones by family and retrace
+    #: their families with more discovery prompts (docs/validation.md, "Refinement")
+    refine: bool = True
+    max_new_hypotheses: int = Field(default=6, ge=0)
+    refine_prompts_per_family: int = Field(default=4, ge=0)
 
 
 class UniverseConfig(StrictModel):

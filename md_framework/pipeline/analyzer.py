@@ -221,7 +221,8 @@ class MechanisticBehavioralAnalyzer:
         self.models = {"base": base, "intervention": intervention}
         return base, intervention
 
-    def trace(self, prompts: Sequence[tuple[str, str]]) -> tuple[list[CircuitGraph], list[CircuitGraph]]:
+    def trace(self, prompts: Sequence[tuple[str, str]], *, keep: bool = True
+              ) -> tuple[list[CircuitGraph], list[CircuitGraph]]:
         from md_framework.cache import ArtifactCache
         from md_framework.drivers import create_driver
         from md_framework.tracing import trace_pair
@@ -244,9 +245,10 @@ class MechanisticBehavioralAnalyzer:
         finally:
             executor.close()
         base_graphs, intervention_graphs = list(pair.base), list(pair.intervention)
-        self.trace_stats = {"base": pair.base.stats.as_dict(),
-                            "intervention": pair.intervention.stats.as_dict()}
-        self.graphs = (base_graphs, intervention_graphs)
+        if keep:
+            self.trace_stats = {"base": pair.base.stats.as_dict(),
+                                "intervention": pair.intervention.stats.as_dict()}
+            self.graphs = (base_graphs, intervention_graphs)
         return base_graphs, intervention_graphs
 
     def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> dict[str, Any]:
@@ -305,7 +307,8 @@ class MechanisticBehavioralAnalyzer:
                    summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
-        exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations)
+        refiner = self.refiner(hooks, explore, seeds) if config.exploration.refine else None
+        exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations, refiner)
         self.exploration = exploration
 
         # --- causal confirmation (docs/causal.md): only for tracers with the optional
@@ -323,9 +326,10 @@ class MechanisticBehavioralAnalyzer:
             intervention_model_id=intervention.model_id,
             circuit_statistics=self.circuit_statistics(diff, base_graphs, intervention_graphs),
             patterns=patterns,
-            hypotheses=hypotheses,
+            hypotheses=exploration.hypotheses,  # with the refinements, in decision order
             validation_results=exploration.results,
-            costs=Costs(behaviour_queries=exploration.queries, traced_prompts=2 * len(seeds),
+            costs=Costs(behaviour_queries=exploration.queries,
+                        traced_prompts=2 * (len(seeds) + (refiner.traced_prompts if refiner else 0)),
                         wall_time_s=time.perf_counter() - started),
             circuit_diff=diff,
             fdr_trace=exploration.fdr_trace,
@@ -342,6 +346,7 @@ class MechanisticBehavioralAnalyzer:
         explore: Mapping[str, Sequence[str]],
         confirm: Mapping[str, Sequence[str]],
         interpretations: Mapping[str, list[FeatureInterpretation]],
+        refiner: Any = None,
     ) -> Any:
         from md_framework.drivers import create_driver
         from md_framework.pipeline.explorer import ActiveCircuitExplorer
@@ -371,9 +376,14 @@ class MechanisticBehavioralAnalyzer:
                 f.key: contexts.get(f.key, []) for f in hypothesis.source_features
                 if contexts.get(f.key)
             }
+            excluded = formed_from
+            parent_id = refiner.parents.get(hypothesis.id) if refiner is not None else None
+            if parent_id is not None:  # a refinement is never confirmed on its parent's prompts
+                parent = next(h for h in explorer.order if h.id == parent_id)
+                excluded = excluded | {c.prompt for c in pool.tests_for(parent)}
             return TestGenerationContext(
                 universe={f: list(p) for f, p in confirm.items()},
-                feature_contexts=feature_contexts, excluded_prompts=formed_from,
+                feature_contexts=feature_contexts, excluded_prompts=excluded,
                 seed=config.seed,
             )
 
@@ -385,6 +395,7 @@ class MechanisticBehavioralAnalyzer:
             batch_size=config.exploration.batch_size,
             cases_per_pull=config.exploration.cases_per_pull, reward=config.exploration.reward,
             n_per_hypothesis=config.n_test_prompts_per_hypothesis,
+            on_validated=refiner, max_new_hypotheses=config.exploration.max_new_hypotheses,
         )
         self._causal_inputs = (validator, pool)  # causal confirmation: metrics, used prompts
         try:
@@ -401,6 +412,27 @@ class MechanisticBehavioralAnalyzer:
         finally:
             if ledger is not None:
                 ledger.close()
+
+    def refiner(self, hooks: Hooks, explore: Mapping[str, Sequence[str]],
+                seeds: Sequence[tuple[str, str]]) -> Any:
+        from md_framework.pipeline.diff import diff_graph_sets
+        from md_framework.pipeline.discovery import discover
+        from md_framework.pipeline.refine import Refiner
+
+        base, intervention = self.models["base"], self.models["intervention"]
+
+        def rediscover(base_graphs: list[CircuitGraph], intervention_graphs: list[CircuitGraph]
+                       ) -> list[Hypothesis]:
+            diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
+                                   intervention.model_id,
+                                   dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
+            return discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
+
+        return Refiner(
+            explore=explore, traced=seeds, graphs=self.graphs,
+            trace=lambda prompts: self.trace(prompts, keep=False), rediscover=rediscover,
+            prompts_per_family=self.config.exploration.refine_prompts_per_family,
+        )
 
     @staticmethod
     def circuit_statistics(diff: CircuitDiff, base_graphs: Sequence[CircuitGraph],

@@ -114,3 +114,18 @@ def test_demo_dashboard_shows_every_section(demo_run) -> None:
     assert not [line for line in run.stderr.splitlines()
                 if re.search(r"CONSOLE[:(]|Uncaught|Refused to|Failed to load resource", line)]
     assert 'id="hypotheses"' in run.stdout
+
+
+def test_validated_multi_family_hypotheses_are_split_and_decided_after_their_parent(demo_run) -> None:
+    _, report, _ = demo_run
+    order = [record.hypothesis_id for record in report.fdr_trace]
+    children = [h for h in report.hypotheses if "refine:split" in h.provenance]
+    assert children, "a validated multi-family hypothesis should be split by family"
+    for child in children:
+        parent_id = child.id.split("/split:")[0]
+        assert len(child.families) == 1
+        assert order.index(parent_id) < order.index(child.id)  # decided once, after its parent
+    # the planted fact change sits in telephone_fact, not in the family it was bundled with
+    decided = {r.hypothesis.id: r.decision for r in report.validation_results}
+    split_fact = [c for c in children if c.families == ["telephone_fact"]]
+    assert split_fact and decided[split_fact[0].id]
