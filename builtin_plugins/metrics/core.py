@@ -351,8 +351,9 @@ class _Generated(_Metric):
             for (text, n), case in zip(answers, cases)
         ]
 
+    @abstractmethod
     def score(self, text: str, n_tokens: int, case: TestCase, model: LoadedModel) -> float:
-        raise NotImplementedError
+        """The metric's value for one generated answer of ``n_tokens`` tokens."""
 
 
 class RefusalProbability(_Metric):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
-from md_framework.errors import ConfigError, MDError, did_you_mean
+from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.runtime import LoadedModel, ModelLoadOptions, TestGenerationContext
 from md_framework.types import (
@@ -259,10 +259,9 @@ class MechanisticBehavioralAnalyzer:
             "corpus": {f: list(p) for f, p in explore.items()},
             "config": self.config,
         }
-        try:
-            context["tracer"] = create_driver("tracer", self.config.tracer, self._tracer_options())
-        except MDError:
-            pass
+        # the tracer driver was already built and used for tracing: its creation cannot fail
+        # here, and interpreters use it to compute feature activations when it can
+        context["tracer"] = create_driver("tracer", self.config.tracer, self._tracer_options())
         user = load_user_interpretations(self.config.feature_interpretations)
         if user:
             context["user_interpretations"] = user
