@@ -1,6 +1,7 @@
-"""File-level helpers of the artefact cache: hashing, safetensors header checks, fsync.
+"""File-level helpers: atomic text writes, hashing, safetensors header checks, fsync.
 
-Split from :mod:`md_framework.cache` to keep modules small; standard library only.
+Used by the artefact cache (:mod:`md_framework.cache`), the analyzer's run directory and the
+plugins that write reports or metadata; standard library only.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,25 @@ def _remove_path(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix.
+
+    A uniquely named temporary file in the same directory (safe with concurrent writers) is
+    written, fsynced, given ``mode`` (mkstemp makes 0600; run outputs are meant to be read
+    and shared) and ``os.replace``-d over ``path``; it is removed if anything fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from md_framework.cache_files import write_text_atomic
 from md_framework.errors import ConfigError
 from md_framework.types import SCHEMA_VERSION, AnalysisReport, CircuitGraph
 
 REPORT_FILE = "report.json"
 #: Where :func:`save_graph_pair` puts per-prompt graphs (our own ``CircuitGraph`` JSON).
 GRAPHS_DIR = "graphs"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_path(path: str | os.PathLike[str]) -> Path:
@@ -43,7 +30,7 @@ def report_path(path: str | os.PathLike[str]) -> Path:
 def save_report(report: AnalysisReport, out_dir: str | os.PathLike[str]) -> Path:
     """Write ``report`` to ``out_dir/report.json`` (atomically); returns the path."""
     path = Path(out_dir) / REPORT_FILE
-    _atomic_write(path, report.model_dump_json(indent=2))
+    write_text_atomic(path, report.model_dump_json(indent=2))
     return path
 
 
@@ -81,7 +68,7 @@ def save_graph_pair(
     folder = Path(out_dir) / GRAPHS_DIR
     paths = (folder / f"{safe}.base.json", folder / f"{safe}.intervention.json")
     for graph, path in zip((base, intervention), paths):
-        _atomic_write(path, graph.model_dump_json(indent=1))
+        write_text_atomic(path, graph.model_dump_json(indent=1))
     return paths
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from md_framework.cache_files import write_text_atomic
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
@@ -83,15 +84,6 @@ def set_torch_threads(threads: int | None) -> int:
         return n
     torch.set_num_threads(n)
     return n
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _vocab(tokenizer: Any) -> dict[str, int] | None:
@@ -475,14 +467,14 @@ class MechanisticBehavioralAnalyzer:
                 folder.mkdir(exist_ok=True)
                 name = "".join(c if c.isalnum() or c in "-_" else "-" for c in family)
                 b, i = by_family[family]
-                _write_atomic(folder / f"{name}.base.json", b.model_dump_json(indent=1))
-                _write_atomic(folder / f"{name}.intervention.json", i.model_dump_json(indent=1))
+                write_text_atomic(folder / f"{name}.base.json", b.model_dump_json(indent=1))
+                write_text_atomic(folder / f"{name}.intervention.json", i.model_dump_json(indent=1))
                 saved.append(name)
         return saved
 
     def write_report(self, report: AnalysisReport, hooks: Hooks) -> None:
         if self.run_dir is not None:
             self.save_example_graphs(report)
-            _write_atomic(self.run_dir / "report.json", report.model_dump_json(indent=2))
-            _write_atomic(self.run_dir / "summary.txt", report.summary_text() + "\n")
+            write_text_atomic(self.run_dir / "report.json", report.model_dump_json(indent=2))
+            write_text_atomic(self.run_dir / "summary.txt", report.summary_text() + "\n")
         hooks.call("md_report_ready", report=report, out_dir=self.run_dir)
