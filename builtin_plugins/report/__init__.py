@@ -3,13 +3,8 @@ circuit-tracer graph export. See docs/reports.md."""
 
 from __future__ import annotations
 
-from builtin_plugins.report.io import (
-    REPORT_FILE,
-    load_graph_pairs,
-    load_report,
-    save_graph_pair,
-    save_report,
-)
+from builtin_plugins.report.io import REPORT_FILE, load_report, save_report
+from md_framework.run_dir import load_graph_pairs, save_graph_pair
 
 __all__ = [
     "REPORT_FILE", "CircuitVisualizer", "export_graph_pair", "load_graph_pairs", "load_report",

@@ -14,11 +14,9 @@ from pathlib import Path
 
 from md_framework.cache_files import write_text_atomic
 from md_framework.errors import ConfigError
-from md_framework.types import SCHEMA_VERSION, AnalysisReport, CircuitGraph
+from md_framework.types import SCHEMA_VERSION, AnalysisReport
 
 REPORT_FILE = "report.json"
-#: Where :func:`save_graph_pair` puts per-prompt graphs (our own ``CircuitGraph`` JSON).
-GRAPHS_DIR = "graphs"
 
 
 def report_path(path: str | os.PathLike[str]) -> Path:
@@ -55,35 +53,3 @@ def load_report(path: str | os.PathLike[str]) -> AnalysisReport:
         return AnalysisReport.model_validate(data)
     except Exception as exc:  # pydantic.ValidationError: name the file
         raise ConfigError(f"{file}: not a valid AnalysisReport: {exc}") from None
-
-
-def save_graph_pair(
-    base: CircuitGraph, intervention: CircuitGraph, out_dir: str | os.PathLike[str], name: str
-) -> tuple[Path, Path]:
-    """Store one prompt's base and intervention graphs as ``DIR/graphs/NAME.{base,intervention}.json``.
-
-    The report renderer exports every pair found there in circuit-tracer's viewer format.
-    """
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "graph"
-    folder = Path(out_dir) / GRAPHS_DIR
-    paths = (folder / f"{safe}.base.json", folder / f"{safe}.intervention.json")
-    for graph, path in zip((base, intervention), paths):
-        write_text_atomic(path, graph.model_dump_json(indent=1))
-    return paths
-
-
-def load_graph_pairs(out_dir: str | os.PathLike[str]) -> list[tuple[str, CircuitGraph, CircuitGraph]]:
-    """Every ``(name, base, intervention)`` stored by :func:`save_graph_pair`, sorted by name."""
-    folder = Path(out_dir) / GRAPHS_DIR
-    pairs = []
-    for base_file in sorted(folder.glob("*.base.json")):
-        name = base_file.name[: -len(".base.json")]
-        other = folder / f"{name}.intervention.json"
-        if not other.is_file():
-            continue
-        pairs.append((
-            name,
-            CircuitGraph.model_validate_json(base_file.read_text(encoding="utf-8")),
-            CircuitGraph.model_validate_json(other.read_text(encoding="utf-8")),
-        ))
-    return pairs

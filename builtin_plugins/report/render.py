@@ -15,7 +15,7 @@ from md_framework.types import AnalysisReport
 from builtin_plugins.report import plots as _plots
 from builtin_plugins.report.graph_export import EXPORT_DIR, export_graph_pair
 from builtin_plugins.report.html import render_html, write_html
-from builtin_plugins.report.io import load_graph_pairs
+from md_framework.run_dir import load_graph_pairs
 
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"

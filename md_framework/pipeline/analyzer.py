@@ -24,6 +24,7 @@ from md_framework.cache_files import write_text_atomic
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
+from md_framework.run_dir import save_graph_pair
 from md_framework.runtime import LoadedModel, ModelLoadOptions, TestGenerationContext
 from md_framework.types import (
     AnalysisReport,
@@ -463,13 +464,8 @@ class MechanisticBehavioralAnalyzer:
         saved: list[str] = []
         for family in dict.fromkeys(families):
             if family in by_family and len(saved) < limit:
-                folder = self.run_dir / "graphs"
-                folder.mkdir(exist_ok=True)
-                name = "".join(c if c.isalnum() or c in "-_" else "-" for c in family)
-                b, i = by_family[family]
-                write_text_atomic(folder / f"{name}.base.json", b.model_dump_json(indent=1))
-                write_text_atomic(folder / f"{name}.intervention.json", i.model_dump_json(indent=1))
-                saved.append(name)
+                save_graph_pair(*by_family[family], self.run_dir, family)
+                saved.append(family)
         return saved
 
     def write_report(self, report: AnalysisReport, hooks: Hooks) -> None:

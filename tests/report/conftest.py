@@ -18,7 +18,7 @@ def report():
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     """A report directory as `md analyze` leaves it, rendered by md_report_ready."""
-    from builtin_plugins.report.io import save_graph_pair, save_report
+    from builtin_plugins.report import save_graph_pair, save_report
     from builtin_plugins.report.plugin import md_report_ready
 
     out = tmp_path_factory.mktemp("report")
