@@ -151,3 +151,48 @@ class TestGenerationContext:
     excluded_prompts: frozenset[str] = frozenset()
     seed: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def check_pair_compatible(base: LoadedModel, intervention: LoadedModel) -> None:
+    """Refuse pairs whose features and positions could not be compared by identity.
+
+    Compares the architecture facts the loaders record (type, widths, depth, vocabulary),
+    the tokenizers' vocabularies and their special tokens. Raises :class:`ConfigError`
+    naming what differs. The analyzer calls it before tracing; loaders and tracers reuse it.
+    """
+    from md_framework.errors import ConfigError
+
+    problems = []
+    for key in sorted(set(base.architecture) | set(intervention.architecture)):
+        a, b = base.architecture.get(key), intervention.architecture.get(key)
+        if a is not None and b is not None and a != b:
+            problems.append(f"{key}: {a!r} vs {b!r}")
+    vocab_a = _vocab(base.tokenizer)
+    vocab_b = _vocab(intervention.tokenizer)
+    if vocab_a is not None and vocab_b is not None and len(vocab_a) != len(vocab_b):
+        problems.append(f"tokenizer size: base {len(vocab_a)} vs intervention {len(vocab_b)}")
+    if vocab_a is not None and vocab_b is not None and vocab_a != vocab_b:
+        only_a = len(set(vocab_a) - set(vocab_b))
+        only_b = len(set(vocab_b) - set(vocab_a))
+        changed = sum(1 for t in set(vocab_a) & set(vocab_b) if vocab_a[t] != vocab_b[t])
+        problems.append(
+            f"tokenizer vocabularies differ ({only_a} tokens only in base, {only_b} only in"
+            f" intervention, {changed} with different ids)"
+        )
+    for attr in ("bos_token", "eos_token", "pad_token"):
+        token_a = getattr(base.tokenizer, attr, None)
+        token_b = getattr(intervention.tokenizer, attr, None)
+        if token_a != token_b:
+            problems.append(f"{attr}: base {token_a!r} vs intervention {token_b!r}")
+    if problems:
+        raise ConfigError(
+            f"incompatible model pair {base.spec.source} / {intervention.spec.source}: "
+            + "; ".join(problems)
+            + ". Both models must share architecture, dimensions and tokenizer so their"
+            " circuits can be compared node by node."
+        )
+
+
+def _vocab(tokenizer: Any) -> dict[str, int] | None:
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    return dict(get_vocab()) if callable(get_vocab) else None

@@ -25,7 +25,7 @@ from typing import Any
 
 from md_framework import hookimpl
 from md_framework.errors import ConfigError, MDError
-from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec
+from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec, check_pair_compatible
 
 from builtin_plugins.models._util import (
     cached_dir,
@@ -349,29 +349,9 @@ def _apply_adapter(loaded: LoadedModel, spec: ModelSpec, options: ModelLoadOptio
 
 
 def check_compatibility(a: LoadedModel, b: LoadedModel) -> dict[str, Any]:
-    """Raise :class:`ConfigError` unless ``a`` and ``b`` can be traced with one dictionary:
-    same architecture, dimensions and tokenizer (vocabulary and special tokens)."""
-    problems = []
-    for key in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_key_value_heads", "vocab_size"):
-        va, vb = a.architecture.get(key), b.architecture.get(key)
-        if va != vb:
-            problems.append(f"{key}: base {va!r} vs intervention {vb!r}")
-    ta, tb = a.tokenizer, b.tokenizer
-    if ta is not None and tb is not None:
-        if len(ta) != len(tb):
-            problems.append(f"tokenizer size: base {len(ta)} vs intervention {len(tb)}")
-        elif ta.get_vocab() != tb.get_vocab():
-            diff = sorted(set(ta.get_vocab().items()) ^ set(tb.get_vocab().items()))[:5]
-            problems.append(f"tokenizer vocabularies differ (e.g. {diff})")
-        for attr in ("bos_token", "eos_token", "pad_token"):
-            if getattr(ta, attr, None) != getattr(tb, attr, None):
-                problems.append(f"{attr}: base {getattr(ta, attr, None)!r} vs intervention "
-                                f"{getattr(tb, attr, None)!r}")
-    if problems:
-        raise ConfigError(
-            f"base model {a.model_id} and intervention model {b.model_id} are not compatible "
-            "(features cannot be aligned): " + "; ".join(problems))
+    """Raise :class:`ConfigError` unless ``a`` and ``b`` can be traced with one dictionary
+    (the kernel's :func:`md_framework.runtime.check_pair_compatible`); else a summary."""
+    check_pair_compatible(a, b)
     return {"compatible": True, "architecture": dict(a.architecture)}
 
 

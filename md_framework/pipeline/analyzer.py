@@ -25,7 +25,12 @@ from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, res
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import save_graph_pair
-from md_framework.runtime import LoadedModel, ModelLoadOptions, TestGenerationContext
+from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
+    LoadedModel,
+    ModelLoadOptions,
+    TestGenerationContext,
+    check_pair_compatible,
+)
 from md_framework.types import (
     AnalysisReport,
     CircuitDiff,
@@ -42,36 +47,6 @@ def _quiet(phase: str, message: str) -> None:
     return None
 
 
-def check_pair_compatible(base: LoadedModel, intervention: LoadedModel) -> None:
-    """Refuse pairs whose features and positions could not be compared by identity.
-
-    Compares the architecture facts the loaders record (type, widths, depth, vocabulary)
-    and the tokenizers' vocabularies. Raises :class:`ConfigError` naming what differs.
-    """
-    problems = []
-    for key in sorted(set(base.architecture) | set(intervention.architecture)):
-        a, b = base.architecture.get(key), intervention.architecture.get(key)
-        if a is not None and b is not None and a != b:
-            problems.append(f"{key}: {a!r} vs {b!r}")
-    vocab_a = _vocab(base.tokenizer)
-    vocab_b = _vocab(intervention.tokenizer)
-    if vocab_a is not None and vocab_b is not None and vocab_a != vocab_b:
-        only_a = len(set(vocab_a) - set(vocab_b))
-        only_b = len(set(vocab_b) - set(vocab_a))
-        changed = sum(1 for t in set(vocab_a) & set(vocab_b) if vocab_a[t] != vocab_b[t])
-        problems.append(
-            f"tokenizer vocabularies differ ({only_a} tokens only in base, {only_b} only in"
-            f" intervention, {changed} with different ids)"
-        )
-    if problems:
-        raise ConfigError(
-            f"incompatible model pair {base.spec.source} / {intervention.spec.source}: "
-            + "; ".join(problems)
-            + ". Both models must share architecture, dimensions and tokenizer so their"
-            " circuits can be compared node by node."
-        )
-
-
 def set_torch_threads(threads: int | None) -> int:
     """Set torch's CPU thread count (config ``threads``; default half the cores, at most 8).
 
@@ -85,11 +60,6 @@ def set_torch_threads(threads: int | None) -> int:
         return n
     torch.set_num_threads(n)
     return n
-
-
-def _vocab(tokenizer: Any) -> dict[str, int] | None:
-    get_vocab = getattr(tokenizer, "get_vocab", None)
-    return dict(get_vocab()) if callable(get_vocab) else None
 
 
 def build_universe(config: AnalysisConfig, hooks: Hooks) -> dict[str, list[str]]:
