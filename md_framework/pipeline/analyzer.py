@@ -150,6 +150,7 @@ class MechanisticBehavioralAnalyzer:
         self.universe: dict[str, list[str]] = {}
         self.graphs: tuple[list[CircuitGraph], list[CircuitGraph]] = ([], [])
         self.diff: CircuitDiff | None = None
+        self._context_tracer: Any = None
 
     # ------------------------------------------------------------------ set-up
     def _hooks(self) -> Hooks:
@@ -223,8 +224,11 @@ class MechanisticBehavioralAnalyzer:
             "config": self.config,
         }
         # the tracer driver was already built and used for tracing: its creation cannot fail
-        # here, and interpreters use it to compute feature activations when it can
-        context["tracer"] = create_driver("tracer", self.config.tracer, self._tracer_options())
+        # here, and interpreters use it to compute feature activations when it can. Built once:
+        # refinement asks for this context again, and a tracer may hold a loaded dictionary.
+        if self._context_tracer is None:
+            self._context_tracer = create_driver("tracer", self.config.tracer, self._tracer_options())
+        context["tracer"] = self._context_tracer
         user = load_user_interpretations(self.config.feature_interpretations)
         if user:
             context["user_interpretations"] = user
