@@ -90,6 +90,13 @@ class AnalysisConfig(StrictModel):
     #: user labels for features: {"layer:feature": "description"} or a path to a JSON file
     #: (that dict, or a Neuronpedia-style export)
     feature_interpretations: dict[str, str] | str | None = None
+    #: give the interpreters the tracer's feature readings during discovery: max-activating
+    #: contexts over the explore split (one forward pass per prompt) and the logit lens of
+    #: each feature's decoder direction. Off by default: on the toy organisms their family
+    #: and refusal/harm tags merge unrelated features into broad hypotheses (measured: the
+    #: demo then misses the planted telephone_fact change). Feature-driven *test* prompts
+    #: use the tracer's readings either way (docs/validation.md).
+    interpret_activations: bool = False
     #: share of each family's prompts used for discovery; the rest confirms hypotheses
     explore_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     #: after validation, patch each validated hypothesis' features back to the base

@@ -61,6 +61,30 @@ class FeatureIntervener(Protocol):
                          ) -> AbstractContextManager[LoadedModel]: ...
 
 
+@runtime_checkable
+class FeatureReader(Protocol):
+    """Optional tracer capability: read the tracer's own features without attribution.
+
+    ``feature_activations(model, prompts, features)`` returns, per prompt, a dict
+    ``{FeatureRef.key: (peak activation, token position)}`` for the requested ``features``
+    (plain forward passes of the formatted prompt). ``decoder_directions(model, features)``
+    returns ``{FeatureRef.key: vector}``, each feature's output direction in the residual
+    stream. Interpreters use them (max-activating contexts, logit lens) and the analyzer
+    picks feature-driven test prompts with them; a tracer without them gets neither.
+    """
+
+    def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
+                            features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]: ...
+
+    def decoder_directions(self, model: LoadedModel,
+                           features: Sequence[FeatureRef]) -> dict[str, list[float]]: ...
+
+
+def can_read_features(tracer: Any) -> bool:
+    """Whether ``tracer`` offers ``feature_activations`` (:class:`FeatureReader`)."""
+    return callable(getattr(tracer, "feature_activations", None))
+
+
 def can_intervene(tracer: Any) -> bool:
     """Whether ``tracer`` offers the optional :class:`FeatureIntervener` capability."""
     return callable(getattr(tracer, "intervened_model", None))

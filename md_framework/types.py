@@ -360,6 +360,9 @@ class ValidationResult(StrictModel):
     stopped_early: bool = False
     examples: list[Observation] = Field(default_factory=list)
     causal_share: EffectSize | None = None
+    #: the same estimate for as many randomly drawn features of the same layers (features
+    #: that also changed on the traced prompts): what patching *some* features does
+    causal_control_share: EffectSize | None = None
     notes: list[str] = Field(default_factory=list)  # e.g. "fixed n not reached", "effect below minimum"
 
     def is_validated(self) -> bool:
@@ -415,9 +418,19 @@ class AnalysisReport(StrictModel):
     def validated(self) -> list[ValidationResult]:
         return [r for r in self.validation_results if r.is_validated()]
 
+    def _model_label(self, role: str) -> str:
+        """The model's source as configured, with a short model id (the hash is what
+        identifies it; the source is what a reader recognises)."""
+        model_id = (self.base_model_id if role == "base" else self.intervention_model_id) or "?"
+        source = (self.config or {}).get(f"{role}_model")
+        if isinstance(source, dict):
+            source = source.get("source")
+        short = model_id.split(":", 1)[-1][:12] if ":" in model_id else model_id[:12]
+        return f"{source} ({short})" if source else model_id
+
     def summary_text(self) -> str:
         lines = [
-            f"Analysis: {self.base_model_id or '?'} -> {self.intervention_model_id or '?'}",
+            f"Analysis: {self._model_label('base')} -> {self._model_label('intervention')}",
             f"hypotheses tested: {len(self.validation_results)}, "
             f"validated: {len(self.validated())}",
             f"behaviour queries: {self.costs.behaviour_queries}, traced prompts: "
@@ -443,6 +456,9 @@ class AnalysisReport(StrictModel):
                 ci = (f" [{cs.ci_low:.2f}, {cs.ci_high:.2f}]"
                       if cs.ci_low is not None and cs.ci_high is not None else "")
                 causal = f"; share carried by its features {cs.estimate:.2f}{ci}"
+                ctrl = result.causal_control_share
+                if ctrl is not None:
+                    causal += f", by random features {ctrl.estimate:.2f}"
             lines.append(
                 f"  [{mark}] {result.hypothesis.hypothesis_type}: "
                 f"{result.hypothesis.description} ({stat}{effect}, n={result.n}{causal})"

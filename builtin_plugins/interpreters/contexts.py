@@ -6,9 +6,9 @@ Needs a way to compute per-prompt feature activations, looked up in this order:
    one dict per prompt mapping ``FeatureRef.key`` (``"layer:feature"``) to the feature's
    largest activation on that prompt (optionally with the token position where it peaks);
    features not listed are inactive (0);
-2. a ``context["tracer"]`` exposing ``feature_activations(model, prompts)`` with the same
-   return shape, run on ``context["models"][role]`` (role ``context.get("activation_role",
-   "base")``).
+2. a ``context["tracer"]`` exposing ``feature_activations(model, prompts, features)``
+   (:class:`~md_framework.tracing_api.FeatureReader`) with the same return shape, run on
+   ``context["models"][role]`` (role ``context.get("activation_role", "base")``).
 
 and a corpus: ``context["corpus"]`` (family -> prompts; the universe prompts plus any
 shipped/generated text), falling back to ``context["config"].universe.families``. Each
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from md_framework.tracing_api import can_read_features
 from md_framework.types import ContextExample, FeatureInterpretation, FeatureRef
 
 from builtin_plugins.interpreters.tags import family_area, text_tags
@@ -42,20 +43,21 @@ def _corpus(context: Mapping[str, Any]) -> dict[str, list[str]]:
     return {}
 
 
-def activation_fn(context: Mapping[str, Any]) -> Callable[[Sequence[str]], list[Mapping[str, Any]]] | None:
+def activation_fn(context: Mapping[str, Any], features: Sequence[FeatureRef]
+                  ) -> Callable[[Sequence[str]], list[Mapping[str, Any]]] | None:
     fn = context.get("feature_activation_fn")
     if callable(fn):
         return fn
     tracer = context.get("tracer")
     models = context.get("models") or {}
     model = models.get(context.get("activation_role", "base")) if isinstance(models, Mapping) else None
-    if tracer is not None and model is not None and callable(getattr(tracer, "feature_activations", None)):
-        return lambda prompts: tracer.feature_activations(model, prompts)
+    if tracer is not None and model is not None and can_read_features(tracer):
+        return lambda prompts: tracer.feature_activations(model, prompts, list(features))
     return None
 
 
 def interpret(features: Sequence[FeatureRef], context: Mapping[str, Any]) -> list[FeatureInterpretation]:
-    fn = activation_fn(context)
+    fn = activation_fn(context, features)
     corpus = _corpus(context)
     if fn is None or not corpus or not features:
         return []

@@ -247,6 +247,9 @@ def _replace_words(text: str, mapping: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- measurement
 
+#: metrics measured for the ground truth only on families whose prompts carry reference answers
+REFERENCE_ONLY_METRICS = frozenset({"exact_match"})
+
 
 def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], metrics: list[str],
                    base_answers: dict[str, str], opts: Any) -> dict[str, Any]:
@@ -262,6 +265,10 @@ def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], m
     mopts = {"max_new_tokens": opts.max_new_tokens, "batch_size": opts.batch_size}
     out = {}
     for name in metrics:
+        if name in REFERENCE_ONLY_METRICS and not any(t for _, t in items):
+            # matched against the base's own greedy answer, any drift anywhere in it reads as
+            # a change: a fact check needs a reference answer, which this family lacks
+            continue
         metric = metric_by_name(name, mopts)
         b = np.array([r.value for r in metric.measure(base, cases)])
         i = np.array([r.value for r in metric.measure(inter, cases)])
@@ -280,6 +287,84 @@ def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], m
 
 
 # --------------------------------------------------------------------------- build
+
+
+def measure_ground_truth(spec: OrganismSpec, key: str, pools: dict[str, Any], base: Any,
+                         inter: Any, provenance: dict[str, Any], log: Any) -> dict[str, Any]:
+    """Every family's measured change (planted, controls, distractors) on its universe
+    prompts: the ground truth without the build's timings and training facts."""
+    from builtin_plugins.metrics.core import generate_answers
+
+    ms = spec.measurement
+    roles = spec.roles()
+    t_gt = time.time()
+    if spec.base == "toy":
+        from builtin_plugins.metrics.core import ALL_METRIC_NAMES
+        metrics = list(ALL_METRIC_NAMES)
+    else:
+        metrics = []
+        for p in spec.planted:
+            metrics += [m for m in p.resolved_metrics() if m not in metrics]
+        metrics = metrics or ["refusal_probability", "length"]
+    measured: dict[str, Any] = {}
+    for fam, pool in pools.items():
+        items = pool["universe"][: ms.max_prompts_per_family or None]
+        prompts = [q for q, _ in items]
+        base_answers = dict(zip(prompts, [a for a, _ in generate_answers(
+            base, prompts, ms.max_new_tokens, ms.batch_size)]))
+        measured[fam] = measure_family(base, inter, items, metrics,
+                                       base_answers, ms)
+        log(f"  measured {fam} ({roles[fam]}): " + ", ".join(
+            f"{m} {v['delta']:+.3f}" for m, v in measured[fam].items()))
+    planted_gt = []
+    for p in spec.planted:
+        metric = p.resolved_metrics()[0]
+        m = measured[p.family]
+        planted_gt.append({
+            "id": p.id, "kind": p.kind, "family": p.family, "change": p.change.model_dump(),
+            "metrics": p.resolved_metrics(), "direction": p.resolved_direction(),
+            "primary_metric": metric, "measured_delta": m.get(metric, {}).get("delta"),
+            "measured": {k: m[k] for k in p.resolved_metrics() if k in m},
+        })
+    return {
+        "organism": spec.name, "spec_hash": key, "builder_version": BUILDER_VERSION,
+        "base_model_id": base.model_id, "intervention_model_id": inter.model_id,
+        "provenance": provenance, "planted": planted_gt,
+        "controls": {f: measured[f] for f, r in roles.items() if r == "control"},
+        "distractors": {f: measured[f] for f, r in roles.items() if r == "distractor"},
+        "planted_families": {p.family: measured[p.family] for p in spec.planted},
+        "measurement": {"metrics": metrics, "max_new_tokens": ms.max_new_tokens,
+                        "prompts": "the universe prompts of each family (never trained on)",
+                        "reference_only": sorted(REFERENCE_ONLY_METRICS & set(metrics))},
+        "ground_truth_seconds": round(time.time() - t_gt, 1),
+    }
+
+
+def remeasure_organism(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE, *,
+                       log: Any = print) -> BuiltOrganism:
+    """Measure a built organism's ground truth again (after a metric changed) and rewrite
+    ``ground_truth.json`` and ``card.md``; the models are not retrained."""
+    from md_framework.cache_files import write_text_atomic
+
+    log = log or (lambda *a, **k: None)
+    built = find_built(spec_ref, cache_dir)
+    if built is None:
+        raise ConfigError(f"organism {spec_ref!r} is not built in {cache_dir}; build it first")
+    spec, _ = _spec_and_dir(spec_ref)
+    old = built.ground_truth()
+    base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+    gt = measure_ground_truth(spec, built.spec_hash, _family_pools(spec), base, inter,
+                              old.get("provenance", {}), log)
+    timings = dict(old.get("timings_s", {}))
+    timings["ground_truth"] = gt.pop("ground_truth_seconds")
+    gt["timings_s"] = timings
+    gt["training"] = old.get("training", {})
+    write_text_atomic(built.ground_truth_path, json.dumps(gt, indent=2))
+    write_text_atomic(built.card_path, render_card(spec, gt))
+    from builtin_plugins.metrics.core import clear_generation_cache
+
+    clear_generation_cache()
+    return built
 
 
 def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
@@ -411,52 +496,14 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
     inter = load_dir(tmp / "intervention")
     assert inter.model_id == inter_id
     # ---- ground truth
-    t_gt = time.time()
-    if spec.base == "toy":
-        from builtin_plugins.metrics.core import ALL_METRIC_NAMES
-        metrics = list(ALL_METRIC_NAMES)
-    else:
-        metrics = []
-        for p in spec.planted:
-            metrics += [m for m in p.resolved_metrics() if m not in metrics]
-        metrics = metrics or ["refusal_probability", "length"]
-    measured: dict[str, Any] = {}
-    for fam, pool in pools.items():
-        items = pool["universe"][: ms.max_prompts_per_family or None]
-        prompts = [q for q, _ in items]
-        base_answers = dict(zip(prompts, [a for a, _ in generate_answers(
-            base, prompts, ms.max_new_tokens, ms.batch_size)]))
-        measured[fam] = measure_family(base, inter, items, metrics,
-                                       base_answers, ms)
-        log(f"  measured {fam} ({roles[fam]}): " + ", ".join(
-            f"{m} {v['delta']:+.3f}" for m, v in measured[fam].items()))
-    planted_gt = []
-    for p in spec.planted:
-        metric = p.resolved_metrics()[0]
-        m = measured[p.family]
-        planted_gt.append({
-            "id": p.id, "kind": p.kind, "family": p.family, "change": p.change.model_dump(),
-            "metrics": p.resolved_metrics(), "direction": p.resolved_direction(),
-            "primary_metric": metric, "measured_delta": m.get(metric, {}).get("delta"),
-            "measured": {k: m[k] for k in p.resolved_metrics() if k in m},
-        })
-    gt = {
-        "organism": spec.name, "spec_hash": key, "builder_version": BUILDER_VERSION,
-        "base_model_id": base.model_id, "intervention_model_id": inter_id,
-        "provenance": provenance, "planted": planted_gt,
-        "controls": {f: measured[f] for f, r in roles.items() if r == "control"},
-        "distractors": {f: measured[f] for f, r in roles.items() if r == "distractor"},
-        "planted_families": {p.family: measured[p.family] for p in spec.planted},
-        "measurement": {"metrics": metrics, "max_new_tokens": ms.max_new_tokens,
-                        "prompts": "the universe prompts of each family (never trained on)"},
-        "timings_s": {"base": round(base_seconds, 1), "train": round(train_seconds, 1),
-                      "ground_truth": round(time.time() - t_gt, 1),
-                      "total": round(time.time() - t0, 1)},
-        "training": {"planted_examples": len(planted_examples),
-                     "replay_examples": len(replay_examples), "final_loss": losses[-1],
-                     "method": iv.method, "steps": iv.steps, "lr": iv.lr,
-                     "batch_size": iv.batch_size},
-    }
+    gt = measure_ground_truth(spec, key, pools, base, inter, provenance, log)
+    gt["timings_s"] = {"base": round(base_seconds, 1), "train": round(train_seconds, 1),
+                       "ground_truth": gt.pop("ground_truth_seconds"),
+                       "total": round(time.time() - t0, 1)}
+    gt["training"] = {"planted_examples": len(planted_examples),
+                      "replay_examples": len(replay_examples), "final_loss": losses[-1],
+                      "method": iv.method, "steps": iv.steps, "lr": iv.lr,
+                      "batch_size": iv.batch_size}
     (tmp / "ground_truth.json").write_text(json.dumps(gt, indent=2))
     (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
     (tmp / "card.md").write_text(render_card(spec, gt))

@@ -77,12 +77,21 @@ def md_register_commands(cli: Any) -> None:
     @click.argument("spec", nargs=-1, required=True)
     @click.option("--cache-dir", default=".md-cache/organisms", show_default=True)
     @click.option("--threads", default=2, show_default=True, type=int)
-    def build_cmd(spec: tuple[str, ...], cache_dir: str, threads: int) -> None:
+    @click.option("--remeasure", is_flag=True,
+                  help="Measure a built organism's ground truth again (after a metric changed); "
+                       "the models are not retrained.")
+    def build_cmd(spec: tuple[str, ...], cache_dir: str, threads: int, remeasure: bool) -> None:
         """Build SPEC (a YAML file or builtin name) and print where its artefacts are."""
-        from builtin_plugins.organisms.build import build_organism
+        from builtin_plugins.organisms.build import build_organism, remeasure_organism
 
         for ref in spec:
-            built = build_organism(ref, cache_dir, threads=threads, log=click.echo)
+            if remeasure:
+                import torch
+
+                torch.set_num_threads(threads)
+                built = remeasure_organism(ref, cache_dir, log=click.echo)
+            else:
+                built = build_organism(ref, cache_dir, threads=threads, log=click.echo)
             gt = built.ground_truth()
             click.echo(json.dumps({
                 "organism": built.name, "cached": built.cached, "root": str(built.root),

@@ -317,6 +317,9 @@ def _hyp_view(report: AnalysisReport, h: Hypothesis, result: ValidationResult | 
         cs = result.causal_share
         causal = f"{cs.estimate:.2f}" + (f" [{cs.ci_low:.2f}, {cs.ci_high:.2f}]"
                                          if cs.ci_low is not None and cs.ci_high is not None else "")
+        ctrl = result.causal_control_share
+        if ctrl is not None:
+            causal += f" (random features of the same layers: {ctrl.estimate:.2f})"
     view.update(
         badge="validated" if result.decision else "not validated",
         badge_class="ok" if result.decision else "no",

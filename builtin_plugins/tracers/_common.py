@@ -16,6 +16,18 @@ def families_for(prompts: Sequence[str], families: Sequence[str | None] | None) 
     return list(families)
 
 
+def tracing_text(tokenizer: Any, prompt: str, chat_template: str = "auto") -> str:
+    """The text a tracer traces for ``prompt``. ``auto``: a chat model's prompt goes through
+    its chat template with the generation prompt, as the behaviour metrics send it, so the
+    last position predicts the answer's first token (the raw user text would predict the
+    end of the user turn); ``never``: the raw text (shorter: attribution cost grows with
+    length)."""
+    if chat_template == "auto" and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids the tracers use: the tokenizer's own special-token handling, plus BOS in
     front when the tokenizer has one and did not add it (circuit-tracer's convention)."""

@@ -63,6 +63,7 @@ class NeuronSite:
         blocks = _hooks.decoder_layers(hf)
         if not 0 <= layer < len(blocks):
             raise ConfigError(f"feature layer {layer} out of range (model has {len(blocks)} layers)")
+        self.layer = layer
         self.module = blocks[layer].mlp.down_proj
         width = int(self.module.in_features)
         bad = [i for i in ids if not 0 <= i < width]
@@ -75,6 +76,10 @@ class NeuronSite:
             if store["state"]["in_base"]:
                 store["value"] = args[0][..., self.ids].detach()
         return self.module.register_forward_pre_hook(hook)
+
+    def decoder_vectors(self) -> Any:
+        """[k, d_model]: what one unit of each neuron adds to the residual stream."""
+        return self.module.weight[:, self.ids].detach().T.float()
 
     def patch_hook(self, new_value: Any) -> Any:
         """``new_value(current [.., k]) -> tensor [.., k]`` or None (leave untouched)."""
@@ -98,6 +103,7 @@ class TranscoderSite:
         blocks = _hooks.decoder_layers(hf)
         if not 0 <= layer < len(blocks):
             raise ConfigError(f"feature layer {layer} out of range (model has {len(blocks)} layers)")
+        self.layer = layer
         self.module = blocks[layer].mlp
         self.tc = transcoder
         width = int(transcoder.d_transcoder)
@@ -109,6 +115,12 @@ class TranscoderSite:
 
     def _acts(self, x: Any) -> Any:
         return self.tc.encode(x)[..., self.ids]
+
+    def decoder_vectors(self) -> Any:
+        import torch
+
+        ids = torch.tensor(self.ids, device=next(self.tc.parameters()).device)
+        return self.tc._get_decoder_vectors(ids).detach().float()
 
     def read_hook(self, store: dict[str, Any]) -> Any:
         def hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
@@ -213,3 +225,48 @@ def _site_args(site: Any, model: LoadedModel) -> tuple[Any, ...]:
     if isinstance(site, TranscoderSite):
         return layer, site.ids, site.tc
     return layer, site.ids
+
+
+def site_activations(model: LoadedModel, sites: Sequence[Any], prompts: Sequence[str],
+                     *, absolute: bool) -> list[dict[str, tuple[float, int]]]:
+    """Per prompt, ``{"layer:feature": (peak activation, position)}`` for every site's
+    features, from one plain forward pass of the formatted prompt (the tracers'
+    ``feature_activations``). Position 0 (BOS / template start) is skipped when the prompt
+    is longer; ``absolute`` ranks by |activation| (MLP neurons are signed) and reports it."""
+    import torch
+
+    from builtin_plugins.metrics.core import encode_prompt
+
+    hf = model.model
+    device = next(hf.parameters()).device
+    state = {"in_base": True}  # read_hook only records in "base" runs
+    out: list[dict[str, tuple[float, int]]] = []
+    for prompt in prompts:
+        ids = encode_prompt(model.tokenizer, prompt)
+        stores: list[dict[str, Any]] = [{"state": state} for _ in sites]
+        handles = [s.read_hook(store) for s, store in zip(sites, stores)]
+        try:
+            with torch.no_grad():
+                hf(input_ids=torch.tensor([ids], device=device))
+        finally:
+            for h in handles:
+                h.remove()
+        row: dict[str, tuple[float, int]] = {}
+        for site, store in zip(sites, stores):
+            acts = store["value"][0].float()  # [positions, k]
+            skip = 1 if acts.shape[0] > 1 else 0
+            acts = acts[skip:].abs() if absolute else acts[skip:]
+            peak, where = acts.max(dim=0)
+            for j, f in enumerate(site.ids):
+                row[f"{site.layer}:{f}"] = (float(peak[j]), int(where[j]) + skip)
+        out.append(row)
+    return out
+
+
+def site_directions(sites: Sequence[Any]) -> dict[str, list[float]]:
+    """``{"layer:feature": decoder/output direction}`` (the logit-lens interpreter's input)."""
+    out: dict[str, list[float]] = {}
+    for site in sites:
+        for f, vec in zip(site.ids, site.decoder_vectors().cpu()):
+            out[f"{site.layer}:{f}"] = [float(v) for v in vec]
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -30,7 +30,7 @@ from md_framework.types import (
 )
 
 from builtin_plugins.tracers import _hooks
-from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits
+from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits, tracing_text
 
 
 class ActivationDiffOptions(StrictModel):
@@ -38,6 +38,10 @@ class ActivationDiffOptions(StrictModel):
     layers: list[int] | None = None
     skip_first_position: bool = True
     max_n_logits: int = Field(default=5, ge=1)
+    #: chat models: trace the prompt through the chat template as the metrics send it
+    #: (``auto``) or the raw text (``never``: shorter, but its last position predicts the
+    #: end of the user turn, not the answer)
+    chat_template: Literal["auto", "never"] = "auto"
 
 
 def run_with_activations(model: LoadedModel, ids: Sequence[int], layers: Sequence[int] | None = None
@@ -82,7 +86,7 @@ class ActivationDiffTracer(Tracer):
         tok = model.tokenizer
         graphs = []
         for prompt, family in zip(prompts, families_for(prompts, families)):
-            ids = encode_prompt(tok, prompt)
+            ids = encode_prompt(tok, tracing_text(tok, prompt, o.chat_template))
             logits, neurons, resid = run_with_activations(model, ids, o.layers)
             nodes = [GraphNode(node_id=token_node_id(p, i), kind="token", position=p, token_id=i,
                                token=tok.decode([i])) for p, i in enumerate(ids)]
@@ -106,6 +110,23 @@ class ActivationDiffTracer(Tracer):
                                             for k, r in sorted(resid.items())},
                           "top_k": o.top_k}))
         return graphs
+
+    def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
+                            features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]:
+        """Per prompt, each neuron's peak |activation| and its position (the
+        max-activating-contexts interpreter and feature-driven tests use it)."""
+        from builtin_plugins.tracers._intervene import NeuronSite, by_layer, site_activations
+
+        sites = [NeuronSite(model.model, layer, ids) for layer, ids in by_layer(features).items()]
+        return site_activations(model, sites, prompts, absolute=True)
+
+    def decoder_directions(self, model: LoadedModel,
+                           features: Sequence[FeatureRef]) -> dict[str, list[float]]:
+        """Each neuron's output direction: its column of ``down_proj`` (logit lens)."""
+        from builtin_plugins.tracers._intervene import NeuronSite, by_layer, site_directions
+
+        return site_directions([NeuronSite(model.model, layer, ids)
+                                for layer, ids in by_layer(features).items()])
 
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],

@@ -36,7 +36,7 @@ from md_framework.types import (
 )
 
 from builtin_plugins.models._util import require
-from builtin_plugins.tracers._common import families_for
+from builtin_plugins.tracers._common import families_for, tracing_text
 
 
 class CircuitTracerOptions(StrictModel):
@@ -48,6 +48,10 @@ class CircuitTracerOptions(StrictModel):
     max_feature_nodes: int | None = Field(default=1000, ge=1)
     max_n_logits: int = Field(default=5, ge=1)
     desired_logit_prob: float = Field(default=0.95, gt=0.0, le=1.0)
+    #: chat models: trace the prompt through the chat template as the metrics send it
+    #: (``auto``) or the raw text (``never``: shorter, but its last position predicts the
+    #: end of the user turn, not the answer)
+    chat_template: Literal["auto", "never"] = "auto"
     node_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     edge_threshold: float = Field(default=0.98, gt=0.0, le=1.0)
     max_edges: int = Field(default=5000, ge=0)
@@ -177,7 +181,7 @@ class CircuitTracerTracer(Tracer):
         graphs = []
         for prompt, family in zip(prompts, families_for(prompts, families)):
             t0 = time.time()
-            ids = rm.ensure_tokenized(prompt)
+            ids = rm.ensure_tokenized(tracing_text(model.tokenizer, prompt, o.chat_template))
             raw = attribute(ids, rm, batch_size=o.batch_size, max_feature_nodes=o.max_feature_nodes,
                             max_n_logits=o.max_n_logits, desired_logit_prob=o.desired_logit_prob,
                             verbose=False)
@@ -198,7 +202,15 @@ class CircuitTracerTracer(Tracer):
         model's activation on the same input. Unlike ``ReplacementModel.feature_intervention``,
         attention is not frozen and the effect propagates through the real MLPs of later layers
         (docs/causal.md)."""
-        from builtin_plugins.tracers._intervene import TranscoderSite, by_layer, intervened
+        from builtin_plugins.tracers._intervene import intervened
+
+        sites = self._sites(model, features)
+        with intervened(model, sites, mode, scale, base, f"transcoder:{self.dictionary_id}",
+                        features) as patched:
+            yield patched
+
+    def _sites(self, model: LoadedModel, features: Sequence[FeatureRef]) -> list[Any]:
+        from builtin_plugins.tracers._intervene import TranscoderSite, by_layer
 
         transcoders = _layers_of(self._load_transcoders())
         sites = []
@@ -206,9 +218,22 @@ class CircuitTracerTracer(Tracer):
             if not 0 <= layer < len(transcoders):
                 raise ConfigError(f"feature layer {layer} out of range ({len(transcoders)} transcoders)")
             sites.append(TranscoderSite(model.model, layer, ids, transcoders[layer]))
-        with intervened(model, sites, mode, scale, base, f"transcoder:{self.dictionary_id}",
-                        features) as patched:
-            yield patched
+        return sites
+
+    def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
+                            features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]:
+        """Per prompt, each transcoder feature's peak activation on the MLP input and its
+        position: plain forward passes, no attribution (max-activating contexts)."""
+        from builtin_plugins.tracers._intervene import site_activations
+
+        return site_activations(model, self._sites(model, features), prompts, absolute=False)
+
+    def decoder_directions(self, model: LoadedModel,
+                           features: Sequence[FeatureRef]) -> dict[str, list[float]]:
+        """Each transcoder feature's decoder vector ``W_dec[f]`` (logit lens)."""
+        from builtin_plugins.tracers._intervene import site_directions
+
+        return site_directions(self._sites(model, features))
 
     def to_circuit_graph(self, g: Any, model: LoadedModel, prompt: str,
                          family: str | None) -> CircuitGraph:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,7 +22,7 @@ from md_framework.types import CircuitGraph, GraphNode, StrictModel, feature_nod
 
 from builtin_plugins.models._util import file_sha256, require
 from builtin_plugins.tracers import _hooks
-from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits
+from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits, tracing_text
 
 
 class SAEOptions(StrictModel):
@@ -34,6 +34,10 @@ class SAEOptions(StrictModel):
     min_activation: float = 0.0
     skip_first_position: bool = True
     max_n_logits: int = Field(default=5, ge=1)
+    #: chat models: trace the prompt through the chat template as the metrics send it
+    #: (``auto``) or the raw text (``never``: shorter, but its last position predicts the
+    #: end of the user turn, not the answer)
+    chat_template: Literal["auto", "never"] = "auto"
     device: str = "cpu"
 
 
@@ -103,7 +107,7 @@ class SAETracer(Tracer):
         device = next(hf.parameters()).device
         graphs = []
         for prompt, family in zip(prompts, families_for(prompts, families)):
-            ids = encode_prompt(tok, prompt)
+            ids = encode_prompt(tok, tracing_text(tok, prompt, o.chat_template))
             stores: list[list[Any]] = [[] for _ in saes]
             handles = [_hooks.register(hf, hook, store) for (_, _, hook), store in zip(saes, stores)]
             try:

@@ -228,7 +228,14 @@ class MechanisticBehavioralAnalyzer:
         # refinement asks for this context again, and a tracer may hold a loaded dictionary.
         if self._context_tracer is None:
             self._context_tracer = create_driver("tracer", self.config.tracer, self._tracer_options())
-        context["tracer"] = self._context_tracer
+        if self.config.interpret_activations:
+            context["tracer"] = self._context_tracer
+            # read on the intervention model: a feature that appeared with the fine-tuning
+            # is silent on the base model, so it would get no contexts there
+            context["activation_role"] = "intervention"
+            if callable(getattr(self._context_tracer, "decoder_directions", None)):
+                tracer, model = self._context_tracer, self.models["intervention"]
+                context["decoder_directions"] = lambda features: tracer.decoder_directions(model, features)
         user = load_user_interpretations(self.config.feature_interpretations)
         if user:
             context["user_interpretations"] = user
@@ -317,7 +324,7 @@ class MechanisticBehavioralAnalyzer:
         from md_framework.drivers import create_driver
         from md_framework.pipeline.explorer import ActiveCircuitExplorer
         from md_framework.pipeline.ledger import Ledger
-        from md_framework.pipeline.testgen import TestPool
+        from md_framework.pipeline.testgen import FeatureContextFinder, TestPool
         from md_framework.pipeline.validation import Validator
 
         config, stats = self.config, self.config.statistics
@@ -336,11 +343,16 @@ class MechanisticBehavioralAnalyzer:
             key: [c.text for i in items for c in i.top_contexts if c.text not in formed_from]
             for key, items in interpretations.items()
         }
+        # feature-driven tests: confirmation-split prompts where each feature fires most
+        finder = FeatureContextFinder(self._context_tracer, self.models["intervention"], confirm)
+        finder.prepare([f for h in hypotheses for f in h.source_features])
 
         def context_for(hypothesis: Hypothesis) -> TestGenerationContext:
+            held_out = finder.contexts_for(hypothesis)
             feature_contexts = {
-                f.key: contexts.get(f.key, []) for f in hypothesis.source_features
-                if contexts.get(f.key)
+                f.key: list(dict.fromkeys([*contexts.get(f.key, []), *held_out.get(f.key, [])]))
+                for f in hypothesis.source_features
+                if contexts.get(f.key) or held_out.get(f.key)
             }
             excluded = formed_from
             parent_id = refiner.parents.get(hypothesis.id) if refiner is not None else None

@@ -25,13 +25,23 @@ else 1e-9) there is no effect to apportion and no share is reported (a note says
 bootstrap replicates whose denominator falls below it are dropped, and with fewer than half
 of them left the CI is omitted.
 
+Random-feature control: the same estimate with as many features drawn at random (seeded)
+from the same layers among the features that also changed on the traced prompts
+(``causal_control_share``). A share well above the control's says the effect is carried by
+*these* features, not by disturbing any changed features of those layers.
+
+Readings go through the run's ledger when there is one (``store``): a resumed run serves the
+recorded base, intervention and intervened readings instead of measuring them again.
+
 The results are descriptive (they do not touch the FDR decisions). Nothing here imports
 torch; docs/causal.md has the details.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +50,10 @@ import numpy as np
 
 from md_framework.runtime import BehaviourMetric, LoadedModel
 from md_framework.tracing_api import can_intervene
-from md_framework.types import EffectSize, Hypothesis, TestCase, ValidationResult
+from md_framework.types import EffectSize, FeatureRef, Hypothesis, TestCase, ValidationResult
 
-__all__ = ["CausalEstimate", "causal_share", "confirm_causally", "measure_triplet"]
+__all__ = ["CausalEstimate", "causal_share", "confirm_causally", "control_features",
+           "measure_triplet"]
 
 
 @dataclass
@@ -100,8 +111,56 @@ def _values(readings: Sequence[Any]) -> list[float]:
     return [float(r.value) for r in readings]
 
 
+class _Readings:
+    """Metric readings per (model key, case), served from ``store`` (the run ledger: its
+    ``cached_readings`` / ``record_readings``) when recorded and recorded before use when not.
+    Without a store every call measures."""
+
+    def __init__(self, metric: BehaviourMetric, store: Any = None) -> None:
+        self.metric, self.store = metric, store
+        self.paired = callable(getattr(metric, "measure_pair", None))
+
+    def _cached(self, key: str, cases: Sequence[TestCase]) -> dict[str, Any]:
+        if self.store is None:
+            return {}
+        return self.store.cached_readings(key, self.metric.name, [c.id for c in cases])
+
+    def _record(self, key: str, cases: Sequence[TestCase], readings: Sequence[Any]) -> None:
+        if self.store is not None:
+            self.store.record_readings(key, self.metric.name,
+                                       [(c.id, c.prompt, r) for c, r in zip(cases, readings)])
+
+    def one(self, key: str, model: LoadedModel, cases: Sequence[TestCase]) -> list[float]:
+        got = self._cached(key, cases)
+        missing = [c for c in cases if c.id not in got]
+        if missing:
+            fresh = list(self.metric.measure(model, missing))
+            if len(fresh) != len(missing):
+                raise ValueError(f'metric "{self.metric.name}" returned the wrong number of readings')
+            self._record(key, missing, fresh)
+            got.update({c.id: r for c, r in zip(missing, fresh)})
+        return [float(got[c.id].value) for c in cases]
+
+    def pair(self, base_key: str, base: LoadedModel, key: str, model: LoadedModel,
+             cases: Sequence[TestCase]) -> tuple[list[float], list[float]]:
+        """A base-anchored metric's (base, model) readings: measured together."""
+        got_b, got_m = self._cached(base_key, cases), self._cached(key, cases)
+        missing = [c for c in cases if c.id not in got_b or c.id not in got_m]
+        if missing:
+            rb, rm = self.metric.measure_pair(base, model, missing)  # type: ignore[attr-defined]
+            if not len(rb) == len(rm) == len(missing):
+                raise ValueError(f'metric "{self.metric.name}" returned the wrong number of readings')
+            self._record(base_key, missing, rb)
+            self._record(key, missing, rm)
+            for c, b, m in zip(missing, rb, rm):
+                got_b.setdefault(c.id, b)
+                got_m.setdefault(c.id, m)
+        return ([float(got_b[c.id].value) for c in cases], [float(got_m[c.id].value) for c in cases])
+
+
 def measure_triplet(metric: BehaviourMetric, base: LoadedModel, intervention: LoadedModel,
-                    intervene: Callable[[], Any], cases: Sequence[TestCase]
+                    intervene: Callable[[], Any], cases: Sequence[TestCase], *,
+                    store: Any = None, intervened_key: str | None = None
                     ) -> tuple[list[float], list[float], list[float]]:
     """The metric on base, intervention and the intervened intervention model.
 
@@ -109,21 +168,50 @@ def measure_triplet(metric: BehaviourMetric, base: LoadedModel, intervention: Lo
     on the modules the intervention model shares, so base and intervention are measured
     *before* the block opens and only the intervened model inside it. A metric with
     ``measure_pair`` (base-anchored) is measured as (base, intervention) and
-    (base, intervened), so both intervention-side readings share the base anchor."""
-    paired = callable(getattr(metric, "measure_pair", None))
-    if paired:
-        rb, ri = metric.measure_pair(base, intervention, cases)  # type: ignore[attr-defined]
+    (base, intervened), so both intervention-side readings share the base anchor.
+    ``store``/``intervened_key``: the ledger and the name the intervened model's readings
+    are recorded under (recorded readings are not measured again; the block is not even
+    opened when every reading is recorded)."""
+    readings = _Readings(metric, store)
+    b_key, i_key = base.model_id, intervention.model_id
+    a_key = intervened_key or f"{i_key}|intervened"
+    if readings.paired:
+        vb, vi = readings.pair(b_key, base, i_key, intervention, cases)
     else:
-        rb = metric.measure(base, cases)
-        ri = metric.measure(intervention, cases)
+        vb, vi = readings.one(b_key, base, cases), readings.one(i_key, intervention, cases)
+    if store is not None and len(readings._cached(a_key, cases)) == len(cases):
+        recorded = readings._cached(a_key, cases)
+        return vb, vi, [float(recorded[c.id].value) for c in cases]
     with intervene() as ablated:
-        if paired:
-            _, ra = metric.measure_pair(base, ablated, cases)  # type: ignore[attr-defined]
+        if readings.paired:
+            _, va = readings.pair(b_key, base, a_key, ablated, cases)
         else:
-            ra = metric.measure(ablated, cases)
-    if not len(rb) == len(ri) == len(ra) == len(cases):
-        raise ValueError(f'metric "{metric.name}" returned the wrong number of readings')
-    return _values(rb), _values(ri), _values(ra)
+            va = readings.one(a_key, ablated, cases)
+    return vb, vi, va
+
+
+def control_features(hypothesis: Hypothesis, pool: Mapping[int, Sequence[FeatureRef]],
+                     seed: int) -> list[FeatureRef]:
+    """As many features per layer as ``hypothesis`` patches, drawn (seeded, without
+    replacement) from ``pool[layer]`` minus the hypothesis' own; fewer where the pool is short."""
+    own = {(f.layer, f.feature) for f in hypothesis.source_features}
+    per_layer: dict[int, int] = {}
+    for f in hypothesis.source_features:
+        per_layer[f.layer] = per_layer.get(f.layer, 0) + 1
+    digest = hashlib.sha256(f"{seed}:{hypothesis.id}".encode()).hexdigest()
+    rng = random.Random(int(digest[:16], 16))
+    out: list[FeatureRef] = []
+    for layer in sorted(per_layer):
+        candidates = sorted({(f.layer, f.feature): f for f in pool.get(layer, ())
+                             if (f.layer, f.feature) not in own}.items())
+        picked = rng.sample(candidates, min(per_layer[layer], len(candidates)))
+        out += [f for _, f in sorted(picked)]
+    return out
+
+
+def _features_key(features: Sequence[FeatureRef], mode: str, scale: float) -> str:
+    text = ",".join(f"{f.layer}:{f.feature}" for f in sorted(features, key=lambda f: (f.layer, f.feature)))
+    return f"{mode}:{scale:g}:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _fmt(effect: EffectSize) -> str:
@@ -146,15 +234,20 @@ def confirm_causally(
     confidence: float = 0.95,
     min_prompts: int = 2,
     on_measured: Callable[[int], None] | None = None,
+    control_pool: Mapping[int, Sequence[FeatureRef]] | None = None,
+    store: Any = None,
 ) -> list[ValidationResult]:
-    """Fill ``causal_share`` of the validated feature-based results (others pass unchanged).
+    """Fill ``causal_share`` (and ``causal_control_share``) of the validated feature-based
+    results (others pass unchanged).
 
     ``tracer``: a tracer with ``intervened_model`` (without it the results come back as
     they are). ``models``: ``{"base": ..., "intervention": ...}``. ``prompts_for(h)``: the
     held-out test cases for ``h`` (or ``(cases, where they come from)`` for the note).
     ``mode``/``scale``: the intervention (``base``: patch the features back to the base
     model's activation, ``zero``: ablate, ``scale``: multiply by ``scale``). ``on_measured``
-    receives the number of behavioural queries each hypothesis cost (3 per prompt).
+    receives the number of behavioural queries each hypothesis cost (3 per prompt, 4 with
+    the control). ``control_pool``: candidate features per layer for the random-feature
+    control (none: no control). ``store``: the run ledger (readings recorded and reused).
     A hypothesis whose measurement fails gets a note instead of a share; the run goes on.
     """
     if not can_intervene(tracer):
@@ -169,7 +262,12 @@ def confirm_causally(
         metric = metrics[h.metric]
         got = prompts_for(h)
         cases, source = got if isinstance(got, tuple) else (got, "held-out prompts")
-        cases = list(cases)
+        # ledger keys: one hypothesis' prompt (its target may be the hypothesis' own)
+        first: dict[str, TestCase] = {}
+        for c in cases:
+            first.setdefault(c.prompt, c)
+        cases = [c.model_copy(update={"id": f"causal/{h.id}/" + hashlib.sha256(
+            prompt.encode()).hexdigest()[:16]}) for prompt, c in first.items()]
         layers = sorted({f.layer for f in h.source_features})
         what = (f"{mode}-patching {len(h.source_features)} feature(s) at layer(s) "
                 f"{', '.join(map(str, layers))}")
@@ -177,18 +275,28 @@ def confirm_causally(
             out.append(result.model_copy(update={"notes": [
                 *result.notes, f"causal confirmation skipped: {len(cases)} held-out prompt(s)"]}))
             continue
+        controls = control_features(h, control_pool, seed) if control_pool else []
+
+        def intervene(features: Sequence[FeatureRef]) -> Callable[[], Any]:
+            return lambda: tracer.intervened_model(intervention, list(features), mode, scale,
+                                                   base=base)
+
         try:
             vb, vi, va = measure_triplet(
-                metric, base, intervention,
-                lambda h=h: tracer.intervened_model(intervention, h.source_features, mode,
-                                                    scale, base=base), cases)
+                metric, base, intervention, intervene(h.source_features), cases, store=store,
+                intervened_key=f"{intervention.model_id}|{_features_key(h.source_features, mode, scale)}")
+            vc = None
+            if controls:
+                _, _, vc = measure_triplet(
+                    metric, base, intervention, intervene(controls), cases, store=store,
+                    intervened_key=f"{intervention.model_id}|{_features_key(controls, mode, scale)}")
         except Exception as exc:  # noqa: BLE001 - one hypothesis must not end the run
             out.append(result.model_copy(update={"notes": [
                 *result.notes, f"causal confirmation failed ({what}): "
                 f"{type(exc).__name__}: {str(exc)[:200]}"]}))
             continue
         if on_measured is not None:
-            on_measured(3 * len(cases))
+            on_measured((4 if vc is not None else 3) * len(cases))
         min_den = float(getattr(metric, "min_change", 0.0) or 0.0) or 1e-9
         est = causal_share(vb, vi, va, min_denominator=min_den, n_bootstrap=n_bootstrap,
                            seed=seed + k, confidence=confidence)
@@ -198,8 +306,19 @@ def confirm_causally(
             note = f"causal share not estimated ({what}, n={est.n} {source}): {est.reason}; {means}"
         else:
             note = (f"causal share {_fmt(est.effect)} ({what}, n={est.n} {source}); {means}")
-        out.append(result.model_copy(update={"causal_share": est.effect,
-                                             "notes": [*result.notes, note]}))
+        update: dict[str, Any] = {"causal_share": est.effect}
+        notes = [*result.notes, note]
+        if vc is not None:
+            ctrl = causal_share(vb, vi, vc, min_denominator=min_den, n_bootstrap=n_bootstrap,
+                                seed=seed + k, confidence=confidence)
+            update["causal_control_share"] = ctrl.effect
+            if ctrl.effect is not None:
+                notes.append(f"random-feature control ({len(controls)} other changed feature(s) "
+                             f"of the same layers): share {_fmt(ctrl.effect)}")
+        elif control_pool is not None:
+            notes.append("random-feature control skipped: no other changed features in "
+                         "these layers")
+        out.append(result.model_copy(update={**update, "notes": notes}))
     return out
 
 
@@ -254,6 +373,29 @@ def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> None:
     def count(queries: int) -> None:
         exploration.queries += queries
 
-    exploration.results = confirm_causally(
-        exploration.results, tracer, analyzer.models, validator.metrics, prompts_for,
-        seed=int(config.seed), on_measured=count)
+    store = None
+    if analyzer.run_dir is not None:
+        from md_framework.pipeline.ledger import Ledger
+
+        store = Ledger(analyzer.run_dir, analyzer._fingerprint())
+    try:
+        exploration.results = confirm_causally(
+            exploration.results, tracer, analyzer.models, validator.metrics, prompts_for,
+            seed=int(config.seed), on_measured=count,
+            control_pool=changed_features_by_layer(getattr(analyzer, "diff", None)), store=store)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def changed_features_by_layer(diff: Any) -> dict[int, list[FeatureRef]]:
+    """Every feature the graph diff saw change on any traced prompt, by layer (the pool of
+    the random-feature control)."""
+    pool: dict[int, dict[int, FeatureRef]] = {}
+    dictionary_id = getattr(diff, "dictionary_id", None)
+    for prompt_diff in getattr(diff, "prompt_diffs", None) or []:
+        for change in prompt_diff.feature_changes:
+            if change.delta != 0.0:
+                pool.setdefault(change.layer, {})[change.feature] = FeatureRef(
+                    layer=change.layer, feature=change.feature, dictionary_id=dictionary_id)
+    return {layer: [feats[i] for i in sorted(feats)] for layer, feats in sorted(pool.items())}

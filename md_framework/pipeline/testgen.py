@@ -32,6 +32,7 @@ from md_framework.runtime import TestGenerationContext
 from md_framework.types import Hypothesis, TestCase
 
 __all__ = [
+    "FeatureContextFinder",
     "NotEnoughTests",
     "TestPool",
     "generate_tests",
@@ -246,3 +247,60 @@ class TestPool:
                 self.shortfalls[hypothesis.id] = str(exc)
             self._cache[hypothesis.id] = tests
         return self._cache[hypothesis.id]
+
+
+class FeatureContextFinder:
+    """Feature-driven test prompts: for each feature, the held-out (confirmation-split)
+    prompts on which it is most active, from the tracer's optional ``feature_activations``
+    (:class:`~md_framework.tracing_api.FeatureReader`) on ``model``.
+
+    The prompts are chosen by a feature's activation, never by a behavioural reading, so
+    testing on them asks "where this feature fires, does behaviour differ?" without
+    selecting on the outcome. One forward pass per prompt covers every feature asked for
+    at once; features are computed on first request and kept (refinements reuse them).
+    Without the capability, or if reading fails, every feature gets no contexts.
+    """
+
+    def __init__(self, tracer: Any, model: Any, universe: Mapping[str, Sequence[str]], *,
+                 top_n: int = 8, max_prompts: int = 200) -> None:
+        from md_framework.tracing_api import can_read_features
+
+        self.tracer = tracer if can_read_features(tracer) else None
+        self.model = model
+        self.top_n = top_n
+        lists = {f: list(p) for f, p in universe.items()}
+        prompts: list[str] = []
+        while len(prompts) < max_prompts and any(lists.values()):  # every family represented
+            for family in sorted(lists):
+                if lists[family] and len(prompts) < max_prompts:
+                    prompts.append(lists[family].pop(0))
+        self.prompts = list(dict.fromkeys(prompts))
+        self.found: dict[str, list[str]] = {}
+        self.error: str | None = None
+
+    def prepare(self, features: Sequence[Any]) -> None:
+        """Compute the contexts of every feature in ``features`` not seen yet (one pass)."""
+        wanted = {f.key: f for f in features if f.key not in self.found}
+        if not wanted:
+            return
+        if self.tracer is None or not self.prompts or self.error is not None:
+            self.found.update({k: [] for k in wanted})
+            return
+        try:
+            rows = self.tracer.feature_activations(self.model, self.prompts, list(wanted.values()))
+        except Exception as exc:  # noqa: BLE001 - no feature contexts is not fatal
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.found.update({k: [] for k in wanted})
+            return
+        for key in wanted:
+            scored = []
+            for prompt, row in zip(self.prompts, rows):
+                value = row.get(key)
+                act = value[0] if isinstance(value, (tuple, list)) else value
+                if act is not None and float(act) > 0:
+                    scored.append((-float(act), prompt))
+            self.found[key] = [prompt for _, prompt in sorted(scored)[: self.top_n]]
+
+    def contexts_for(self, hypothesis: Hypothesis) -> dict[str, list[str]]:
+        self.prepare(hypothesis.source_features)
+        return {f.key: self.found[f.key] for f in hypothesis.source_features if self.found.get(f.key)}

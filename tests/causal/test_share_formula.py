@@ -114,3 +114,71 @@ def test_confirm_causally_fills_only_validated_feature_hypotheses() -> None:
 def test_tracer_without_the_capability_is_skipped() -> None:
     results = [_result("a", True, [FeatureRef(layer=0, feature=1)])]
     assert confirm_causally(results, object(), _models(), {"m": FakeMetric()}, lambda h: []) == results
+
+
+class SelectiveTracer(FakeTracer):
+    """Only feature (0, 1) carries the effect: patching any other feature changes nothing."""
+
+    def intervened_model(self, model, features, mode="zero", scale=0.0, base=None):
+        import contextlib
+        import dataclasses
+
+        self.calls.append((mode, tuple(features)))
+        share = 0.4 if any(f.feature == 1 for f in features) else 0.0
+
+        @contextlib.contextmanager
+        def cm():
+            v = model.model["value"]
+            yield dataclasses.replace(model, model={"value": v - share * (v - base.model["value"])},
+                                      model_id=model.model_id + "~x")
+        return cm()
+
+
+class CountingMetric(FakeMetric):
+    def __init__(self) -> None:
+        self.measured = 0
+
+    def measure(self, model, cases):
+        self.measured += len(cases)
+        return super().measure(model, cases)
+
+
+def test_random_feature_control_draws_other_changed_features_of_the_same_layers() -> None:
+    from md_framework.pipeline.causal import control_features
+
+    f = [FeatureRef(layer=0, feature=1)]
+    pool = {0: [FeatureRef(layer=0, feature=i) for i in (1, 2, 3)],
+            5: [FeatureRef(layer=5, feature=9)]}
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    tracer, spent = SelectiveTracer(), []
+    out = confirm_causally([_result("a", True, f)], tracer, _models(), {"m": FakeMetric()},
+                           lambda h: (cases, "fresh"), on_measured=spent.append, control_pool=pool)
+    assert out[0].causal_share.estimate == pytest.approx(0.4)
+    assert out[0].causal_control_share.estimate == pytest.approx(0.0)
+    (_, patched), (_, control) = tracer.calls
+    assert patched == tuple(f) and len(control) == 1 and control[0].feature in (2, 3)
+    assert spent == [20] and "random-feature control" in out[0].notes[-1]
+    # seeded: the same draw every time; never the hypothesis' own features
+    h = out[0].hypothesis
+    assert control_features(h, pool, 0) == control_features(h, pool, 0)
+    assert all(c.feature != 1 for s in range(20) for c in control_features(h, pool, s))
+
+
+def test_causal_readings_are_recorded_and_served_from_the_ledger(tmp_path) -> None:
+    from md_framework.pipeline.ledger import Ledger
+
+    f = [FeatureRef(layer=0, feature=1)]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    pool = {0: [FeatureRef(layer=0, feature=i) for i in (1, 2)]}
+    runs = []
+    for _ in range(2):
+        metric, tracer = CountingMetric(), SelectiveTracer()
+        with Ledger(tmp_path, {"seed": 0}) as ledger:
+            out = confirm_causally([_result("a", True, f)], tracer, _models(), {"m": metric},
+                                   lambda h: (cases, "fresh"), control_pool=pool, store=ledger)
+        runs.append((metric.measured, len(tracer.calls), out[0]))
+    (first_n, first_calls, first), (second_n, second_calls, second) = runs
+    assert first_n == 20 and first_calls == 2          # base, intervention, patched, control
+    assert second_n == 0 and second_calls == 0         # everything came from the ledger
+    assert second.causal_share == first.causal_share
+    assert second.causal_control_share == first.causal_control_share

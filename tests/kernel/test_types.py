@@ -70,3 +70,14 @@ def test_report_round_trip_and_summary() -> None:
     assert again.validation_results[0].is_validated()
     text = again.summary_text()
     assert "VALIDATED" in text and "p=0.001" in text and "[-1.60, -0.80]" in text and "n=30" in text
+
+
+def test_summary_names_the_models_by_source_and_short_id() -> None:
+    report = AnalysisReport(
+        config={"base_model": {"source": "organism:toy-multi#base"},
+                "intervention_model": {"source": "organism:toy-multi#intervention"}},
+        base_model_id="sha256:8f8e860a8ff8dbf5d08e", intervention_model_id="sha256:d01f78a9daec7bca")
+    first = report.summary_text().splitlines()[0]
+    assert first == ("Analysis: organism:toy-multi#base (8f8e860a8ff8) -> "
+                     "organism:toy-multi#intervention (d01f78a9daec)")
+    assert AnalysisReport(base_model_id="m1").summary_text().startswith("Analysis: m1 -> ?")

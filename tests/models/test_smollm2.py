@@ -101,7 +101,8 @@ def test_smollm2_trace_with_our_transcoders(artefact_cache_dir):
                                    texts=stdlib_docstrings(max_chars=40_000), log=lambda s: None)
         assert len(report["layers"]) == 30
     tracer = create_driver("tracer", "circuit-tracer", {
-        "transcoders": str(out), "batch_size": 32, "max_feature_nodes": 150, "max_n_logits": 3})
+        "transcoders": str(out), "batch_size": 32, "max_feature_nodes": 150, "max_n_logits": 3,
+        "chat_template": "never"})  # a completion: the raw text, not a user turn
     (graph,) = tracer.trace(m, ["The capital of France is"])
     f = graph.faithfulness
     assert 0.0 <= f.replacement_score <= 1.0 and 0.0 <= f.completeness_score <= 1.0

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_toy_multi_ground_truth_planted_large_controls_small(toy_multi):
     gt = toy_multi.ground_truth()
@@ -79,3 +81,43 @@ def test_user_spec_with_inline_prompts_builds(tmp_path: Path, organism_cache: Pa
     gt = built.ground_truth()
     assert gt["planted"][0]["measured"]["uppercase_ratio"]["delta"] > 0.5
     assert len(built.universe["mine"]) == 6  # every other inline prompt is held for training
+
+
+def test_remeasure_reproduces_the_ground_truth_without_retraining(toy_null, tmp_path):
+    """``md organism build --remeasure``: the ground truth measured again with today's
+    metrics (deterministic: twice gives the same numbers), the models untouched."""
+    import json
+    import shutil
+
+    import click
+    from click.testing import CliRunner
+
+    from builtin_plugins.organisms.plugin import md_register_commands
+
+    @click.group()
+    def main() -> None:
+        pass
+
+    md_register_commands(cli=main)  # only this plugin's commands: no installed plugin leaks in
+    cache = tmp_path / "organisms"
+    shutil.copytree(toy_null.root, cache / toy_null.root.name)
+    weights = (cache / toy_null.root.name / "intervention" / "model.safetensors").stat().st_mtime_ns
+    runs = []
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["organism", "build", "toy-null", "--remeasure",
+                                           "--cache-dir", str(cache), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        runs.append(json.loads((cache / toy_null.root.name / "ground_truth.json").read_text()))
+    first, again = runs
+    old = toy_null.ground_truth()
+    for part in ("controls", "distractors"):
+        assert set(again[part]) == set(old[part])
+        for fam, vals in again[part].items():
+            assert set(vals) == set(old[part][fam]), fam
+            for metric, v in vals.items():
+                assert v["delta"] == first[part][fam][metric]["delta"], (fam, metric)
+    assert again["training"] == old["training"]
+    assert (cache / toy_null.root.name / "intervention" / "model.safetensors").stat().st_mtime_ns == weights
+    missing = CliRunner().invoke(main, ["organism", "build", "toy-multi", "--remeasure",
+                                        "--cache-dir", str(cache)])
+    assert missing.exit_code != 0 and "not built" in str(missing.exception or missing.output)

@@ -58,6 +58,24 @@ def test_resume_reaches_the_same_decisions_without_new_queries(demo_run, artefac
     assert again.trace_stats["base"]["traced"] == 0  # every graph came from the cache
     assert [(r.hypothesis.id, r.decision) for r in resumed.validation_results] == \
         [(r.hypothesis.id, r.decision) for r in report.validation_results]
+    # causal confirmation's readings are ledgered too: the same shares, nothing re-measured
+    import sqlite3
+
+    assert [(r.causal_share, r.causal_control_share) for r in resumed.validation_results] == \
+        [(r.causal_share, r.causal_control_share) for r in report.validation_results]
+    with sqlite3.connect(run_dir / "ledger.sqlite") as conn:
+        causal_rows = conn.execute(
+            "SELECT count(*) FROM queries WHERE case_id LIKE 'causal/%'").fetchone()[0]
+    assert causal_rows > 0
+
+
+def test_demo_causal_confirmation_has_a_random_feature_control(demo_run) -> None:
+    _, report, _ = demo_run
+    confirmed = [r for r in report.validated() if r.causal_share is not None]
+    assert confirmed, "no validated feature hypothesis got a causal share"
+    assert any(r.causal_control_share is not None for r in confirmed)
+    for r in confirmed:
+        assert any("random-feature control" in n for n in r.notes), r.notes
 
 
 def test_model_paired_with_itself_validates_nothing(artefact_cache_dir: Path, tmp_path: Path) -> None:
@@ -129,3 +147,14 @@ def test_validated_multi_family_hypotheses_are_split_and_decided_after_their_par
     decided = {r.hypothesis.id: r.decision for r in report.validation_results}
     split_fact = [c for c in children if c.families == ["telephone_fact"]]
     assert split_fact and decided[split_fact[0].id]
+
+
+def test_feature_hypotheses_get_feature_driven_held_out_tests(demo_run) -> None:
+    """activation-diff reads its neurons on the confirmation split: feature hypotheses are
+    tested partly on the held-out prompts where their neurons fire most."""
+    analyzer, report, _ = demo_run
+    _, pool = analyzer._causal_inputs
+    featured = [h for h in report.hypotheses if h.source_features]
+    assert featured
+    by_generator = [c.metadata.get("generator") for h in featured for c in pool.tests_for(h)]
+    assert "feature" in by_generator, by_generator
