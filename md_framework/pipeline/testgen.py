@@ -256,9 +256,12 @@ class FeatureContextFinder:
 
     The prompts are chosen by a feature's activation, never by a behavioural reading, so
     testing on them asks "where this feature fires, does behaviour differ?" without
-    selecting on the outcome. One forward pass per prompt covers every feature asked for
-    at once; features are computed on first request and kept (refinements reuse them).
-    Without the capability, or if reading fails, every feature gets no contexts.
+    selecting on the outcome. A hypothesis that names families gets only its families'
+    prompts: its claim is about them, and a feature that also fires on another family
+    (where the change may be larger) must not lend that family's effect to the claim.
+    One forward pass per prompt covers every feature asked for at once; features are
+    computed on first request and kept (refinements reuse them). Without the capability,
+    or if reading fails, every feature gets no contexts.
     """
 
     def __init__(self, tracer: Any, model: Any, universe: Mapping[str, Sequence[str]], *,
@@ -270,12 +273,15 @@ class FeatureContextFinder:
         self.top_n = top_n
         lists = {f: list(p) for f, p in universe.items()}
         prompts: list[str] = []
+        self.family_of: dict[str, str] = {}
         while len(prompts) < max_prompts and any(lists.values()):  # every family represented
             for family in sorted(lists):
                 if lists[family] and len(prompts) < max_prompts:
-                    prompts.append(lists[family].pop(0))
+                    prompt = lists[family].pop(0)
+                    prompts.append(prompt)
+                    self.family_of.setdefault(prompt, family)
         self.prompts = list(dict.fromkeys(prompts))
-        self.found: dict[str, list[str]] = {}
+        self.found: dict[str, list[tuple[str, str]]] = {}  # key -> [(prompt, family)] by activation
         self.error: str | None = None
 
     def prepare(self, features: Sequence[Any]) -> None:
@@ -299,8 +305,14 @@ class FeatureContextFinder:
                 act = value[0] if isinstance(value, (tuple, list)) else value
                 if act is not None and float(act) > 0:
                     scored.append((-float(act), prompt))
-            self.found[key] = [prompt for _, prompt in sorted(scored)[: self.top_n]]
+            self.found[key] = [(prompt, self.family_of[prompt]) for _, prompt in sorted(scored)]
 
     def contexts_for(self, hypothesis: Hypothesis) -> dict[str, list[str]]:
         self.prepare(hypothesis.source_features)
-        return {f.key: self.found[f.key] for f in hypothesis.source_features if self.found.get(f.key)}
+        scope = set(hypothesis.families)
+        out = {}
+        for f in hypothesis.source_features:
+            prompts = [p for p, family in self.found.get(f.key, ()) if not scope or family in scope]
+            if prompts:
+                out[f.key] = prompts[: self.top_n]
+        return out
