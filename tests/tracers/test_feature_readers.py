@@ -118,3 +118,30 @@ def test_chat_models_are_traced_through_their_chat_template(inter) -> None:
         assert chat.input_tokens[-1] == "?" and raw.input_tokens[-1] == "."
     finally:
         tok.chat_template = None
+
+
+def test_interpret_activations_feeds_the_interpreters(inter, toy_multi, artefact_cache_dir) -> None:
+    """With ``interpret_activations: true`` the analyzer hands its tracer (read on the
+    intervention model) and decoder directions to the interpreters: max-activating contexts
+    and the logit lens then describe the features; off (default), neither runs."""
+    from md_framework.config import config_from_mapping
+    from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
+
+    from builtin_plugins.interpreters import contexts, logit_lens
+    from builtin_plugins.organisms.build import load_dir
+
+    features = [FeatureRef(layer=1, feature=f) for f in range(4)]
+    corpus = {f: sorted(p)[:4] for f, p in toy_multi.universe.items()}
+    seen = {}
+    for flag in (False, True):
+        config = config_from_mapping({
+            "base_model": "organism:toy-multi#base", "intervention_model": "organism:toy-multi#intervention",
+            "tracer": "activation-diff", "cache_dir": str(artefact_cache_dir), "interpret_activations": flag})
+        analyzer = MechanisticBehavioralAnalyzer(config)
+        analyzer.models = {"base": load_dir(toy_multi.base_dir), "intervention": inter}
+        context = analyzer.interpretation_context(corpus)
+        seen[flag] = (contexts.interpret(features, context), logit_lens.interpret(features, context))
+    assert seen[False] == ([], [])
+    by_contexts, by_lens = seen[True]
+    assert by_contexts and all(i.top_contexts for i in by_contexts)
+    assert len(by_lens) == len(features) and all(i.promoted_tokens for i in by_lens)
