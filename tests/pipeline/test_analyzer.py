@@ -76,6 +76,9 @@ def test_demo_causal_confirmation_has_a_random_feature_control(demo_run) -> None
     assert any(r.causal_control_share is not None for r in confirmed)
     for r in confirmed:
         assert any("random-feature control" in n for n in r.notes), r.notes
+    # measured on the claim's own family (harmful_hacking), where the refusal change lives
+    refusal = next(r for r in report.validated() if r.hypothesis.hypothesis_type == "safety_enhancement")
+    assert refusal.causal_share is not None, refusal.notes
 
 
 def test_model_paired_with_itself_validates_nothing(artefact_cache_dir: Path, tmp_path: Path) -> None:
