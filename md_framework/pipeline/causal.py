@@ -173,21 +173,30 @@ def measure_triplet(metric: BehaviourMetric, base: LoadedModel, intervention: Lo
     are recorded under (recorded readings are not measured again; the block is not even
     opened when every reading is recorded)."""
     readings = _Readings(metric, store)
-    b_key, i_key = base.model_id, intervention.model_id
-    a_key = intervened_key or f"{i_key}|intervened"
+    vb, vi = _base_and_intervention(readings, base, intervention, cases)
+    va = _intervened(readings, base, intervene, cases,
+                     intervened_key or f"{intervention.model_id}|intervened")
+    return vb, vi, va
+
+
+def _base_and_intervention(readings: _Readings, base: LoadedModel, intervention: LoadedModel,
+                           cases: Sequence[TestCase]) -> tuple[list[float], list[float]]:
     if readings.paired:
-        vb, vi = readings.pair(b_key, base, i_key, intervention, cases)
-    else:
-        vb, vi = readings.one(b_key, base, cases), readings.one(i_key, intervention, cases)
-    if store is not None and len(readings._cached(a_key, cases)) == len(cases):
-        recorded = readings._cached(a_key, cases)
-        return vb, vi, [float(recorded[c.id].value) for c in cases]
+        return readings.pair(base.model_id, base, intervention.model_id, intervention, cases)
+    return (readings.one(base.model_id, base, cases),
+            readings.one(intervention.model_id, intervention, cases))
+
+
+def _intervened(readings: _Readings, base: LoadedModel, intervene: Callable[[], Any],
+                cases: Sequence[TestCase], key: str) -> list[float]:
+    """The intervened model's readings (recorded ones first: then the block never opens)."""
+    recorded = readings._cached(key, cases)
+    if len(recorded) == len(cases):
+        return [float(recorded[c.id].value) for c in cases]
     with intervene() as ablated:
         if readings.paired:
-            _, va = readings.pair(b_key, base, a_key, ablated, cases)
-        else:
-            va = readings.one(a_key, ablated, cases)
-    return vb, vi, va
+            return readings.pair(base.model_id, base, key, ablated, cases)[1]
+        return readings.one(key, ablated, cases)
 
 
 def control_features(hypothesis: Hypothesis, pool: Mapping[int, Sequence[FeatureRef]],
@@ -282,14 +291,14 @@ def confirm_causally(
                                                    base=base)
 
         try:
-            vb, vi, va = measure_triplet(
-                metric, base, intervention, intervene(h.source_features), cases, store=store,
-                intervened_key=f"{intervention.model_id}|{_features_key(h.source_features, mode, scale)}")
+            readings = _Readings(metric, store)
+            vb, vi = _base_and_intervention(readings, base, intervention, cases)
+            va = _intervened(readings, base, intervene(h.source_features), cases,
+                             f"{intervention.model_id}|{_features_key(h.source_features, mode, scale)}")
             vc = None
             if controls:
-                _, _, vc = measure_triplet(
-                    metric, base, intervention, intervene(controls), cases, store=store,
-                    intervened_key=f"{intervention.model_id}|{_features_key(controls, mode, scale)}")
+                vc = _intervened(readings, base, intervene(controls), cases,
+                                 f"{intervention.model_id}|{_features_key(controls, mode, scale)}")
         except Exception as exc:  # noqa: BLE001 - one hypothesis must not end the run
             out.append(result.model_copy(update={"notes": [
                 *result.notes, f"causal confirmation failed ({what}): "
