@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from md_framework.pipeline.testgen import interleave_families
 from md_framework.tracing_api import can_read_features
 from md_framework.types import ContextExample, FeatureInterpretation, FeatureRef
 
@@ -63,13 +64,7 @@ def interpret(features: Sequence[FeatureRef], context: Mapping[str, Any]) -> lis
         return []
     top_n = int(context.get("max_contexts", DEFAULT_TOP))
     limit = int(context.get("max_corpus_prompts", DEFAULT_MAX_CORPUS))
-    texts: list[tuple[str, str]] = []
-    # round-robin over families so a size limit keeps every family represented
-    lists = {f: list(p) for f, p in corpus.items()}
-    while len(texts) < limit and any(lists.values()):
-        for family in sorted(lists):
-            if lists[family] and len(texts) < limit:
-                texts.append((family, lists[family].pop(0)))
+    texts = interleave_families(corpus, limit)
     acts = fn([t for _, t in texts])
     wanted = {f.key: f for f in features}
     found: dict[str, list[ContextExample]] = {k: [] for k in wanted}

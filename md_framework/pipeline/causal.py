@@ -107,10 +107,6 @@ def causal_share(base: Sequence[float], intervention: Sequence[float], ablated: 
                           n, *means, dropped_replicates=dropped)
 
 
-def _values(readings: Sequence[Any]) -> list[float]:
-    return [float(r.value) for r in readings]
-
-
 class _Readings:
     """Metric readings per (model key, case), served from ``store`` (the run ledger: its
     ``cached_readings`` / ``record_readings``) when recorded and recorded before use when not.

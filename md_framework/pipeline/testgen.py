@@ -33,6 +33,7 @@ from md_framework.types import Hypothesis, TestCase
 
 __all__ = [
     "FeatureContextFinder",
+    "interleave_families",
     "NotEnoughTests",
     "TestPool",
     "generate_tests",
@@ -249,6 +250,18 @@ class TestPool:
         return self._cache[hypothesis.id]
 
 
+def interleave_families(families: Mapping[str, Sequence[str]], limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` (family, prompt) pairs taken round-robin over the families in sorted
+    order, so that a size limit keeps every family represented."""
+    lists = {f: list(p) for f, p in families.items()}
+    out: list[tuple[str, str]] = []
+    while len(out) < limit and any(lists.values()):
+        for family in sorted(lists):
+            if lists[family] and len(out) < limit:
+                out.append((family, lists[family].pop(0)))
+    return out
+
+
 class FeatureContextFinder:
     """Feature-driven test prompts: for each feature, the held-out (confirmation-split)
     prompts on which it is most active, from the tracer's optional ``feature_activations``
@@ -271,16 +284,11 @@ class FeatureContextFinder:
         self.tracer = tracer if can_read_features(tracer) else None
         self.model = model
         self.top_n = top_n
-        lists = {f: list(p) for f, p in universe.items()}
-        prompts: list[str] = []
+        picked = interleave_families(universe, max_prompts)
         self.family_of: dict[str, str] = {}
-        while len(prompts) < max_prompts and any(lists.values()):  # every family represented
-            for family in sorted(lists):
-                if lists[family] and len(prompts) < max_prompts:
-                    prompt = lists[family].pop(0)
-                    prompts.append(prompt)
-                    self.family_of.setdefault(prompt, family)
-        self.prompts = list(dict.fromkeys(prompts))
+        for family, prompt in picked:
+            self.family_of.setdefault(prompt, family)
+        self.prompts = list(dict.fromkeys(prompt for _, prompt in picked))
         self.found: dict[str, list[tuple[str, str]]] = {}  # key -> [(prompt, family)] by activation
         self.error: str | None = None
 
