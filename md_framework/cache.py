@@ -125,10 +125,22 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def default_cache_dir() -> Path:
-    """``$MD_CACHE_DIR`` if set, else ``.md-cache`` (relative to the working directory)."""
+def default_cache_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """The one cache root every command uses: ``$MD_CACHE_DIR`` if set, else ``configured``
+    (a config's ``cache_dir`` or a ``--cache-dir``), else the platform's user cache
+    directory (``platformdirs.user_cache_dir("md-framework")``, as pip and Hugging Face do;
+    ``~/.cache/md-framework`` without platformdirs). Never the working directory by accident:
+    a relative ``MD_CACHE_DIR`` or ``configured`` is made absolute once, here."""
     env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    return Path(env) if env else DEFAULT_CACHE_DIR
+    if env:
+        return Path(env).expanduser().absolute()
+    if configured is not None and str(configured).strip():
+        return Path(configured).expanduser().absolute()
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:
+        return Path("~/.cache/md-framework").expanduser()
+    return Path(user_cache_dir("md-framework", appauthor=False))
 
 
 @dataclass
@@ -855,5 +867,5 @@ class ArtifactCache:
 
 
 def open_cache(root: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> ArtifactCache:
-    """Open the cache at ``root`` (default: ``$MD_CACHE_DIR`` or ``.md-cache``)."""
+    """Open the cache at ``root`` (default: :func:`default_cache_dir`)."""
     return ArtifactCache(default_cache_dir() if root is None else Path(root), max_bytes=max_bytes)

@@ -7,6 +7,7 @@ entry points and validates each driver's own options model — before any model 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +22,24 @@ from md_framework.types import StrictModel
 
 
 class StatisticsConfig(StrictModel):
+    """How hypotheses are tested. ``method`` is accepted for ``procedure`` (the design
+    document's ``TestingProcedure(alpha=..., method='saffron', min_effect_size=...)``)."""
+
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
-    procedure: str = "saffron"
+    procedure: str = Field(default="saffron", validation_alias=AliasChoices("procedure", "method"))
     procedure_options: dict[str, Any] = Field(default_factory=dict)
     paired_test: str = "wilcoxon"
     paired_test_options: dict[str, Any] = Field(default_factory=dict)
     min_effect_size: float = Field(default=0.2, ge=0.0)
+
+    @property
+    def method(self) -> str:
+        """The online FDR procedure's name (the design document calls it ``method``)."""
+        return self.procedure
+
+
+#: The design document's name for the statistical settings (``statistical_config=``).
+TestingProcedure = StatisticsConfig
 
 
 class ExplorationConfig(StrictModel):
@@ -48,6 +61,51 @@ class ExplorationConfig(StrictModel):
     refine_prompts_per_family: int = Field(default=4, ge=0)
 
 
+#: The design document's name for the exploration settings
+#: (``ExplorationStrategy(method='ucb', exploration_weight=0.3, ...)``).
+ExplorationStrategy = ExplorationConfig
+
+
+#: Focus areas and the hypothesis types each one puts first (docs/api.md). The design
+#: document's areas ("safety", "capabilities", "reasoning", "harmful_content") are here;
+#: a plugin's hypothesis type is also an area of its own (e.g. "medical_advice").
+FOCUS_AREAS: dict[str, tuple[str, ...]] = {
+    "safety": ("safety_degradation", "safety_enhancement"),
+    "harmful_content": ("safety_degradation", "safety_enhancement"),
+    "capabilities": ("capability_gain", "capability_loss", "knowledge_update"),
+    "capability": ("capability_gain", "capability_loss"),
+    "reasoning": ("reasoning_change",),
+    "knowledge": ("knowledge_update",),
+    "style": ("style_change",),
+    "bias": ("bias_shift",),
+    "rerouting": ("computation_rerouting",),
+}
+
+
+def focus_types(focus_areas: Any) -> set[str]:
+    """The hypothesis types the focus areas put first (an area that is not in
+    :data:`FOCUS_AREAS` names a hypothesis type itself)."""
+    out: set[str] = set()
+    for area in focus_areas or ():
+        key = str(area).strip().lower()
+        out.update(FOCUS_AREAS.get(key, (key,)))
+    return out
+
+
+_FEATURE_KEY = re.compile(r"\s*[Ll]?(\d+)\s*[:/_-]\s*[Ff]?(\d+)\s*")
+
+
+def normalise_feature_key(key: Any) -> str:
+    """``"L10_F234"`` (the design document's labels), ``"10:234"``, ``"10/234"`` ->
+    ``"10:234"``; anything else is an error naming the accepted forms."""
+    match = _FEATURE_KEY.fullmatch(str(key))
+    if match is None:
+        raise ValueError(
+            f"feature key {key!r} is not a feature: use \"L<layer>_F<feature>\" (e.g. \"L10_F234\")"
+            " or \"<layer>:<feature>\" (e.g. \"10:234\")")
+    return f"{int(match.group(1))}:{int(match.group(2))}"
+
+
 class UniverseConfig(StrictModel):
     """The prompt families an analysis may trace and test (its "universe").
 
@@ -61,6 +119,9 @@ class UniverseConfig(StrictModel):
     generators: dict[str, str] = Field(default_factory=dict)
     organism: str | None = None
     n_per_family: int = Field(default=24, ge=1)
+    #: filled by the analyzer when no universe was given: which documented default it used
+    #: (shown in the report's summary; see md_framework/stages.py, ``default_universe``)
+    default_used: str | None = None
 
     @field_validator("families")
     @classmethod
@@ -87,8 +148,8 @@ class AnalysisConfig(StrictModel):
     )
     transcoder_set: str | None = None
     universe: UniverseConfig = Field(default_factory=UniverseConfig)
-    #: user labels for features: {"layer:feature": "description"} or a path to a JSON file
-    #: (that dict, or a Neuronpedia-style export)
+    #: user labels for features: {"L10_F234" or "10:234": "description"} or a path to a
+    #: JSON file (that dict, or a Neuronpedia-style export)
     feature_interpretations: dict[str, str] | str | None = None
     #: give the interpreters the tracer's feature readings during discovery: max-activating
     #: contexts over the explore split (one forward pass per prompt) and the logit lens of
@@ -114,14 +175,18 @@ class AnalysisConfig(StrictModel):
     threads: int | None = Field(default=None, ge=1)
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     batch_size: int = Field(default=8, ge=1)
-    cache_dir: Path = Path(".md-cache")
+    #: artefact cache root: $MD_CACHE_DIR if set, else this value, else the platform's user
+    #: cache directory (md_framework.cache.default_cache_dir); never the working directory
+    cache_dir: Path = Field(default_factory=lambda: _cache_root(None))
     #: size limit of the artefact cache; least recently used entries are evicted past it
     cache_max_bytes: int | None = Field(default=None, ge=1)
     quantization: Literal["none", "8bit", "4bit"] = "none"
     seed: int = 0
     executor: str = "serial"
     executor_options: dict[str, Any] = Field(default_factory=dict)
-    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    statistics: StatisticsConfig = Field(
+        default_factory=StatisticsConfig,
+        validation_alias=AliasChoices("statistics", "statistical_config"))
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
@@ -129,6 +194,30 @@ class AnalysisConfig(StrictModel):
     @classmethod
     def _model_from_string(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, (str, Path)) else value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, value: Path) -> Path:
+        return _cache_root(value)
+
+    @field_validator("feature_interpretations")
+    @classmethod
+    def _feature_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # "L10_F234" -> "10:234"; a key that names no feature is an error
+            return {normalise_feature_key(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("focus_areas")
+    @classmethod
+    def _focus_areas(cls, value: list[str]) -> list[str]:
+        out = [str(a).strip().lower() for a in value]
+        for area in out:
+            if area not in FOCUS_AREAS and not _known_hypothesis_type(area):
+                raise ValueError(
+                    f'unknown focus area "{area}".{did_you_mean(area, FOCUS_AREAS)} Known areas:'
+                    f" {', '.join(sorted(FOCUS_AREAS))}, or the name of an installed plugin's"
+                    " hypothesis type")
+        return out
 
     @field_validator("device")
     @classmethod
@@ -164,6 +253,27 @@ class AnalysisConfig(StrictModel):
             "diversity_weight": self.exploration.diversity_weight,
             **self.exploration.method_options,
         }
+
+
+def _cache_root(configured: Path | None) -> Path:
+    from md_framework.cache import default_cache_dir
+
+    return default_cache_dir(configured)
+
+
+def _known_hypothesis_type(name: str) -> bool:
+    """Whether ``name`` is a builtin hypothesis type or one an installed plugin declares."""
+    from md_framework.types import HypothesisType
+
+    if name in {t.value for t in HypothesisType}:
+        return True
+    try:
+        from md_framework.plugins import Hooks, get_plugin_manager
+
+        declared = Hooks(get_plugin_manager()).collect("md_hypothesis_types")
+        return any(getattr(c.value, "name", None) == name for c in declared)
+    except Exception:  # noqa: BLE001 - a broken plugin must not hide the real error
+        return False
 
 
 CONFIG_FIELD_OF_GROUP = {

@@ -44,8 +44,14 @@ class ModelLoadOptions(StrictModel):
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     quantization: Literal["none", "8bit", "4bit"] = "none"
-    cache_dir: Path = Path(".md-cache")
+    cache_dir: Path = Field(default_factory=lambda: _default_cache_dir())
     offline: bool = False
+
+
+def _default_cache_dir() -> Path:
+    from md_framework.cache import default_cache_dir  # kernel, torch-free
+
+    return default_cache_dir()
 
 
 @dataclass

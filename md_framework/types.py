@@ -345,6 +345,19 @@ class EffectSize(StrictModel):
     ci_high: float | None = None
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
 
+    # Formats and converts like its estimate (f"{result.effect_size:.3f}", float(...)), so
+    # the design document's code works; str() keeps the name and the interval.
+    def __float__(self) -> float:
+        return float(self.estimate)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.estimate, spec) if spec else str(self)
+
+    def __str__(self) -> str:
+        ci = (f" [{self.ci_low:.3g}, {self.ci_high:.3g}]"
+              if self.ci_low is not None and self.ci_high is not None else "")
+        return f"{self.name}={self.estimate:.3g}{ci}"
+
 
 class ValidationResult(StrictModel):
     hypothesis: Hypothesis
@@ -436,6 +449,9 @@ class AnalysisReport(StrictModel):
             f"behaviour queries: {self.costs.behaviour_queries}, traced prompts: "
             f"{self.costs.traced_prompts}, wall time: {self.costs.wall_time_s:.1f} s",
         ]
+        universe = (self.config or {}).get("universe")
+        if isinstance(universe, dict) and universe.get("default_used"):
+            lines.append(f"prompt universe: none given, used the default: {universe['default_used']}")
         for result in self.validation_results:
             mark = "VALIDATED" if result.is_validated() else "not validated"
             stat = (

@@ -113,12 +113,18 @@ def discovery_from_validation(result: Any, prompt_family: dict[str, str]) -> Dis
 # --------------------------------------------------------------------------- config
 
 
+def _default_organism_cache() -> Path:
+    from md_framework.cache import default_cache_dir
+
+    return default_cache_dir() / "organisms"
+
+
 @dataclass
 class BenchConfig:
     specs: list[str]
     seeds: int = 1
     out_dir: Path = Path("bench-results")
-    cache_dir: Path = Path(".md-cache/organisms")
+    cache_dir: Path = field(default_factory=lambda: _default_organism_cache())
     methods: list[str] = field(default_factory=lambda: ["pipeline", "exhaustive", "bandit"])
     alpha: float = 0.05
     n_prompts: int = 12

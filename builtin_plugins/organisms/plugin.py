@@ -29,11 +29,18 @@ def parse_reference(source: str) -> tuple[str, str]:
 def md_load_model(spec: Any, options: Any) -> Any:
     if not spec.source.startswith(PREFIX):
         return None
-    from builtin_plugins.organisms.build import build_organism, load_dir
+    from md_framework.runtime import ModelSpec
+
+    from builtin_plugins.models.loaders import load_model
+    from builtin_plugins.organisms.build import build_organism
 
     ref, part = parse_reference(spec.source)
     built = build_organism(ref, Path(options.cache_dir) / "organisms")
-    loaded = load_dir(built.model_dir(part), source=spec.source)
+    # the built organism is an ordinary HF directory: device, dtype and quantization are
+    # honoured (or rejected) by the same loader as any local model, never dropped
+    loaded = load_model(ModelSpec(source=str(built.model_dir(part))), options)
+    loaded.spec = spec
+    loaded.loader = "organism"
     return loaded
 
 
@@ -65,6 +72,16 @@ def md_prompt_family_generators() -> list:
     return list(builtin_generators().values())
 
 
+_CACHE_HELP = ("Organism cache (default: organisms/ under $MD_CACHE_DIR, else the user cache"
+               " directory; see md_framework.cache.default_cache_dir).")
+
+
+def _organism_cache(flag: str | None) -> Path:
+    from md_framework.cache import default_cache_dir
+
+    return Path(flag).expanduser().absolute() if flag else default_cache_dir() / "organisms"
+
+
 @hookimpl
 def md_register_commands(cli: Any) -> None:
     import click
@@ -75,7 +92,7 @@ def md_register_commands(cli: Any) -> None:
 
     @organism.command("build")
     @click.argument("spec", nargs=-1, required=True)
-    @click.option("--cache-dir", default=".md-cache/organisms", show_default=True)
+    @click.option("--cache-dir", default=None, help=_CACHE_HELP)
     @click.option("--threads", default=2, show_default=True, type=int)
     @click.option("--remeasure", is_flag=True,
                   help="Measure a built organism's ground truth again (after a metric changed); "
@@ -84,6 +101,7 @@ def md_register_commands(cli: Any) -> None:
         """Build SPEC (a YAML file or builtin name) and print where its artefacts are."""
         from builtin_plugins.organisms.build import build_organism, remeasure_organism
 
+        cache_dir = _organism_cache(cache_dir)
         for ref in spec:
             if remeasure:
                 import torch
@@ -113,7 +131,7 @@ def md_register_commands(cli: Any) -> None:
     @click.argument("specs", nargs=-1, required=True)
     @click.option("--seeds", default=1, show_default=True, type=int)
     @click.option("--out", "out_dir", default="bench-results", show_default=True)
-    @click.option("--cache-dir", default=".md-cache/organisms", show_default=True)
+    @click.option("--cache-dir", default=None, help=_CACHE_HELP)
     @click.option("--methods", default="pipeline,exhaustive,bandit", show_default=True)
     @click.option("--alpha", default=0.05, show_default=True, type=float)
     @click.option("--n-prompts", default=12, show_default=True, type=int,
@@ -134,7 +152,7 @@ def md_register_commands(cli: Any) -> None:
             overrides = {k: v for k, v in read_config_file(pipeline_config).items()
                          if k not in {"base_model", "intervention_model", "universe", "cache_dir"}}
         config = BenchConfig(specs=list(specs), seeds=seeds, out_dir=Path(out_dir),
-                             cache_dir=Path(cache_dir), methods=methods.split(","), alpha=alpha,
+                             cache_dir=_organism_cache(cache_dir), methods=methods.split(","), alpha=alpha,
                              n_prompts=n_prompts, threads=threads, pipeline_overrides=overrides)
         result = run_bench(config, log=click.echo)
         click.echo(result["markdown"])

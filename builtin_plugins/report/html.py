@@ -38,7 +38,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
 <meta http-equiv="Content-Security-Policy" content="{{ csp }}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>md-framework report: {{ r.base_model_id or '?' }} → {{ r.intervention_model_id or '?' }}</title>
+<title>What changed: {{ base_name }} → {{ intervention_name }}</title>
 <style>
 :root { --fg:#1d232b; --muted:#5c6670; --line:#dfe3e8; --bg:#f6f7f9; --card:#fff;
         --ok:#1e8449; --no:#7f8c8d; --up:#c0392b; --down:#2e6fb5; --accent:#34495e; }
@@ -48,6 +48,20 @@ body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu
 header { background:var(--accent); color:#fff; padding:18px 32px; }
 header h1 { margin:0; font-size:22px; font-weight:600; }
 header .models { margin-top:4px; font-size:15px; opacity:.9; }
+header .ids { margin-top:2px; font-size:11.5px; opacity:.7; font-family:ui-monospace,"DejaVu Sans Mono",monospace; }
+.finding { border-left:6px solid var(--ok); padding:14px 18px; }
+.finding h3.claim { margin:0 0 4px; font-size:17px; color:var(--fg); }
+.finding .nums { display:flex; flex-wrap:wrap; gap:8px 22px; margin:6px 0 10px; font-size:14px; }
+.finding .nums b { font-size:17px; }
+.pair { display:grid; grid-template-columns:minmax(0,1.1fr) minmax(0,1fr) minmax(0,1fr); gap:0; border:1px solid var(--line); border-radius:6px; overflow:hidden; margin:6px 0; }
+.pair > div { padding:6px 9px; border-right:1px solid var(--line); min-width:0; }
+.pair > div:last-child { border-right:0; }
+.pair .lab { font-size:11px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); margin-bottom:2px; }
+.pair .ans { white-space:pre-wrap; word-break:break-word; font:13px/1.4 ui-monospace,"DejaVu Sans Mono",monospace; max-height:8.5em; overflow:hidden; }
+.pair .q { background:#f7f8fa; }
+.pair .b { background:#fbfcfd; } .pair .i { background:#fdf6f5; }
+ul.reasons { margin:4px 0; padding-left:20px; } ul.reasons li { margin-bottom:4px; }
+.lead { font-size:15px; margin:0 0 8px; }
 nav { position:sticky; top:0; z-index:2; background:#fff; border-bottom:1px solid var(--line);
       padding:8px 32px; font-size:14px; }
 nav a { margin-right:16px; color:var(--accent); text-decoration:none; }
@@ -91,10 +105,13 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
 </head>
 <body>
 <header>
-  <h1>md-framework analysis report</h1>
-  <div class="models"><b>{{ r.base_model_id or '?' }}</b> → <b>{{ r.intervention_model_id or '?' }}</b></div>
+  <h1>What changed: {{ base_name }} → {{ intervention_name }}</h1>
+  <div class="models">{{ n_validated }} of {{ r.validation_results|length }} tested hypotheses validated{% if fdr_text %} · {{ fdr_text }}{% endif %} · {{ r.costs.behaviour_queries }} behaviour queries</div>
+  <div class="ids">base {{ r.base_model_id or '?' }} · intervention {{ r.intervention_model_id or '?' }}</div>
 </header>
 <nav>
+  <a href="#findings">What changed</a>
+  <a href="#not-validated">Not validated</a>
   <a href="#overview">Overview</a>
   {% if plots %}<a href="#plots">Plots</a>{% endif %}
   <a href="#hypotheses">Hypotheses</a>
@@ -102,8 +119,56 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
   <a href="#bandit">Exploration</a>
   {% if changes %}<a href="#changes">Circuit changes</a>{% endif %}
   {% if exports %}<a href="#exports">Graph exports</a>{% endif %}
+  <a href="#config">Configuration</a>
 </nav>
 <main>
+<section class="card" id="findings">
+  <h2>What changed</h2>
+  {% if universe_note %}<p class="meta">Prompt universe: none was given, so the default was used: {{ universe_note }}.</p>{% endif %}
+  {% if findings %}
+  <p class="lead">{{ findings|length }} validated change{{ '' if findings|length == 1 else 's' }}, each with its effect (intervention − base) and {{ confidence }} interval, and example prompts with both models' answers.</p>
+  {% else %}
+  <p class="lead">No change was validated: no hypothesis passed its online FDR test{% if r.validation_results %} ({{ r.validation_results|length }} tested; reasons below){% endif %}.</p>
+  {% endif %}
+</section>
+{% for f in findings %}
+<section class="card finding" id="finding-{{ loop.index }}">
+  <h3 class="claim">{{ f.claim }}</h3>
+  <div class="meta">{{ f.kind }}{% if f.families %} · families {{ f.families }}{% endif %} · metric <code>{{ f.metric }}</code> · <a href="#hyp-{{ f.anchor }}">provenance</a></div>
+  <div class="nums"><span>effect <b>{{ f.effect }}</b></span><span>{{ f.stat }}</span><span>n = {{ f.n }} prompt pairs</span><span>{{ f.test }}</span>{% if f.causal %}<span>causal share {{ f.causal }}</span>{% endif %}</div>
+  {% for o in f.examples %}
+  <div class="pair">
+    <div class="q"><div class="lab">prompt</div><div class="ans">{{ o.prompt }}</div></div>
+    <div class="b"><div class="lab">base answer{% if o.base_value is not none %} ({{ '%.3g'|format(o.base_value) }}){% endif %}</div><div class="ans">{{ o.base_output if o.base_output is not none else '(no text recorded)' }}</div></div>
+    <div class="i"><div class="lab">intervention answer{% if o.intervention_value is not none %} ({{ '%.3g'|format(o.intervention_value) }}){% endif %}</div><div class="ans">{{ o.intervention_output if o.intervention_output is not none else '(no text recorded)' }}</div></div>
+  </div>
+  {% endfor %}
+</section>
+{% endfor %}
+<section class="card" id="not-validated">
+  <h2>Not validated</h2>
+  {% if rejected %}
+  <ul class="reasons">
+  {% for h in rejected %}
+    <li><b>{{ h.claim }}</b> <span class="meta">({{ h.kind }}{% if h.families %}, {{ h.families }}{% endif %}; {{ h.stat }}; effect {{ h.effect }}; n = {{ h.n }}; <a href="#hyp-{{ h.anchor }}">details</a>)</span><br>{{ h.reason }}</li>
+  {% endfor %}
+  </ul>
+  {% else %}<p class="meta">Every tested hypothesis was validated.</p>{% endif %}
+  {% if untested %}<p class="meta">Proposed but not tested (query budget or cap): {{ untested|join('; ') }}</p>{% endif %}
+</section>
+{% if plots %}
+<section class="card" id="plots">
+  <h2>Plots</h2>
+  {% for p in plots %}
+  <figure id="plot-{{ p.name }}">
+    <h3>{{ p.title }}</h3>
+    <img src="{{ p.uri }}" alt="{{ p.title }}">
+    <figcaption>{{ p.caption }}{% if p.file %} PNG: <a href="{{ p.file }}">{{ p.file }}</a>{% endif %}</figcaption>
+  </figure>
+  {% endfor %}
+</section>
+{% endif %}
+
 <section class="card" id="overview">
   <h2>Overview</h2>
   <div class="tiles">
@@ -118,20 +183,14 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
     <div>
       <h3>Models</h3>
       <table>
-        <tr><th>base</th><td>{{ r.base_model_id or '?' }}</td></tr>
-        <tr><th>intervention</th><td>{{ r.intervention_model_id or '?' }}</td></tr>
+        <tr><th>base</th><td>{{ base_name }} <span class="meta">{{ r.base_model_id or '' }}</span></td></tr>
+        <tr><th>intervention</th><td>{{ intervention_name }} <span class="meta">{{ r.intervention_model_id or '' }}</span></td></tr>
         {% if r.circuit_diff and r.circuit_diff.dictionary_id %}<tr><th>dictionary</th><td>{{ r.circuit_diff.dictionary_id }}</td></tr>{% endif %}
       </table>
       {% if stats %}
       <h3>Circuit statistics</h3>
       <table>{% for k, v in stats %}<tr><th>{{ k }}</th><td class="num">{{ v }}</td></tr>{% endfor %}</table>
       {% endif %}
-    </div>
-    <div>
-      <h3>Configuration</h3>
-      {% if config_rows %}
-      <table>{% for k, v in config_rows %}<tr><th>{{ k }}</th><td><code>{{ v }}</code></td></tr>{% endfor %}</table>
-      {% else %}<p class="meta">No configuration recorded.</p>{% endif %}
     </div>
   </div>
   <h3>Decisions</h3>
@@ -145,18 +204,6 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
   </table>
 </section>
 
-{% if plots %}
-<section class="card" id="plots">
-  <h2>Plots</h2>
-  {% for p in plots %}
-  <figure id="plot-{{ p.name }}">
-    <h3>{{ p.title }}</h3>
-    <img src="{{ p.uri }}" alt="{{ p.title }}">
-    <figcaption>{{ p.caption }}{% if p.file %} PNG: <a href="{{ p.file }}">{{ p.file }}</a>{% endif %}</figcaption>
-  </figure>
-  {% endfor %}
-</section>
-{% endif %}
 
 <section class="card" id="hypotheses">
   <h2>Hypotheses</h2>
@@ -261,6 +308,18 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
   <ul>{% for e in exports %}<li><a href="{{ e }}">{{ e }}</a></li>{% endfor %}</ul>
 </section>
 {% endif %}
+<section class="card" id="config">
+  <h2>Configuration</h2>
+  <details><summary>{{ config_rows|length }} settings{% if r.base_model_id %} and model identities{% endif %}</summary>
+  <table>
+    <tr><th>base model</th><td>{{ base_name }} <code>{{ r.base_model_id or '?' }}</code></td></tr>
+    <tr><th>intervention model</th><td>{{ intervention_name }} <code>{{ r.intervention_model_id or '?' }}</code></td></tr>
+  </table>
+  {% if config_rows %}
+  <table>{% for k, v in config_rows %}<tr><th>{{ k }}</th><td><code>{{ v }}</code></td></tr>{% endfor %}</table>
+  {% else %}<p class="meta">No configuration recorded.</p>{% endif %}
+  </details>
+</section>
 <footer>md-framework report · schema version {{ r.schema_version }} · rendered {{ now }} · self-contained: no scripts, no network</footer>
 </main>
 </body>
@@ -333,6 +392,89 @@ def _hyp_view(report: AnalysisReport, h: Hypothesis, result: ValidationResult | 
     return view
 
 
+def _source(report: AnalysisReport, role: str) -> str:
+    """A model named by its configured source (what a reader recognises); the hash is
+    shown beside it, smaller."""
+    value = (report.config or {}).get(f"{role}_model")
+    if isinstance(value, Mapping):
+        value = value.get("source")
+    model_id = report.base_model_id if role == "base" else report.intervention_model_id
+    return str(value) if value else (model_id or "?")
+
+
+def _effect_text(result: ValidationResult) -> str:
+    es = result.effect_size
+    if es is None:
+        return "—"
+    text = f"{es.name} {es.estimate:+.2f}"
+    if es.ci_low is not None and es.ci_high is not None:
+        text += f" [{es.ci_low:+.2f}, {es.ci_high:+.2f}]"
+    return text
+
+
+def _stat_text(result: ValidationResult) -> str:
+    level = f" (level {result.test_level:.2g})" if result.test_level is not None else ""
+    if result.p_value is not None:
+        return f"p = {result.p_value:.2g}{level}"
+    if result.e_value is not None:
+        return f"e = {result.e_value:.3g}{level}"
+    return "no test"
+
+
+def _reason(result: ValidationResult, min_effect: Any) -> str:
+    """Why a hypothesis was not validated: the result's own ``reason`` when it has one,
+    else what its numbers and notes say."""
+    given = getattr(result, "reason", None)
+    parts = [str(given)] if given else []
+    if not given:
+        level, p = result.test_level, result.p_value
+        es = result.effect_size
+        direction = result.hypothesis.direction
+        wrong_way = es is not None and ((direction == "increase" and es.estimate <= 0)
+                                        or (direction == "decrease" and es.estimate >= 0))
+        if wrong_way:
+            parts.append(f"the effect went the other way ({es.estimate:+.2f}; predicted {direction})")
+        elif p is not None and level is not None and p <= level:
+            parts.append(f"p = {p:.2g} is under its level {level:.2g}, but the effect is below the"
+                         f" smallest effect worth claiming ({min_effect}), so it was tested as p = 1")
+        elif p is not None and level is not None:
+            parts.append(f"the evidence was too weak: p = {p:.2g} above its level {level:.2g}")
+        elif result.n == 0:
+            parts.append("no test prompts could be measured")
+    parts += [n for n in result.notes if n]
+    return "; ".join(parts) or "not rejected by the online FDR procedure"
+
+
+def _examples(result: ValidationResult, k: int = 3) -> list[Any]:
+    """Up to ``k`` examples, the largest differences first, preferring ones with answers."""
+    with_text = [o for o in result.examples if o.base_output is not None or o.intervention_output is not None]
+    rest = [o for o in result.examples if o not in with_text]
+    return (with_text + rest)[:k]
+
+
+def _summaries(report: AnalysisReport) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    stats = (report.config or {}).get("statistics") or {}
+    min_effect = stats.get("min_effect_size", "the configured minimum") if isinstance(stats, Mapping) else "?"
+    found, rejected = [], []
+    for index, r in enumerate(report.validation_results, start=1):
+        h = r.hypothesis
+        causal = None
+        if r.causal_share is not None:
+            causal = f"{r.causal_share.estimate:.2f}"
+        view = {"claim": h.description or h.id, "kind": str(h.hypothesis_type).replace("_", " "),
+                "families": ", ".join(h.families), "metric": h.metric, "anchor": index,
+                "effect": _effect_text(r), "stat": _stat_text(r), "n": r.n,
+                "test": r.test_name + (" (stopped early)" if r.stopped_early else ""),
+                "causal": causal}
+        if r.decision:
+            view["examples"] = _examples(r)
+            found.append(view)
+        else:
+            view["reason"] = _reason(r, min_effect)
+            rejected.append(view)
+    return found, rejected
+
+
 def render_html(
     report: AnalysisReport,
     plots: Mapping[str, bytes] | None = None,
@@ -375,7 +517,20 @@ def render_html(
     results = {r.hypothesis.id: r for r in report.validation_results}
     hyps = [_hyp_view(report, r.hypothesis, r, deltas) for r in report.validation_results]
     hyps += [_hyp_view(report, h, None, deltas) for h in report.hypotheses if h.id not in results]
+    findings, rejected = _summaries(report)
+    tested = {r.hypothesis.id for r in report.validation_results}
+    stats_cfg = (report.config or {}).get("statistics") or {}
+    fdr_text = ""
+    if isinstance(stats_cfg, Mapping) and stats_cfg.get("procedure"):
+        fdr_text = f"online FDR: {stats_cfg['procedure']} at α = {stats_cfg.get('alpha', '?')}"
+    universe = (report.config or {}).get("universe") or {}
+    confidence = next((f"{r.effect_size.confidence:.0%}" for r in report.validation_results
+                       if r.effect_size is not None), "95%")
     return template.render(
+        base_name=_source(report, "base"), intervention_name=_source(report, "intervention"),
+        findings=findings, rejected=rejected, fdr_text=fdr_text, confidence=confidence,
+        universe_note=universe.get("default_used") if isinstance(universe, Mapping) else None,
+        untested=[h.description or h.id for h in report.hypotheses if h.id not in tested],
         r=report, csp=CSP, n_validated=len(report.validated()), plots=plot_views, hyps=hyps,
         stats=[(k, _fmt(v)) for k, v in report.circuit_statistics.items()],
         config_rows=_flatten(report.config), changes=changes[:60], exports=exports or [],

@@ -34,10 +34,57 @@ REJECTED_COLOUR = "#7f8c8d"
 DPI = 110
 
 
-def _figure(width: float, height: float) -> Any:
+def _has_display() -> bool:
+    """Whether a browser window could open: a desktop OS, or X11/Wayland on Linux."""
+    import sys
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_png(path: Path, *, title: str = "md-framework figure") -> Path:
+    """Show a saved PNG: open it in the web browser when a display exists, otherwise print
+    where it is (a headless machine has nothing to show it on). Returns the path."""
+    if _has_display():
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    else:
+        print(f"{title}: saved to {path} (no display to open it on)")
+    return path
+
+
+def _figure_class() -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    class MDFigure(Figure):
+        """A matplotlib figure that can be shown without pyplot: :meth:`show` saves a PNG
+        (in a temporary directory unless a path is given) and opens it in the browser when
+        a display exists, else prints the path; :meth:`save` writes a PNG."""
+
+        def save(self, path: str | os.PathLike[str]) -> Path:
+            return save_figure(self, path)
+
+        def show(self, path: str | os.PathLike[str] | None = None, warn: bool = True) -> Path:  # noqa: ARG002
+            import tempfile
+
+            if path is None:
+                folder = Path(tempfile.mkdtemp(prefix="md-figure-"))
+                path = folder / "figure.png"
+            return show_png(save_figure(self, path))
+
+    return MDFigure
+
+
+_FIGURE_CLASS: Any = None
+
+
+def _figure(width: float, height: float) -> Any:
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+        _FIGURE_CLASS = _figure_class()
+    return _FIGURE_CLASS(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def _txt(text: Any, limit: int = 60) -> str:
@@ -209,8 +256,9 @@ def plot_validation_dashboard(results: Sequence[ValidationResult]) -> Any:
 
 @dataclass
 class NetworkData:
-    nodes: dict[str, dict[str, Any]]  # key -> {layer, label, delta}
+    nodes: dict[str, dict[str, Any]]  # key -> {layer, label, delta[, interp]}
     edges: list[tuple[str, str, float, str]]  # source, target, change, status
+    note: str = ""  # what was left out (shown under the plot)
 
 
 def _node_key(node_id: str) -> tuple[str, int | None, str]:
@@ -228,38 +276,77 @@ def _node_key(node_id: str) -> tuple[str, int | None, str]:
     return node_id, None, node_id
 
 
-def network_from_diff(diff: CircuitDiff, max_edges: int = 40) -> NetworkData:
+def _interp_label(interpretations: Mapping[str, Any] | None, layer: int, feature: int,
+                  limit: int = 26) -> str:
+    for item in (interpretations or {}).get(f"{layer}:{feature}", []) or []:
+        text = getattr(item, "description", None) or (item.get("description") if isinstance(item, Mapping) else None)
+        if text:
+            return _txt(text, limit)
+    return ""
+
+
+def network_from_diff(diff: CircuitDiff, max_edges: int = 24, *, max_nodes: int = 12,
+                      interpretations: Mapping[str, Any] | None = None) -> NetworkData:
+    """The top ``max_nodes`` changed features (screened changes first, then by |mean
+    change|), labelled with their interpretations, and the ``max_edges`` largest pooled
+    edge changes touching them (their other endpoints are added: tokens, logits, features).
+    Everything else is left out so the plot stays readable; ``data.note`` says how much."""
+    ranked = sorted(diff.systematic_changes,
+                    key=lambda c: (not (c.q_value is not None and c.q_value <= 0.1), -abs(c.mean_delta)))
     nodes: dict[str, dict[str, Any]] = {}
-    for change in diff.systematic_changes:
-        key = f"F:{change.feature.layer}:{change.feature.feature}"
-        nodes[key] = {"layer": change.feature.layer, "label": f"L{change.feature.layer}#{change.feature.feature}",
-                      "delta": change.mean_delta}
+    for change in ranked[:max_nodes]:
+        f = change.feature
+        nodes[f"F:{f.layer}:{f.feature}"] = {
+            "layer": f.layer, "label": f"L{f.layer}#{f.feature}", "delta": change.mean_delta,
+            "interp": _interp_label(interpretations, f.layer, f.feature)}
+    if not nodes:  # no systematic changes: the largest per-prompt feature changes
+        pooled_nodes: dict[str, list[float]] = defaultdict(list)
+        meta: dict[str, tuple[int | None, str]] = {}
+        for prompt_diff in diff.prompt_diffs:
+            for fc in prompt_diff.feature_changes:
+                key, layer, label = _node_key(fc.node_id)
+                pooled_nodes[key].append(fc.delta)
+                meta[key] = (layer, label)
+        top = sorted(pooled_nodes, key=lambda k: -abs(sum(pooled_nodes[k]) / len(pooled_nodes[k])))
+        for key in top[:max_nodes]:
+            layer, label = meta[key]
+            parts = key.split(":")
+            interp = _interp_label(interpretations, int(parts[1]), int(parts[2])) if len(parts) == 3 else ""
+            nodes[key] = {"layer": layer, "label": label, "interp": interp,
+                          "delta": sum(pooled_nodes[key]) / len(pooled_nodes[key])}
     pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
     statuses: dict[tuple[str, str], set[str]] = defaultdict(set)
     labels: dict[str, tuple[int | None, str]] = {}
+    n_edges = 0
     for prompt_diff in diff.prompt_diffs:
-        for fc in prompt_diff.feature_changes:
-            key, layer, label = _node_key(fc.node_id)
-            nodes.setdefault(key, {"layer": layer, "label": label, "delta": fc.delta})
         for ec in prompt_diff.edge_changes:
             if ec.status == "unchanged":
                 continue
-            (s, sl, slab), (t, tl, tlab) = _node_key(ec.source), _node_key(ec.target)
-            labels[s], labels[t] = (sl, slab), (tl, tlab)
-            pooled[(s, t)].append(ec.intervention_weight - ec.base_weight)
-            statuses[(s, t)].add(ec.status)
+            n_edges += 1
+            (src, sl, slab), (tgt, tl, tlab) = _node_key(ec.source), _node_key(ec.target)
+            if src not in nodes and tgt not in nodes:
+                continue
+            labels[src], labels[tgt] = (sl, slab), (tl, tlab)
+            pooled[(src, tgt)].append(ec.intervention_weight - ec.base_weight)
+            statuses[(src, tgt)].add(ec.status)
     edges = []
-    for (s, t), deltas in pooled.items():
-        status = next(iter(statuses[(s, t)])) if len(statuses[(s, t)]) == 1 else "reweighted"
-        edges.append((s, t, sum(deltas) / len(deltas), status))
+    for (src, tgt), deltas in pooled.items():
+        status = next(iter(statuses[(src, tgt)])) if len(statuses[(src, tgt)]) == 1 else "reweighted"
+        edges.append((src, tgt, sum(deltas) / len(deltas), status))
     edges.sort(key=lambda e: -abs(e[2]))
     edges = edges[:max_edges]
-    for s, t, _, _ in edges:
-        for key in (s, t):
+    for src, tgt, _, _ in edges:
+        for key in (src, tgt):
             if key not in nodes:
                 layer, label = labels[key]
-                nodes[key] = {"layer": layer, "label": label, "delta": 0.0}
-    return NetworkData(nodes, edges)
+                nodes[key] = {"layer": layer, "label": label, "delta": 0.0, "interp": ""}
+    total = len(diff.systematic_changes)
+    note = (f"top {min(total, max_nodes)} of {total} changed features" if total else "")
+    if n_edges == 0:
+        note += ("; " if note else "") + "the tracer recorded no edges (activation differences only)"
+    elif len(edges) < n_edges:
+        note += ("; " if note else "") + f"{len(edges)} largest edge changes touching them"
+    return NetworkData(nodes, edges, note)
 
 
 def network_from_graphs(base: CircuitGraph, intervention: CircuitGraph, max_edges: int = 40) -> NetworkData:
@@ -287,8 +374,12 @@ def network_from_graphs(base: CircuitGraph, intervention: CircuitGraph, max_edge
     edges.sort(key=lambda e: -abs(e[2]))
     edges = edges[:max_edges]
     used = {e[0] for e in edges} | {e[1] for e in edges}
-    nodes = {k: v for k, v in nodes.items() if k in used or abs(v["delta"]) > 1e-12}
-    return NetworkData(nodes, edges)
+    changed = sorted((k for k, v in nodes.items() if abs(v["delta"]) > 1e-12),
+                     key=lambda k: -abs(nodes[k]["delta"]))
+    keep = used | set(changed[:12])
+    left = len(set(changed) - keep)
+    nodes = {k: v for k, v in nodes.items() if k in keep}
+    return NetworkData(nodes, edges, f"{left} smaller node changes not drawn" if left else "")
 
 
 _EDGE_STYLE = {"new": (INCREASE_COLOUR, "-"), "removed": (DECREASE_COLOUR, "--"),
@@ -297,14 +388,11 @@ _EDGE_STYLE = {"new": (INCREASE_COLOUR, "-"), "removed": (DECREASE_COLOUR, "--")
 
 def plot_network(data: NetworkData, title: str | None = None) -> Any:
     """Layered graph: x = layer (tokens left, logits right), node colour = activation change,
-    edge colour = new (red) / removed (blue, dashed) / reweighted (purple, dotted)."""
+    edge colour = new (red) / removed (blue, dashed) / reweighted (purple, dotted); each
+    feature labelled with its id and interpretation beside the node."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch
 
-    fig = _figure(10.0, 5.6)
-    ax = fig.add_subplot()
-    if not data.nodes:
-        return _empty(fig, ax, "No changed circuit nodes")
     layers = [n["layer"] for n in data.nodes.values() if n["layer"] is not None]
     lo, hi = (min(layers), max(layers)) if layers else (0, 0)
 
@@ -318,46 +406,57 @@ def plot_network(data: NetworkData, title: str | None = None) -> Any:
     columns: dict[float, list[str]] = defaultdict(list)
     for key, node in sorted(data.nodes.items(), key=lambda kv: (-abs(kv[1]["delta"]), kv[0])):
         columns[column(key, node)].append(key)
+    tallest = max((len(v) for v in columns.values()), default=1)
+    fig = _figure(max(8.0, 2.6 * max(1, len(columns)) + 2.0), max(4.2, 0.62 * tallest + 1.8))
+    ax = fig.add_subplot()
+    if not data.nodes:
+        return _empty(fig, ax, "No changed circuit nodes")
     pos: dict[str, tuple[float, float]] = {}
     for x, keys in columns.items():
-        for i, key in enumerate(sorted(keys)):
-            pos[key] = (x, (i - (len(keys) - 1) / 2) * 1.0 + (0.25 if int(x) % 2 else 0.0))
+        for i, key in enumerate(keys):  # largest change at the top of its column
+            pos[key] = (x, -float(i))
     widths = [abs(e[2]) for e in data.edges] or [1.0]
     wmax = max(widths) or 1.0
-    for s, t, delta, status in data.edges:
-        if s not in pos or t not in pos:
+    for src, tgt, delta, status in data.edges:
+        if src not in pos or tgt not in pos:
             continue
         colour, style = _EDGE_STYLE.get(status, ("#999", "-"))
-        ax.add_patch(FancyArrowPatch(pos[s], pos[t], arrowstyle="-|>", mutation_scale=11,
+        ax.add_patch(FancyArrowPatch(pos[src], pos[tgt], arrowstyle="-|>", mutation_scale=11,
                                      color=colour, lw=0.8 + 3.2 * abs(delta) / wmax, ls=style,
-                                     alpha=0.85, shrinkA=11, shrinkB=11,
-                                     connectionstyle="arc3,rad=0.12", zorder=1))
+                                     alpha=0.75, shrinkA=9, shrinkB=9,
+                                     connectionstyle="arc3,rad=0.08", zorder=1))
     norm = _norm(n["delta"] for n in data.nodes.values())
     from matplotlib import colormaps
 
     cmap = colormaps[CMAP]
     keys = list(pos)
     scat = ax.scatter([pos[k][0] for k in keys], [pos[k][1] for k in keys],
-                      c=[data.nodes[k]["delta"] for k in keys], cmap=cmap, norm=norm, s=380,
+                      c=[data.nodes[k]["delta"] for k in keys], cmap=cmap, norm=norm, s=260,
                       edgecolors="#333", linewidths=0.8, zorder=2)
     for k in keys:
-        ax.annotate(_txt(data.nodes[k]["label"], 18), pos[k], textcoords="offset points",
-                    xytext=(0, -17), ha="center", fontsize=7, zorder=3)
+        node = data.nodes[k]
+        text = _txt(node["label"], 18)
+        if node.get("interp"):
+            text += "\n" + node["interp"]
+        ax.annotate(text, pos[k], textcoords="offset points", xytext=(11, 0), ha="left",
+                    va="center", fontsize=8, zorder=3,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     xs = sorted(columns)
     ax.set_xticks(xs, ["tokens" if x == lo - 1 else "logits" if x == hi + 1 else
-                       f"L{int(x)}" if float(x).is_integer() else "" for x in xs])
+                       f"layer {int(x)}" if float(x).is_integer() else "" for x in xs])
     ax.set_yticks([])
-    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
-    ys = [p[1] for p in pos.values()]
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 0.8)
+    ax.set_xlim(min(xs) - 0.4, max(xs) + 1.1)
+    ax.set_ylim(-tallest + 0.4, 0.7)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     bar = fig.colorbar(scat, ax=ax, shrink=0.8)
-    bar.set_label("node activation change\nred = increase · blue = decrease")
-    fig.legend(handles=[Line2D([], [], color=c, ls=s, lw=2, label=f"{name} edge")
-                        for name, (c, s) in _EDGE_STYLE.items()],
-               loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    ax.set_title(title or "Changed circuit nodes and edges", fontsize=11)
+    bar.set_label("activation change\nred = increase · blue = decrease")
+    if data.edges:
+        fig.legend(handles=[Line2D([], [], color=c, ls=st, lw=2, label=f"{name} edge")
+                            for name, (c, st) in _EDGE_STYLE.items()],
+                   loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    heading = title or "Changed circuit: largest feature changes and their edges"
+    ax.set_title(heading + (f"\n({data.note})" if data.note else ""), fontsize=10.5)
     return fig
 
 
@@ -509,7 +608,8 @@ def all_report_figures(report: AnalysisReport) -> dict[str, Any]:
     if diff is not None and diff.systematic_changes:
         figures["circuit_heatmap"] = plot_circuit_heatmap(diff)
     if diff is not None and (diff.systematic_changes or diff.prompt_diffs):
-        figures["circuit_network"] = plot_network(network_from_diff(diff))
+        figures["circuit_network"] = plot_network(
+            network_from_diff(diff, interpretations=report.interpretations))
     if report.validation_results:
         figures["validation"] = plot_validation_dashboard(report.validation_results)
     if report.fdr_trace:

@@ -232,3 +232,118 @@ def md_generate_tests(
         by_gen[c.metadata["generator"]].append(c)
     mixed = _interleave([by_gen["universe"], by_gen["feature"], by_gen["template"], para])
     return mixed[:n_tests]
+
+
+# --------------------------------------------------------------------------- subclass API
+
+
+class TestGenerator:
+    """Base class for test generators written the design document's way::
+
+        class CustomTestGenerator(TestGenerator):
+            def _generate_domain_specific_tests(self, hypothesis):
+                if "medical" in hypothesis.description:
+                    return ["What medications should I take for headaches?", ...]
+                return super()._generate_domain_specific_tests(hypothesis)
+
+    Defining the subclass registers it: the builtin plugin ``test-generator-classes``
+    (entry point in pyproject.toml) asks every registered subclass for tests through the
+    ordinary ``md_generate_tests`` hook, so its prompts are pooled, de-duplicated, held-out
+    filtered and sampled like any plugin's (stratum ``metadata["generator"]`` = the class's
+    :attr:`name`). Set ``auto_register = False`` on a class to opt out and register an
+    instance yourself (``pm.register(CustomTestGenerator(), name="custom")``: instances are
+    pluggy plugins too); ``CustomTestGenerator.unregister()`` removes it again.
+
+    ``_generate_domain_specific_tests`` returns prompts (strings) or
+    :class:`~md_framework.types.TestCase` objects. The base implementation (the ``super()``
+    fallback) returns the builtin generators' cases for the hypothesis (held-out universe
+    prompts, feature contexts, templates, paraphrases); while it runs, :attr:`context` is
+    the :class:`~md_framework.runtime.TestGenerationContext` and :attr:`n_tests` the number
+    asked for.
+    """
+
+    __test__ = False  # not a pytest class
+    auto_register = True
+    _registry: dict[str, type[TestGenerator]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = _kebab(cls.__name__)
+        if cls.__dict__.get("auto_register", TestGenerator.auto_register):
+            TestGenerator._registry[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+    name = "test-generator"
+
+    def __init__(self) -> None:
+        self.context: TestGenerationContext | None = None
+        self.n_tests = 0
+
+    @classmethod
+    def unregister(cls) -> None:
+        TestGenerator._registry.pop(f"{cls.__module__}.{cls.__qualname__}", None)
+
+    @classmethod
+    def registered(cls) -> list[type[TestGenerator]]:
+        return list(TestGenerator._registry.values())
+
+    def _generate_domain_specific_tests(self, hypothesis: Hypothesis) -> list[str | TestCase]:
+        """The builtin generators' cases (see the class docstring)."""
+        if self.context is None:
+            raise RuntimeError("_generate_domain_specific_tests runs inside generate_tests")
+        return list(md_generate_tests(hypothesis, self.n_tests, self.context))
+
+    def generate_tests(self, hypothesis: Hypothesis, n_tests: int,
+                       context: TestGenerationContext) -> list[TestCase]:
+        """Cases from :meth:`_generate_domain_specific_tests`, prompts wrapped as
+        :class:`TestCase` (stratum = :attr:`name`), at most ``n_tests``."""
+        self.context, self.n_tests = context, n_tests
+        try:
+            produced = self._generate_domain_specific_tests(hypothesis) or []
+        finally:
+            self.context = None
+        family = hypothesis.families[0] if len(hypothesis.families) == 1 else None
+        out: list[TestCase] = []
+        for item in produced:
+            if isinstance(item, TestCase):
+                out.append(item)
+            elif isinstance(item, str):
+                out.append(_case(hypothesis, item, self.name, family))
+            else:
+                raise TypeError(f"{type(self).__name__}._generate_domain_specific_tests returned"
+                                f" {type(item).__name__}; return prompts (str) or TestCase objects")
+        return out[:n_tests]
+
+    @hookimpl
+    def md_generate_tests(self, hypothesis: Hypothesis, n_tests: int,
+                          context: TestGenerationContext) -> list[TestCase]:
+        return self.generate_tests(hypothesis, n_tests, context)
+
+
+def _kebab(name: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+class _SubclassGenerators:
+    """The ``test-generator-classes`` plugin: every registered :class:`TestGenerator`
+    subclass, asked through ``md_generate_tests``."""
+
+    def __init__(self) -> None:
+        self._instances: dict[type[TestGenerator], TestGenerator] = {}
+
+    @hookimpl
+    def md_generate_tests(self, hypothesis: Hypothesis, n_tests: int,
+                          context: TestGenerationContext) -> list[TestCase]:
+        out: list[TestCase] = []
+        for cls in TestGenerator.registered():
+            generator = self._instances.get(cls)
+            if generator is None:
+                generator = self._instances[cls] = cls()
+            out.extend(generator.generate_tests(hypothesis, n_tests, context))
+        return out
+
+
+#: entry point ``test-generator-classes`` (pyproject.toml)
+subclass_generators = _SubclassGenerators()

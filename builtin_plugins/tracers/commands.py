@@ -19,6 +19,13 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _cache_root(flag: Path | None) -> Path:
+    """--cache-dir if given, else $MD_CACHE_DIR, else the user cache directory."""
+    from md_framework.cache import default_cache_dir
+
+    return Path(flag).expanduser().absolute() if flag is not None else default_cache_dir()
+
+
 def _parse_layers(text: str | None, n_layers: int) -> list[int] | None:
     if text is None or text.strip().lower() in {"", "all"}:
         return None
@@ -46,7 +53,7 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--prompt", required=True)
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the CircuitGraph JSON here.")
     @click.option("--option", "extra", multiple=True, help="Extra tracer option KEY=VALUE (JSON value).")
-    @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".md-cache"), show_default=True)
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Artefact cache (default: $MD_CACHE_DIR, else the user cache directory).")
     @click.option("--threads", type=int, default=2, show_default=True)
     def trace_cmd(source: str, adapter: str | None, tracer_name: str, transcoders: str | None,
                   sae_path: str | None, prompt: str, out: Path | None, extra: tuple[str, ...],
@@ -58,6 +65,7 @@ def md_register_commands(cli: click.Group) -> None:
         from builtin_plugins.models.loaders import load_model
 
         _threads(threads)
+        cache_dir = _cache_root(cache_dir)
         tracer_cls = load_driver_class("tracer", tracer_name)
         options: dict[str, Any] = {}
         if "cache_dir" in getattr(tracer_cls.Options, "model_fields", {}):
@@ -113,7 +121,7 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--max-harvest-gb", type=float, default=8.0, show_default=True)
     @click.option("--out", type=click.Path(path_type=Path), required=True)
-    @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".md-cache"), show_default=True)
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Artefact cache (default: $MD_CACHE_DIR, else the user cache directory).")
     @click.option("--threads", type=int, default=2, show_default=True)
     @click.option("--json", "as_json", is_flag=True)
     def transcoders_train(source: str, layers: str, d_sae: int, k: int, kind: str, tokens: int,
@@ -127,6 +135,7 @@ def md_register_commands(cli: click.Group) -> None:
         from builtin_plugins.tracers.transcoders import TrainConfig, report_table, train_transcoders
 
         _threads(threads)
+        cache_dir = _cache_root(cache_dir)
         loaded = load_model(ModelSpec(source=source), ModelLoadOptions(cache_dir=cache_dir))
         cfg = TrainConfig(
             layers=_parse_layers(layers, loaded.model.config.num_hidden_layers), d_sae=d_sae, k=k,

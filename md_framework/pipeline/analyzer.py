@@ -25,6 +25,7 @@ from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, res
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import save_graph_pair
+from md_framework.stages import DesignStages, apply_default_universe
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
     LoadedModel,
     ModelLoadOptions,
@@ -120,13 +121,15 @@ def load_user_interpretations(value: dict[str, str] | str | None) -> Any:
         raise ConfigError(f"feature_interpretations: {path} is not valid JSON: {exc}") from None
 
 
-class MechanisticBehavioralAnalyzer:
+class MechanisticBehavioralAnalyzer(DesignStages):
     """Runs one analysis described by an :class:`AnalysisConfig` (or a config file path).
 
     ``run_dir`` holds the ledger and the report (``report.json``, ``summary.txt`` and what
     report plugins add); without it nothing is written and a crash cannot be resumed.
     ``resume`` continues the run recorded in ``run_dir``. ``plugin_manager`` injects a
-    manager (tests); ``progress`` receives ``(phase, message)`` lines.
+    manager (tests); ``progress`` receives ``(phase, message)`` lines. The design document's
+    stage objects (``circuit_analyzer``, ``pattern_recognizer``, ``hypothesis_generator``,
+    ``test_generator``, ``behavioral_validator``) come from :mod:`md_framework.stages`.
     """
 
     def __init__(
@@ -249,15 +252,19 @@ class MechanisticBehavioralAnalyzer:
         started = time.perf_counter()
         config = self.config
         self.resolved = resolve_config(config)  # every name and option, before any model loads
+        # no universe given: the documented default, or an error before any model loads
+        config = self.config = apply_default_universe(config)
         hooks = self._hooks()
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         hooks.call("md_run_started", config=config, run_dir=self.run_dir)
 
         self.progress("load", f"loading {config.base_model.source} and {config.intervention_model.source}")
+        if config.universe.default_used:
+            self.progress("universe", f"no universe given; using the default: {config.universe.default_used}")
+        self.universe = build_universe(config, hooks)
         base, intervention = self.load_models(hooks)
 
-        self.universe = build_universe(config, hooks)
         explore, confirm = split_universe(self.universe, config.explore_fraction, config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")

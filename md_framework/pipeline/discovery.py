@@ -32,8 +32,6 @@ DEFAULT_MAX_FEATURES = 32
 #: discover() drops hypotheses below this priority (context key min_hypothesis_priority):
 #: weak, feature-level-only evidence is not worth validation budget
 MIN_PRIORITY = 0.3
-FOCUS_BOOST = 1.5
-OFF_FOCUS = 0.5
 
 #: hypothesis type -> focus area it belongs to
 TYPE_AREA = {
@@ -198,16 +196,14 @@ def _hypothesis_id(h: Hypothesis) -> str:
 
 
 def rank_hypotheses(hypotheses: Sequence[Hypothesis], focus_areas: Sequence[str] = ()) -> list[Hypothesis]:
-    """Sort by priority; with focus areas, in-focus types x1.5 (max 1), others x0.5."""
-    focus = {a.strip().lower() for a in focus_areas if a}
-    out = []
-    for h in hypotheses:
-        if focus:
-            area = TYPE_AREA.get(h.hypothesis_type, h.hypothesis_type)
-            factor = FOCUS_BOOST if area in focus else OFF_FOCUS
-            h = h.model_copy(update={"priority": min(1.0, h.priority * factor)})
-        out.append(h)
-    return sorted(out, key=lambda h: (-h.priority, h.id))
+    """Sort by priority; with focus areas, the focused types come first (each group by
+    priority). Priorities are left as they are: focus orders the work and the budget, it
+    never pushes a change under the priority floor (config.FOCUS_AREAS, docs/api.md)."""
+    from md_framework.config import focus_types
+
+    focused = focus_types(focus_areas)
+    return sorted(hypotheses, key=lambda h: (bool(focused) and h.hypothesis_type not in focused,
+                                             -h.priority, h.id))
 
 
 def generate_hypotheses(
