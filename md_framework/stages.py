@@ -392,7 +392,8 @@ def _normalised_labels(labels: Any) -> Any:
 
 class HypothesisGenerator(_View):
     """Phase 2b: every ``md_hypotheses_from_patterns`` template, then merge, rank (focus
-    areas first) and cap, as in ``analyze()``."""
+    areas first), priority floor and cap, as in ``analyze()``
+    (:func:`md_framework.pipeline.discovery.hypotheses_to_test`)."""
 
     def generate_hypotheses(self, patterns: Sequence[Pattern],
                             feature_interpretations: Mapping[str, Any] | str | None = None
@@ -404,7 +405,7 @@ class HypothesisGenerator(_View):
         description. A label for a feature no pattern contains cannot act and is reported
         with a warning."""
         from md_framework.pipeline.discovery import (
-            MIN_PRIORITY, generate_hypotheses, normalise_interpretations,
+            MIN_PRIORITY, hypotheses_to_test, normalise_interpretations,
         )
 
         s = self._s
@@ -420,9 +421,8 @@ class HypothesisGenerator(_View):
                 f" pattern contains, so they cannot shape a hypothesis: {', '.join(unused[:8])}"
                 f"{' ...' if len(unused) > 8 else ''} (pattern features:"
                 f" {', '.join(sorted(in_patterns)[:8]) or 'none'})", stacklevel=2)
-        hypotheses = generate_hypotheses(patterns, interpretations, hooks=s.get_hooks(),
-                                         config=s.config())
-        hypotheses = [h for h in hypotheses if h.priority >= MIN_PRIORITY]
+        hypotheses = hypotheses_to_test(patterns, interpretations, s.get_hooks(), s.config(),
+                                        MIN_PRIORITY)
         return [_quote_labels(h, labels) for h in hypotheses]
 
     def generate_focused_hypotheses(self, circuit_differences: CircuitDiff | Sequence[CircuitDiff],

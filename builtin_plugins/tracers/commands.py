@@ -62,7 +62,7 @@ def md_register_commands(cli: click.Group) -> None:
         from md_framework.drivers import load_driver_class
         from md_framework.runtime import ModelLoadOptions, ModelSpec
 
-        from builtin_plugins.models.loaders import load_model
+        from md_framework.tracing import load_model  # every loader plugin: organism: refs too
 
         _threads(threads)
         cache_dir = _cache_root(cache_dir)
@@ -131,7 +131,7 @@ def md_register_commands(cli: click.Group) -> None:
         """Harvest MLP in/out activations and train per-layer transcoders into OUT."""
         from md_framework.runtime import ModelLoadOptions, ModelSpec
 
-        from builtin_plugins.models.loaders import load_model
+        from md_framework.tracing import load_model  # every loader plugin: organism: refs too
         from builtin_plugins.tracers.transcoders import TrainConfig, report_table, train_transcoders
 
         _threads(threads)

@@ -264,6 +264,23 @@ def generate_focused_hypotheses(
     return generate_hypotheses(patterns, interpretations, hooks=hooks, config=config, focus_areas=focus)
 
 
+def hypotheses_to_test(patterns: Sequence[Pattern], interpretations: Any, hooks: Hooks | None,
+                       config: AnalysisConfig | None, floor: float = MIN_PRIORITY) -> list[Hypothesis]:
+    """What the analysis tests: hypotheses at or above the priority ``floor``, the focus
+    areas' first, capped at ``max_hypotheses_to_test`` (the floor comes before the cap)."""
+    every = len(patterns) * 8 + 8
+    hypotheses = generate_hypotheses(patterns, interpretations, hooks=hooks, config=config,
+                                     max_hypotheses=every)
+    if config is not None and config.focus_areas:
+        # focus steers templates to its areas; the unsteered readings are kept behind the
+        # focused ones, so a focus orders the work and never hides a change
+        plain = generate_hypotheses(patterns, interpretations, hooks=hooks,
+                                    config=config.model_copy(update={"focus_areas": []}),
+                                    max_hypotheses=every)
+        hypotheses = rank_hypotheses(merge_hypotheses([*hypotheses, *plain]), config.focus_areas)
+    return [h for h in hypotheses if h.priority >= floor][:_max_hypotheses(config)]
+
+
 def discover(
     diff: CircuitDiff,
     hooks: Hooks | None,
@@ -279,7 +296,6 @@ def discover(
     features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
     interpretations = interpret_features(hooks, features, context)
     patterns = detect_patterns(hooks, diff, interpretations, config)
-    hypotheses = generate_hypotheses(patterns, interpretations, hooks=hooks, config=config)
     floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
-    hypotheses = [h for h in hypotheses if h.priority >= floor]
+    hypotheses = hypotheses_to_test(patterns, interpretations, hooks, config, floor)
     return interpretations, patterns, hypotheses
