@@ -304,6 +304,9 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):  # an item of a list field: same model
             continue
         fields = getattr(model, "model_fields", None)
+        if fields is not None and part not in fields:  # an alias ("statistical_config")
+            part = next((name for name, f in fields.items()
+                         if part in getattr(f.validation_alias, "choices", ())), part)
         if fields is None or part not in fields:
             return []
         model = _model_in(fields[part].annotation)

@@ -133,6 +133,52 @@ def apply_default_universe(config: AnalysisConfig) -> AnalysisConfig:
     return config.model_copy(update={"universe": universe})
 
 
+#: text metrics whose readings carry the model's answer (builtin behaviour metrics)
+ANSWER_METRICS = ("refusal_text", "length")
+
+
+def answer_examples(results: Sequence[ValidationResult], metrics: Mapping[str, Any],
+                    models: Mapping[str, Any], k: int = 3) -> list[ValidationResult]:
+    """Fill in both models' answers for the first ``k`` examples of each result whose
+    metric records no text (a probability or log-prob metric), so a reader sees what the
+    two models said. The answers come from a text metric (:data:`ANSWER_METRICS`: greedy
+    generation) on the same prompts; they are shown, never used as evidence, and are not
+    counted in ``costs.behaviour_queries`` (2 generations per example)."""
+    metric = next((metrics[name] for name in ANSWER_METRICS if name in metrics), None)
+    if metric is None or "base" not in models or "intervention" not in models:
+        return list(results)
+    out = []
+    for result in results:
+        missing = [o for o in result.examples[:k]
+                   if o.base_output is None or o.intervention_output is None]
+        if not missing:
+            out.append(result)
+            continue
+        cases = [TestCase(id=o.test_case_id, hypothesis_id=o.hypothesis_id, prompt=o.prompt)
+                 for o in missing]
+        try:
+            base = metric.measure(models["base"], cases)
+            inter = metric.measure(models["intervention"], cases)
+        except Exception as exc:  # noqa: BLE001 - answers are for display only
+            warnings.warn(f"example answers unavailable ({type(exc).__name__}: {exc})", stacklevel=2)
+            out.append(result)
+            continue
+
+        def text(reading: Any) -> str | None:
+            return reading.get("output") if isinstance(reading, Mapping) else getattr(reading, "output", None)
+
+        answers = {o.test_case_id: (text(b), text(i)) for o, b, i in zip(missing, base, inter)}
+        examples = [
+            o.model_copy(update={
+                "base_output": o.base_output if o.base_output is not None else answers[o.test_case_id][0],
+                "intervention_output": (o.intervention_output if o.intervention_output is not None
+                                        else answers[o.test_case_id][1])})
+            if o.test_case_id in answers else o
+            for o in result.examples]
+        out.append(result.model_copy(update={"examples": examples}))
+    return out
+
+
 def _merge_diffs(diffs: Sequence[CircuitDiff]) -> list[str]:
     return [d.prompt for diff in diffs for d in diff.prompt_diffs]
 
@@ -506,7 +552,9 @@ class BehavioralValidator(_View):
             raise ConfigError(
                 f'hypothesis "{hypothesis.id}" was already decided in this online FDR stream;'
                 " each hypothesis gets exactly one decision")
-        return v.validate(hypothesis, list(test_cases))
+        result = v.validate(hypothesis, list(test_cases))
+        (shown,) = answer_examples([result], v.metrics, s.models())
+        return shown
 
 
 class DesignStages:

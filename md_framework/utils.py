@@ -23,8 +23,9 @@ class CircuitCache(ArtifactCache):
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None,
                  max_bytes: int | None = None) -> None:
-        super().__init__(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
-                         max_bytes=max_bytes)
+        # absolute once, here: a later chdir must not move the cache
+        root = Path(cache_dir).expanduser().absolute() if cache_dir is not None else default_cache_dir()
+        super().__init__(root, max_bytes=max_bytes)
 
 
 def _model_config(model_info: Any, cache_dir: Path | None) -> Any:

@@ -37,7 +37,8 @@ def _layer(value: Any) -> int | None:
 
 
 def _key_ref(key: str) -> FeatureRef | None:
-    match = re.fullmatch(r"\s*(\d+)\s*[:/_-]\s*(\d+)\s*", str(key))
+    # "12:345", "12/345", and the design document's "L12_F345"
+    match = re.fullmatch(r"\s*[Ll]?(\d+)\s*[:/_-]\s*[Ff]?(\d+)\s*", str(key))
     return FeatureRef(layer=int(match.group(1)), feature=int(match.group(2))) if match else None
 
 

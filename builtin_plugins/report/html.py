@@ -49,7 +49,7 @@ header { background:var(--accent); color:#fff; padding:18px 32px; }
 header h1 { margin:0; font-size:22px; font-weight:600; }
 header .models { margin-top:4px; font-size:15px; opacity:.9; }
 header .ids { margin-top:2px; font-size:11.5px; opacity:.7; font-family:ui-monospace,"DejaVu Sans Mono",monospace; }
-.finding { border-left:6px solid var(--ok); padding:14px 18px; }
+section.card.finding { border-left:6px solid var(--ok); padding:14px 18px; }
 .finding h3.claim { margin:0 0 4px; font-size:17px; color:var(--fg); }
 .finding .nums { display:flex; flex-wrap:wrap; gap:8px 22px; margin:6px 0 10px; font-size:14px; }
 .finding .nums b { font-size:17px; }
@@ -112,8 +112,8 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
 <nav>
   <a href="#findings">What changed</a>
   <a href="#not-validated">Not validated</a>
-  <a href="#overview">Overview</a>
   {% if plots %}<a href="#plots">Plots</a>{% endif %}
+  <a href="#overview">Overview</a>
   <a href="#hypotheses">Hypotheses</a>
   <a href="#fdr">Online FDR</a>
   <a href="#bandit">Exploration</a>

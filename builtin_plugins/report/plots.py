@@ -407,7 +407,7 @@ def plot_network(data: NetworkData, title: str | None = None) -> Any:
     for key, node in sorted(data.nodes.items(), key=lambda kv: (-abs(kv[1]["delta"]), kv[0])):
         columns[column(key, node)].append(key)
     tallest = max((len(v) for v in columns.values()), default=1)
-    fig = _figure(max(8.0, 2.6 * max(1, len(columns)) + 2.0), max(4.2, 0.62 * tallest + 1.8))
+    fig = _figure(min(12.0, max(8.0, 1.9 * len(columns) + 1.5)), max(4.5, 0.75 * tallest + 2.2))
     ax = fig.add_subplot()
     if not data.nodes:
         return _empty(fig, ax, "No changed circuit nodes")

@@ -25,7 +25,7 @@ from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, res
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import save_graph_pair
-from md_framework.stages import DesignStages, apply_default_universe
+from md_framework.stages import DesignStages, answer_examples, apply_default_universe
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
     LoadedModel,
     ModelLoadOptions,
@@ -299,6 +299,9 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             self.progress("causal", "intervening on the features of validated hypotheses")
             run_in_analyzer(self, exploration, hooks)
         # ------------------------------------------------------------------------------------
+        # both models' answers on the examples shown (display only, not evidence)
+        exploration.results = answer_examples(exploration.results, self._causal_inputs[0].metrics,
+                                              self.models)
 
         report = AnalysisReport(
             config=config.model_dump(mode="json"),

@@ -244,7 +244,9 @@ class TestPool:
                 tests = generate_tests(hypothesis, self.n_per_hypothesis, hooks=self.hooks,
                                        context=context, allow_fewer=True)
                 if len(tests) < self.min_tests:
-                    raise
+                    # too few to test (e.g. a refinement whose family's held-out prompts its
+                    # parent used up): no evidence, so no claim (p = 1), and the note says why
+                    tests = []
                 self.shortfalls[hypothesis.id] = str(exc)
             self._cache[hypothesis.id] = tests
         return self._cache[hypothesis.id]
