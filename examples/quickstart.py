@@ -1,21 +1,31 @@
-"""Quick start: analyse the toy organism pair from Python and look at what was found.
+"""Quick start: the design document's Basic Usage on the toy organism pair.
 
-Run from the repository root: ``python examples/quickstart.py`` (the organism is built and
-cached under .md-cache on first use, about a minute on 2 cores).
+Run from the repository root: ``python examples/quickstart.py``. The organism is built and
+cached on first use (about a minute on 2 cores) in the one cache location: ``$MD_CACHE_DIR``
+or the user cache directory (docs/cache.md). No prompt universe is given, so the
+organism's own prompt families are used (the summary says so). The design document names a
+transcoder set; without trained transcoders for the organism this uses activation
+differences (``tracer="activation-diff"``); docs/api.md shows the circuit-tracer version.
 """
 
-from md_framework.config import load_config
-from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
+from md_framework import AnalysisConfig, MechanisticBehavioralAnalyzer, TestingProcedure
 
-config = load_config("examples/configs/demo.yaml")
+config = AnalysisConfig(
+    base_model_name="organism:toy-multi#base",
+    intervention_model_name="organism:toy-multi#intervention",
+    tracer="activation-diff",
+    n_seed_prompts=100,
+    focus_areas=["safety", "capabilities"],
+    statistical_config=TestingProcedure(alpha=0.05, method="saffron", min_effect_size=0.2),
+)
 analyzer = MechanisticBehavioralAnalyzer(config, run_dir="runs/quickstart")
 report = analyzer.analyze()
 
 report.print_summary()
-for result in report.validation_results:
-    hypothesis = result.hypothesis
-    print(f"{hypothesis.hypothesis_type:<20} validated={result.is_validated()!s:<5} "
-          f"effect={result.effect_size.estimate if result.effect_size else None} "
-          f"families={hypothesis.families} features={[f.key for f in hypothesis.source_features][:5]}")
-print("circuit statistics:", report.circuit_statistics)
+for result in report.validated():
+    print(f"{result.hypothesis.hypothesis_type:<20} effect {result.effect_size:+.2f} "
+          f"({result.effect_size}) families={result.hypothesis.families}")
+    for example in result.examples[:2]:
+        print(f"    {example.prompt!r}: base {example.base_output!r} -> "
+              f"intervention {example.intervention_output!r}")
 print("dashboard: runs/quickstart/report.html")

@@ -27,19 +27,52 @@ from md_framework.types import (
 
 __version__ = "0.1.0"
 
-#: public name -> (module, attribute); imported on first access so that ``import
-#: md_framework`` stays torch-free
+def _config_names() -> dict:
+    from md_framework.config import AnalysisConfig, ExplorationStrategy, TestingProcedure
+
+    return {"AnalysisConfig": AnalysisConfig, "TestingProcedure": TestingProcedure,
+            "ExplorationStrategy": ExplorationStrategy}
+
+
+def _analyzer() -> dict:
+    from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
+
+    return {"MechanisticBehavioralAnalyzer": MechanisticBehavioralAnalyzer}
+
+
+def _explorer() -> dict:
+    from md_framework.stages import ActiveCircuitExplorer
+
+    return {"ActiveCircuitExplorer": ActiveCircuitExplorer}
+
+
+def _utils() -> dict:
+    from md_framework.utils import CircuitCache, check_memory_requirements
+
+    return {"CircuitCache": CircuitCache, "check_memory_requirements": check_memory_requirements}
+
+
+# the public façade may reach into builtin plugins (lazily): the kernel itself never does
+def _visualizer() -> dict:
+    from builtin_plugins.report.visualizer import CircuitVisualizer
+
+    return {"CircuitVisualizer": CircuitVisualizer}
+
+
+def _test_generator() -> dict:
+    from builtin_plugins.test_generators import TestGenerator
+
+    return {"TestGenerator": TestGenerator}
+
+
+#: public name -> the function importing it on first access, so that ``import md_framework``
+#: stays torch-free
 _LAZY = {
-    "AnalysisConfig": ("md_framework.config", "AnalysisConfig"),
-    "TestingProcedure": ("md_framework.config", "TestingProcedure"),
-    "ExplorationStrategy": ("md_framework.config", "ExplorationStrategy"),
-    "MechanisticBehavioralAnalyzer": ("md_framework.pipeline.analyzer", "MechanisticBehavioralAnalyzer"),
-    "ActiveCircuitExplorer": ("md_framework.stages", "ActiveCircuitExplorer"),
-    "CircuitCache": ("md_framework.utils", "CircuitCache"),
-    "check_memory_requirements": ("md_framework.utils", "check_memory_requirements"),
-    # the public façade may reach into builtin plugins (lazily): the kernel itself never does
-    "CircuitVisualizer": ("builtin_plugins.report.visualizer", "CircuitVisualizer"),
-    "TestGenerator": ("builtin_plugins.test_generators", "TestGenerator"),
+    "AnalysisConfig": _config_names, "TestingProcedure": _config_names,
+    "ExplorationStrategy": _config_names, "MechanisticBehavioralAnalyzer": _analyzer,
+    "ActiveCircuitExplorer": _explorer, "CircuitCache": _utils,
+    "check_memory_requirements": _utils, "CircuitVisualizer": _visualizer,
+    "TestGenerator": _test_generator,
 }
 
 __all__ = [
@@ -64,12 +97,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
-        module, attribute = _LAZY[name]
-        value = getattr(importlib.import_module(module), attribute)
-        globals()[name] = value
-        return value
+        names = _LAZY[name]()
+        globals().update(names)
+        return names[name]
     from md_framework.errors import did_you_mean
 
     raise AttributeError(f"module 'md_framework' has no attribute {name!r}.{did_you_mean(name, __all__)}")

@@ -127,14 +127,18 @@ def test_organism_spec_not_found_or_directory(md, tmp_path):
     ("missing-local-dir", "/no/such/model-dir", ['"/no/such/model-dir"']),
 ], ids=["missing-gguf", "missing-local-dir"])
 def test_missing_model_files(md, tmp_path, case_id, source, expected):
+    # a universe is given: without one, this mixed pair has no default universe, which is
+    # reported before any model loads (docs/api.md)
     (tmp_path / "c.yaml").write_text(f"base_model: {source}\nintervention_model: toy\n"
+                                     "universe: {families: {a: [x, y]}}\n"
                                      f"cache_dir: {tmp_path / 'cache'}\n")
     message = assert_one_clear_error(md("analyze", "c.yaml", "--out", "run"), *expected)
     _record(case_id, f"md analyze c.yaml (base_model: {source})", message)
 
 
 def test_missing_relative_model_dir_says_no_such_directory(md, tmp_path):
-    (tmp_path / "c.yaml").write_text("base_model: models/my-finetune\nintervention_model: toy\n")
+    (tmp_path / "c.yaml").write_text("base_model: models/my-finetune\nintervention_model: toy\n"
+                                     "universe: {families: {a: [x, y]}}\n")
     result = md("analyze", "c.yaml", "--out", "run")
     assert_one_clear_error(result, "models/my-finetune")
     assert "does not exist" in result.error or "no such" in result.error.lower()
