@@ -277,7 +277,7 @@ def _node_key(node_id: str) -> tuple[str, int | None, str]:
 
 
 def _interp_label(interpretations: Mapping[str, Any] | None, layer: int, feature: int,
-                  limit: int = 26) -> str:
+                  limit: int = 24) -> str:
     for item in (interpretations or {}).get(f"{layer}:{feature}", []) or []:
         text = getattr(item, "description", None) or (item.get("description") if isinstance(item, Mapping) else None)
         if text:
@@ -407,14 +407,15 @@ def plot_network(data: NetworkData, title: str | None = None) -> Any:
     for key, node in sorted(data.nodes.items(), key=lambda kv: (-abs(kv[1]["delta"]), kv[0])):
         columns[column(key, node)].append(key)
     tallest = max((len(v) for v in columns.values()), default=1)
-    fig = _figure(min(12.0, max(8.0, 1.9 * len(columns) + 1.5)), max(4.5, 0.75 * tallest + 2.2))
+    width = min(12.0, max(8.0, 1.8 * len(columns) + 1.5))
+    fig = _figure(width, max(4.5, 0.85 * tallest + 2.2))
     ax = fig.add_subplot()
     if not data.nodes:
         return _empty(fig, ax, "No changed circuit nodes")
     pos: dict[str, tuple[float, float]] = {}
-    for x, keys in columns.items():
-        for i, key in enumerate(keys):  # largest change at the top of its column
-            pos[key] = (x, -float(i))
+    for c, (x, keys) in enumerate(sorted(columns.items())):
+        for i, key in enumerate(keys):  # largest change at the top; odd columns staggered
+            pos[key] = (x, -float(i) - (0.45 if c % 2 else 0.0))
     widths = [abs(e[2]) for e in data.edges] or [1.0]
     wmax = max(widths) or 1.0
     for src, tgt, delta, status in data.edges:
@@ -436,17 +437,19 @@ def plot_network(data: NetworkData, title: str | None = None) -> Any:
     for k in keys:
         node = data.nodes[k]
         text = _txt(node["label"], 18)
+        if abs(node["delta"]) > 1e-12:
+            text += f"  Δ{node['delta']:+.2f}"
         if node.get("interp"):
             text += "\n" + node["interp"]
-        ax.annotate(text, pos[k], textcoords="offset points", xytext=(11, 0), ha="left",
-                    va="center", fontsize=8, zorder=3,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.annotate(text, pos[k], textcoords="offset points", xytext=(0, -11), ha="center",
+                    va="top", fontsize=7.5, zorder=3, linespacing=1.1,
+                    bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.85})
     xs = sorted(columns)
     ax.set_xticks(xs, ["tokens" if x == lo - 1 else "logits" if x == hi + 1 else
                        f"layer {int(x)}" if float(x).is_integer() else "" for x in xs])
     ax.set_yticks([])
-    ax.set_xlim(min(xs) - 0.4, max(xs) + 1.1)
-    ax.set_ylim(-tallest + 0.4, 0.7)
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(-tallest - 0.3, 0.5)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     bar = fig.colorbar(scat, ax=ax, shrink=0.8)
@@ -456,7 +459,10 @@ def plot_network(data: NetworkData, title: str | None = None) -> Any:
                             for name, (c, st) in _EDGE_STYLE.items()],
                    loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     heading = title or "Changed circuit: largest feature changes and their edges"
-    ax.set_title(heading + (f"\n({data.note})" if data.note else ""), fontsize=10.5)
+    import textwrap
+
+    note = "\n".join(textwrap.wrap(f"({data.note})", int(width * 9))) if data.note else ""
+    ax.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
     return fig
 
 
