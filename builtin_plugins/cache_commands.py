@@ -4,7 +4,8 @@
     md cache clear [--kind graph] [--older-than-days 30] [--yes]
     md cache verify
 
-The cache root is ``--cache-dir``, else ``$MD_CACHE_DIR``, else ``.md-cache``.
+The cache root is ``--cache-dir``, else ``$MD_CACHE_DIR``, else the user cache directory
+(:func:`md_framework.cache.default_cache_dir`).
 """
 
 from __future__ import annotations
