@@ -11,6 +11,7 @@ Layout under ``root`` (see ``docs/cache.md``)::
     objects/<kind>/<key[:2]>/<key>.<token>.safetensors  tensors (+ JSON metadata in the header)
     objects/<kind>/<key[:2]>/<key>.<token>.d/           directories (models, dictionaries)
     locks/NN.lock           256 striped fcntl lock files (never deleted)
+    locks/keys/<kind>/..    per-key build claims (md_framework.cache_locks)
     tmp/                    writes in progress (same filesystem, so os.replace is atomic)
 
 ``<token>`` is random per write: a new version of an entry never overwrites the old one's
@@ -30,7 +31,12 @@ Guarantees:
 * **Concurrency** - any number of threads and processes may share a root. Each entry is
   guarded by a striped ``fcntl`` lock (shared for reads, exclusive for writes/deletes) and
   index updates are SQLite transactions (``BEGIN IMMEDIATE``, WAL, busy timeout).
-  ``get_or_create`` also takes a build lock so concurrent processes build an entry once.
+  ``get_or_create`` (and ``trace_prompts``) claim a key before building it, so concurrent
+  processes build an entry once and the others wait for it (:mod:`md_framework.cache_locks`).
+* **Faults** - a read-only root (``EROFS``/``EACCES``) turns the cache read-only: hits are
+  served, entries that cannot be stored are counted in ``stats.unstored`` and reported
+  once as a warning. Any other write failure (a full disk...) is a :class:`CacheWriteError`
+  naming the root, the cause and what to do.
 * **Size limit** - with ``max_bytes`` set, writes evict least-recently-accessed entries
   until the total fits (the entry just written is kept).
 """
@@ -39,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -58,6 +63,13 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from md_framework.cache_locks import KeyClaim, claim_key, stripe_lock
+from md_framework.storage_errors import (
+    READ_ONLY_ERRNOS,
+    StorageError,
+    from_os_error,
+    sqlite_cause,
+)
 from md_framework.cache_files import (
     _dir_digest,
     _DirProblem,
@@ -78,7 +90,6 @@ DEFAULT_CACHE_DIR = Path(".md-cache")
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_N_LOCK_STRIPES = 256
 _TMP_MAX_AGE_S = 7 * 86400.0  # leftovers of writers whose pid is alive are kept this long
 _TENSOR_META_KEY = "md_metadata"
 
@@ -140,6 +151,7 @@ class CacheStats:
     writes: int = 0
     corrupt: int = 0
     evicted: int = 0
+    unstored: int = 0  # built but not stored: the cache is read-only
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -179,6 +191,14 @@ _COLUMNS = "kind, key, format, size, created, last_access, sha256, path"
 # --------------------------------------------------------------------------- the cache
 
 
+class CacheWriteError(StorageError):
+    """The cache could not store an entry (full disk, I/O error...); names the root."""
+
+
+class CacheReadOnly(Exception):
+    """Internal: the write met a read-only root (the cache switches to read-only)."""
+
+
 class ArtifactCache:
     """A content-addressed store shared safely by threads and processes.
 
@@ -197,10 +217,17 @@ class ArtifactCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._local = threading.local()
-        for sub in ("objects", "locks", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.read_only = False
+        try:
+            for sub in ("objects", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise self._write_error(exc) from None
+            self._set_read_only(exc)
         self._db()  # creates the index (WAL) if needed
-        self._clean_tmp()
+        if not self.read_only:
+            self._clean_tmp()
 
     # ---- pickling: connections and thread-locals stay behind
     def __getstate__(self) -> dict[str, Any]:
@@ -211,16 +238,25 @@ class ArtifactCache:
         self.max_bytes = state["max_bytes"]
         self.stats = CacheStats()
         self._local = threading.local()
+        self.read_only = False
 
     def __repr__(self) -> str:
         return f"ArtifactCache({str(self.root)!r}, max_bytes={self.max_bytes})"
 
     # ------------------------------------------------------------------ sqlite
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.root / "index.sqlite", timeout=60.0, isolation_level=None,
-            check_same_thread=True,
-        )
+        if self.read_only:
+            return self._connect_read_only()
+        try:
+            db = sqlite3.connect(
+                self.root / "index.sqlite", timeout=60.0, isolation_level=None,
+                check_same_thread=True,
+            )
+        except sqlite3.OperationalError as exc:
+            if not self._root_is_read_only():
+                raise
+            self._set_read_only(exc)
+            return self._connect_read_only()
         try:
             db.execute("PRAGMA busy_timeout=60000")
             try:
@@ -237,10 +273,74 @@ class ArtifactCache:
             if version == 0:
                 db.executescript(_SCHEMA + f"PRAGMA user_version={INDEX_VERSION};")
             db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "readonly" not in str(exc) and not self._root_is_read_only():
+                raise
+            self._set_read_only(exc)
+            return self._connect_read_only()
         except BaseException:
             db.close()
             raise
         return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """The index of a read-only root: ``mode=ro``, else ``immutable=1`` (a WAL index
+        whose ``-shm`` file cannot be created), else an empty in-memory index."""
+        uri = (self.root / "index.sqlite").as_uri()
+        for suffix in ("?mode=ro", "?immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}{suffix}", uri=True, timeout=60.0,
+                                     isolation_level=None, check_same_thread=True)
+                db.execute("SELECT COUNT(*) FROM entries").fetchone()
+                return db
+            except sqlite3.Error:
+                with contextlib.suppress(Exception):
+                    db.close()
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=True)
+        db.executescript(_SCHEMA)
+        return db
+
+    def _root_is_read_only(self) -> bool:
+        probe = self.root / "tmp" / f"{os.getpid()}-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            return exc.errno in READ_ONLY_ERRNOS
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        return False
+
+    def _set_read_only(self, cause: BaseException) -> None:
+        if not self.read_only:
+            reason = (sqlite_cause(cause)[0] if isinstance(cause, sqlite3.Error)
+                      else (from_os_error(cause).cause if isinstance(cause, OSError) else str(cause)))
+            logger.warning(
+                "md cache: %s is read-only (%s): serving the entries it has; results it does not"
+                " have are computed but not stored", self.root, reason)
+        self.read_only = True
+        local = self._local
+        db = getattr(local, "db", None)
+        if db is not None and getattr(local, "pid", None) == os.getpid():
+            with contextlib.suppress(Exception):
+                db.close()
+        local.db = None
+
+    def _write_error(self, exc: BaseException, kind: str = "", key: str = "") -> StorageError:
+        what = f" {kind}/{key}" if kind else ""
+        if isinstance(exc, sqlite3.Error):
+            cause, number = sqlite_cause(exc)
+            path = self.root / "index.sqlite"
+        else:
+            assert isinstance(exc, OSError)
+            error = from_os_error(exc)
+            cause, number, path = error.cause, error.errno, self.root
+        return CacheWriteError(
+            path, f"cannot store cache entry{what}: {cause}",
+            f"Free space on that disk or set cache_dir (--cache-dir / ${CACHE_DIR_ENV}) to"
+            " another directory, then run the command again", errno_=number)
 
     def _db(self) -> sqlite3.Connection:
         """One connection per (process, thread); reopened after fork.
@@ -305,27 +405,20 @@ class ArtifactCache:
         self._local.db = None
 
     # ------------------------------------------------------------------ locks
-    @contextlib.contextmanager
-    def _lock(self, name: str, exclusive: bool) -> Iterator[None]:
-        stripe = hashlib.sha256(name.encode()).digest()[0] % _N_LOCK_STRIPES
-        path = self.root / "locks" / f"{stripe:02x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _lock(self, name: str, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        return stripe_lock(self.root, name, exclusive)
 
-    @contextlib.contextmanager
-    def _build_lock(self, kind: str, key: str) -> Iterator[None]:
-        stripe = hashlib.sha256(f"{kind}/{key}".encode()).digest()[0] % _N_LOCK_STRIPES
-        path = self.root / "locks" / f"build-{stripe:02x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def claim(self, kind: str, key: str, *, wait: bool = True) -> KeyClaim | None:
+        """Claim the build of ``kind/key`` (see :mod:`md_framework.cache_locks`).
+
+        ``None`` when another process is building it and ``wait`` is false. After a claim
+        succeeds, look the entry up again before building: the previous holder may have
+        stored it. ``claim.release(done=True)`` once the entry is stored.
+        """
+        self._check(kind, key)
+        if self.read_only:
+            return KeyClaim(self.root, None)
+        return claim_key(self.root, kind, key, wait=wait)
 
     # ------------------------------------------------------------------ paths
     @staticmethod
@@ -389,19 +482,36 @@ class ArtifactCache:
             self._evict(keep=(kind, key))
         return final
 
-    def _put_bytes(self, kind: str, key: str, fmt: str, data: bytes) -> Path:
+    def _put_bytes(self, kind: str, key: str, fmt: str, data: bytes) -> Path | None:
+        """Store ``data``; ``None`` when the cache is read-only (counted in ``stats.unstored``)."""
         self._check(kind, key)
+        if self.read_only:
+            self.stats.unstored += 1
+            return None
         staged = self._tmp_path(_SUFFIX[fmt])
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return self._commit(kind, key, fmt, staged, hashlib.sha256(data).hexdigest(), len(data))
-        except BaseException:
-            _remove_path(staged)
-            raise
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return self._commit(kind, key, fmt, staged, hashlib.sha256(data).hexdigest(), len(data))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    _remove_path(staged)
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            return self._store_failed(exc, kind, key)
+
+    def _store_failed(self, exc: OSError | sqlite3.Error, kind: str, key: str) -> None:
+        """A write failed: read-only root -> read-only mode; anything else -> CacheWriteError."""
+        number = exc.errno if isinstance(exc, OSError) else sqlite_cause(exc)[1]
+        if number in READ_ONLY_ERRNOS or (isinstance(exc, sqlite3.Error) and self._root_is_read_only()):
+            self._set_read_only(exc)
+            self.stats.unstored += 1
+            return None
+        raise self._write_error(exc, kind, key) from None
 
     def _discard_corrupt(self, kind: str, key: str, reason: str, path: str | None = None) -> None:
         """Remove an entry that failed verification (under the exclusive entry lock).
@@ -411,7 +521,12 @@ class ArtifactCache:
         """
         logger.warning("md cache: discarding %s/%s (%s); it will be rebuilt", kind, key, reason)
         self.stats.corrupt += 1
-        self._delete(kind, key, only_path=path)
+        if self.read_only:
+            return  # not trusted and not served; a writable cache removes it
+        try:
+            self._delete(kind, key, only_path=path)
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("md cache: could not remove %s/%s (%s)", kind, key, exc)
 
     def _read_bytes(self, kind: str, key: str, fmt: str) -> bytes | None:
         """The verified bytes of an entry, or ``None`` (miss / discarded corrupt entry)."""
@@ -478,7 +593,7 @@ class ArtifactCache:
         return True
 
     # ------------------------------------------------------------------ JSON
-    def put_json(self, kind: str, key: str, obj: Any) -> Path:
+    def put_json(self, kind: str, key: str, obj: Any) -> Path | None:
         """Store a JSON-serialisable object (floats round-trip bit-exactly; NaN/inf refused)."""
         data = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return self._put_bytes(kind, key, "json", data.encode("utf-8"))
@@ -496,7 +611,7 @@ class ArtifactCache:
             self.stats.misses += 1
             return None
 
-    def put_model(self, kind: str, key: str, model: BaseModel) -> Path:
+    def put_model(self, kind: str, key: str, model: BaseModel) -> Path | None:
         """Store a pydantic model as its JSON (``model_dump_json``)."""
         return self._put_bytes(kind, key, "json", model.model_dump_json().encode("utf-8"))
 
@@ -518,7 +633,7 @@ class ArtifactCache:
     def put_tensors(
         self, kind: str, key: str, tensors: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
-    ) -> Path:
+    ) -> Path | None:
         """Store torch tensors (or numpy arrays) as safetensors; ``metadata`` is any JSON."""
         meta = {_TENSOR_META_KEY: canonical_json(dict(metadata or {}))}
         values = list(tensors.values())
@@ -589,11 +704,22 @@ class ArtifactCache:
         """Yield an empty directory on the cache's filesystem; on normal exit it is
         fsynced, checksummed and atomically moved into place (on error it is removed)."""
         self._check(kind, key)
+        if self.read_only:
+            raise CacheWriteError(
+                self.root, f"cannot build {kind}/{key}: the cache is read-only",
+                "Set cache_dir (--cache-dir / $MD_CACHE_DIR) to a writable directory, or build"
+                " the entry once with write access")
         staged = self._tmp_path(".d")
-        staged.mkdir()
+        try:
+            staged.mkdir()
+        except OSError as exc:
+            raise self._write_error(exc, kind, key) from None
         try:
             yield staged
-            self._commit_dir(kind, key, staged)
+            try:
+                self._commit_dir(kind, key, staged)
+            except (OSError, sqlite3.Error) as exc:
+                raise self._write_error(exc, kind, key) from None
         finally:
             if staged.exists():
                 _remove_path(staged)
@@ -696,7 +822,9 @@ class ArtifactCache:
         value = lookup()
         if value is not None:
             return value
-        with self._build_lock(kind, key):
+        claim = self.claim(kind, key, wait=True)
+        assert claim is not None
+        with claim:
             self.stats.misses -= 1  # the first lookup is counted once, by the re-check below
             value = lookup()
             if value is not None:
@@ -704,17 +832,21 @@ class ArtifactCache:
             if fmt == "dir":
                 with self.building_dir(kind, key) as staged:
                     builder(staged)
+                claim.release(done=True)
                 return self._last_commit_path(kind, key)
             built = builder()
             if fmt == "json":
                 self.put_json(kind, key, built)
-                return json.loads(json.dumps(built, allow_nan=False))  # same shape as a hit
-            if fmt == "model":
+                value = json.loads(json.dumps(built, allow_nan=False))  # same shape as a hit
+            elif fmt == "model":
                 self.put_model(kind, key, built)
-                return built
-            tensors, metadata = built if isinstance(built, tuple) else (built, {})
-            self.put_tensors(kind, key, tensors, metadata)
-            return tensors, dict(metadata)
+                value = built
+            else:
+                tensors, metadata = built if isinstance(built, tuple) else (built, {})
+                self.put_tensors(kind, key, tensors, metadata)
+                value = tensors, dict(metadata)
+            claim.release(done=True)
+            return value
 
     # ------------------------------------------------------------------ housekeeping
     def contains(self, kind: str, key: str) -> bool:

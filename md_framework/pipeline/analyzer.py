@@ -24,7 +24,7 @@ from md_framework.cache_files import write_text_atomic
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
-from md_framework.run_dir import save_graph_pair
+from md_framework.run_dir import holds_run_dir, save_graph_pair
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
     LoadedModel,
     ModelLoadOptions,
@@ -241,6 +241,7 @@ class MechanisticBehavioralAnalyzer:
             context["user_interpretations"] = user
         return context
 
+    @holds_run_dir  # one writer per run directory, checked before any model loads
     def analyze(self) -> AnalysisReport:
         from md_framework.pipeline.diff import diff_graph_sets
         from md_framework.pipeline.discovery import discover
