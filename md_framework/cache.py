@@ -49,27 +49,17 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
-from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from md_framework.cache_locks import KeyClaim, claim_key, stripe_lock
-from md_framework.storage_errors import (
-    READ_ONLY_ERRNOS,
-    StorageError,
-    from_os_error,
-    sqlite_cause,
-)
 from md_framework.cache_files import (
     _dir_digest,
     _DirProblem,
@@ -79,127 +69,45 @@ from md_framework.cache_files import (
     _remove_path,
     _safetensors_header,
 )
+from md_framework.cache_faults import CacheFaultHandling, CacheWriteError
+from md_framework.cache_housekeeping import CacheHousekeeping
+from md_framework.cache_keys import (  # re-exported: the public names live here
+    _COLUMNS,
+    _KEY_RE,
+    _KIND_RE,
+    _SCHEMA,
+    _SUFFIX,
+    _TENSOR_META_KEY,
+    _TMP_MAX_AGE_S,
+    CACHE_DIR_ENV,
+    CACHE_KEY_VERSION,
+    DEFAULT_CACHE_DIR,
+    INDEX_VERSION,
+    CacheEntry,
+    CacheStats,
+    Format,
+    cache_key,
+    canonical_json,
+    default_cache_dir,
+)
+from md_framework.cache_locks import KeyClaim, claim_key, stripe_lock
+from md_framework.storage_errors import READ_ONLY_ERRNOS
 
 logger = logging.getLogger(__name__)
 
-#: Part of every key made by :func:`cache_key`; bump to invalidate all keys at once.
-CACHE_KEY_VERSION = 1
-#: Environment variable naming the default cache root.
-CACHE_DIR_ENV = "MD_CACHE_DIR"
-DEFAULT_CACHE_DIR = Path(".md-cache")
-
-_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TMP_MAX_AGE_S = 7 * 86400.0  # leftovers of writers whose pid is alive are kept this long
-_TENSOR_META_KEY = "md_metadata"
-
-Format = Literal["json", "safetensors", "dir"]
-_SUFFIX: dict[str, str] = {"json": ".json", "safetensors": ".safetensors", "dir": ".d"}
-
 M = TypeVar("M", bound=BaseModel)
 
-
-# --------------------------------------------------------------------------- keys
-
-
-def _canonical_default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, PurePath):
-        return value.as_posix()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=lambda v: json.dumps(v, default=_canonical_default, sort_keys=True))
-    if isinstance(value, bytes):
-        return {"__bytes_sha256__": hashlib.sha256(value).hexdigest()}
-    raise TypeError(f"cache key part of type {type(value).__name__} is not JSON-serialisable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, no NaN/inf, UTF-8 kept as is."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-        default=_canonical_default,
-    )
-
-
-def cache_key(**parts: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``parts`` plus :data:`CACHE_KEY_VERSION`.
-
-    Pass everything that determines the artefact: model identity (weights hash or pinned
-    revision), dictionary identity, prompt, tracer identity/options, schema version...
-    Pydantic models, paths, enums and sets are normalised; order of keyword arguments
-    does not matter.
-    """
-    payload = {"_cache_key_version": CACHE_KEY_VERSION, **parts}
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$MD_CACHE_DIR`` if set, else ``.md-cache`` (relative to the working directory)."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    return Path(env) if env else DEFAULT_CACHE_DIR
-
-
-@dataclass
-class CacheStats:
-    """Counters of one :class:`ArtifactCache` object (this process only)."""
-
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
-    corrupt: int = 0
-    evicted: int = 0
-    unstored: int = 0  # built but not stored: the cache is read-only
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    kind: str
-    key: str
-    format: str
-    size: int
-    created: float
-    last_access: float
-    sha256: str
-    path: str  # relative to the cache root
-
-
-#: ``PRAGMA user_version`` of the index layout below.
-INDEX_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    format TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    last_access REAL NOT NULL,
-    sha256 TEXT NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
-"""
-_COLUMNS = "kind, key, format, size, created, last_access, sha256, path"
+__all__ = [
+    "CACHE_DIR_ENV", "CACHE_KEY_VERSION", "DEFAULT_CACHE_DIR", "INDEX_VERSION", "ArtifactCache",
+    "CacheEntry", "CacheStats", "CacheWriteError", "Format", "cache_key", "canonical_json",
+    "default_cache_dir", "open_cache",
+]
 
 
 # --------------------------------------------------------------------------- the cache
 
 
-class CacheWriteError(StorageError):
-    """The cache could not store an entry (full disk, I/O error...); names the root."""
-
-
-class CacheReadOnly(Exception):
-    """Internal: the write met a read-only root (the cache switches to read-only)."""
-
-
-class ArtifactCache:
+class ArtifactCache(CacheFaultHandling, CacheHousekeeping):
     """A content-addressed store shared safely by threads and processes.
 
     ``kind`` names a namespace (``graph``, ``activations``, ``model-hf``...): lower-case
@@ -283,64 +191,6 @@ class ArtifactCache:
             db.close()
             raise
         return db
-
-    def _connect_read_only(self) -> sqlite3.Connection:
-        """The index of a read-only root: ``mode=ro``, else ``immutable=1`` (a WAL index
-        whose ``-shm`` file cannot be created), else an empty in-memory index."""
-        uri = (self.root / "index.sqlite").as_uri()
-        for suffix in ("?mode=ro", "?immutable=1"):
-            try:
-                db = sqlite3.connect(f"{uri}{suffix}", uri=True, timeout=60.0,
-                                     isolation_level=None, check_same_thread=True)
-                db.execute("SELECT COUNT(*) FROM entries").fetchone()
-                return db
-            except sqlite3.Error:
-                with contextlib.suppress(Exception):
-                    db.close()
-        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=True)
-        db.executescript(_SCHEMA)
-        return db
-
-    def _root_is_read_only(self) -> bool:
-        probe = self.root / "tmp" / f"{os.getpid()}-probe-{uuid.uuid4().hex[:8]}"
-        try:
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError as exc:
-            return exc.errno in READ_ONLY_ERRNOS
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            probe.unlink()
-        return False
-
-    def _set_read_only(self, cause: BaseException) -> None:
-        if not self.read_only:
-            reason = (sqlite_cause(cause)[0] if isinstance(cause, sqlite3.Error)
-                      else (from_os_error(cause).cause if isinstance(cause, OSError) else str(cause)))
-            logger.warning(
-                "md cache: %s is read-only (%s): serving the entries it has; results it does not"
-                " have are computed but not stored", self.root, reason)
-        self.read_only = True
-        local = self._local
-        db = getattr(local, "db", None)
-        if db is not None and getattr(local, "pid", None) == os.getpid():
-            with contextlib.suppress(Exception):
-                db.close()
-        local.db = None
-
-    def _write_error(self, exc: BaseException, kind: str = "", key: str = "") -> StorageError:
-        what = f" {kind}/{key}" if kind else ""
-        if isinstance(exc, sqlite3.Error):
-            cause, number = sqlite_cause(exc)
-            path = self.root / "index.sqlite"
-        else:
-            assert isinstance(exc, OSError)
-            error = from_os_error(exc)
-            cause, number, path = error.cause, error.errno, self.root
-        return CacheWriteError(
-            path, f"cannot store cache entry{what}: {cause}",
-            f"Free space on that disk or set cache_dir (--cache-dir / ${CACHE_DIR_ENV}) to"
-            " another directory, then run the command again", errno_=number)
 
     def _db(self) -> sqlite3.Connection:
         """One connection per (process, thread); reopened after fork.
@@ -503,15 +353,6 @@ class ArtifactCache:
                 raise
         except (OSError, sqlite3.Error) as exc:
             return self._store_failed(exc, kind, key)
-
-    def _store_failed(self, exc: OSError | sqlite3.Error, kind: str, key: str) -> None:
-        """A write failed: read-only root -> read-only mode; anything else -> CacheWriteError."""
-        number = exc.errno if isinstance(exc, OSError) else sqlite_cause(exc)[1]
-        if number in READ_ONLY_ERRNOS or (isinstance(exc, sqlite3.Error) and self._root_is_read_only()):
-            self._set_read_only(exc)
-            self.stats.unstored += 1
-            return None
-        raise self._write_error(exc, kind, key) from None
 
     def _discard_corrupt(self, kind: str, key: str, reason: str, path: str | None = None) -> None:
         """Remove an entry that failed verification (under the exclusive entry lock).
@@ -847,143 +688,6 @@ class ArtifactCache:
                 value = tensors, dict(metadata)
             claim.release(done=True)
             return value
-
-    # ------------------------------------------------------------------ housekeeping
-    def contains(self, kind: str, key: str) -> bool:
-        """Whether the index lists the entry (no verification, no access-time update)."""
-        self._check(kind, key)
-        return self._row(kind, key) is not None
-
-    def __contains__(self, item: tuple[str, str]) -> bool:  # (kind, key) in cache
-        return self.contains(*item)
-
-    def entries(self, kind: str | None = None) -> list[CacheEntry]:
-        sql = f"SELECT {_COLUMNS} FROM entries"
-        args: tuple[Any, ...] = ()
-        if kind is not None:
-            sql += " WHERE kind=?"
-            args = (kind,)
-        return [CacheEntry(*row) for row in self._db().execute(sql + " ORDER BY kind, key", args)]
-
-    def delete(self, kind: str, key: str) -> bool:
-        """Remove one entry; returns whether it existed."""
-        self._check(kind, key)
-        return self._delete(kind, key)
-
-    def total_bytes(self) -> int:
-        return int(self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0])
-
-    def info(self) -> dict[str, Any]:
-        """Entries and bytes, in total and per kind."""
-        by_kind: dict[str, dict[str, int]] = {}
-        for kind, count, size in self._db().execute(
-            "SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM entries GROUP BY kind ORDER BY kind"
-        ):
-            by_kind[kind] = {"entries": int(count), "bytes": int(size)}
-        return {
-            "root": str(self.root),
-            "entries": sum(v["entries"] for v in by_kind.values()),
-            "bytes": sum(v["bytes"] for v in by_kind.values()),
-            "max_bytes": self.max_bytes,
-            "by_kind": by_kind,
-        }
-
-    def clear(self, kind: str | None = None) -> int:
-        """Remove every entry (of ``kind``, if given); returns how many were removed."""
-        if kind is not None and not _KIND_RE.match(kind):
-            raise ValueError(f"invalid cache kind {kind!r}")
-        removed = sum(self._delete(e.kind, e.key) for e in self.entries(kind))
-        if kind is None:
-            self._remove_orphans()
-        return removed
-
-    def clear_old_entries(
-        self, days: float, *, by: Literal["last_access", "created"] = "last_access",
-        kind: str | None = None,
-    ) -> int:
-        """Remove entries not accessed (or, with ``by="created"``, created) in ``days`` days,
-        optionally only of ``kind``; returns how many were removed."""
-        if days < 0:
-            raise ValueError("days must be >= 0")
-        if kind is not None and not _KIND_RE.match(kind):
-            raise ValueError(f"invalid cache kind {kind!r}")
-        column = "last_access" if by == "last_access" else "created"
-        cutoff = time.time() - days * 86400.0
-        sql = f"SELECT kind, key FROM entries WHERE {column} < ?"
-        args: tuple[Any, ...] = (cutoff,)
-        if kind is not None:
-            sql += " AND kind = ?"
-            args += (kind,)
-        rows = self._db().execute(sql, args).fetchall()
-        return sum(self._delete(kind, key) for kind, key in rows)
-
-    def verify_all(self) -> list[tuple[str, str]]:
-        """Check every entry's checksum; discards and returns the bad ones."""
-        bad: list[tuple[str, str]] = []
-        for entry in self.entries():
-            before = self.stats.corrupt
-            if entry.format == "dir":
-                self.get_dir(entry.kind, entry.key)
-            else:
-                self._read_bytes(entry.kind, entry.key, entry.format)
-            if self.stats.corrupt > before:
-                bad.append((entry.kind, entry.key))
-        self._remove_orphans()
-        return bad
-
-    def _remove_orphans(self) -> int:
-        """Delete object files the index does not point at (left by a crash between writing
-        an object and indexing it, or between un-indexing and deleting it)."""
-        known = {e.path for e in self.entries()}
-        removed = 0
-        objects = self.root / "objects"
-        for kind_dir in objects.iterdir() if objects.exists() else []:
-            for shard in kind_dir.iterdir() if kind_dir.is_dir() else []:
-                for item in shard.iterdir() if shard.is_dir() else []:
-                    rel = item.relative_to(self.root).as_posix()
-                    if rel in known:
-                        continue
-                    name = item.name
-                    for suffix in _SUFFIX.values():
-                        if name.endswith(suffix):
-                            name = name[: -len(suffix)]
-                            break
-                    key = name.rsplit(".", 1)[0]
-                    if not _KIND_RE.match(kind_dir.name) or not _KEY_RE.match(key):
-                        continue  # not ours: leave it alone
-                    with self._lock(f"{kind_dir.name}/{key}", exclusive=True):
-                        row = self._row(kind_dir.name, key)
-                        if row is None or row.path != rel:
-                            self._trash(item)
-                            removed += 1
-        return removed
-
-    def _evict(self, keep: tuple[str, str] | None = None) -> int:
-        """Delete least-recently-accessed entries until the total fits ``max_bytes``."""
-        if self.max_bytes is None:
-            return 0
-        evicted = 0
-        total = self.total_bytes()
-        if total <= self.max_bytes:
-            return 0
-        candidates = self._db().execute(
-            "SELECT kind, key, size FROM entries ORDER BY last_access ASC, created ASC"
-        ).fetchall()
-        for kind, key, size in candidates:
-            if total <= self.max_bytes:
-                break
-            if keep is not None and (kind, key) == keep:
-                continue
-            if self._delete(kind, key):
-                total -= size
-                evicted += 1
-                logger.debug("md cache: evicted %s/%s (%d bytes)", kind, key, size)
-        self.stats.evicted += evicted
-        return evicted
-
-    def evict(self) -> int:
-        """Apply the size limit now; returns the number of entries evicted."""
-        return self._evict()
 
 
 def open_cache(root: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> ArtifactCache:

@@ -415,26 +415,24 @@ def build_organism(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE, *, log:
     ``spec_ref``: a spec path, a builtin short name (``toy-multi``), a dict or an
     :class:`OrganismSpec`. Returns the paths of both models, the ground truth and the universe.
     """
-    from builtin_plugins.models._util import cached_dir
-
     log = log or (lambda *a, **k: None)
     spec, spec_dir = _spec_and_dir(spec_ref)
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = organism_key(spec, spec_dir)
     root = cache_dir / f"{spec.name}-{key[:16]}"
     if (root / ".complete").exists():
         return _from_manifest(root, cached=True)
-    # concurrent builders of one organism: the first builds, the others wait and reuse it
-    with _build_lock(cache_dir, root.name):
-        if (root / ".complete").exists():
-            return _from_manifest(root, cached=True)
-        try:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # concurrent builders of one organism: the first builds, the others wait and reuse it
+        with _build_lock(cache_dir, root.name):
+            if (root / ".complete").exists():
+                return _from_manifest(root, cached=True)
             return _build_locked(spec, spec_dir, cache_dir, key, root, log, threads)
-        except OSError as exc:  # full disk, read-only cache...: one clear error
-            from md_framework.storage_errors import from_os_error
+    except OSError as exc:  # full disk, read-only cache...: one clear error
+        from md_framework.storage_errors import from_os_error
 
-            raise from_os_error(exc, what=f"the organism cache {cache_dir}") from None
+        raise from_os_error(exc, what=f"the organism cache {cache_dir}") from None
 
 
 @contextlib.contextmanager
