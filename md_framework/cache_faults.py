@@ -21,6 +21,7 @@ from md_framework.cache_keys import _SCHEMA, CACHE_DIR_ENV
 from md_framework.storage_errors import READ_ONLY_ERRNOS, StorageError, from_os_error, sqlite_cause
 
 logger = logging.getLogger("md_framework.cache")
+_WARNED: set[str] = set()
 
 
 class CacheWriteError(StorageError):
@@ -66,7 +67,8 @@ class CacheFaultHandling:
         return False
 
     def _set_read_only(self, cause: BaseException) -> None:
-        if not self.read_only:
+        if not self.read_only and str(self.root) not in _WARNED:
+            _WARNED.add(str(self.root))  # once per process and root, not per cache object
             reason = (sqlite_cause(cause)[0] if isinstance(cause, sqlite3.Error)
                       else (from_os_error(cause).cause if isinstance(cause, OSError) else str(cause)))
             logger.warning(
