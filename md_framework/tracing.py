@@ -450,8 +450,10 @@ def _cached_graph(store: ArtifactCache, key: str, prompt: str, family: str | Non
     return graph
 
 
-#: keys claimed at once (one open lock file each)
-_CLAIM_CHUNK = 256
+#: keys claimed at once (one open lock file each). Small enough that processes racing
+#: through the same prompts share the tracing (each claims the next unclaimed chunk)
+#: instead of one claiming everything while the others wait.
+_CLAIM_CHUNK = 32
 
 
 def _trace_claimed(store: ArtifactCache, todo_keys: list[str], found: dict[str, CircuitGraph],
