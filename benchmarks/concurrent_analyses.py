@@ -67,7 +67,9 @@ def _config(base: Path, cache: Path, out: Path) -> Path:
 
 
 def run_batch(config: Path, cache: Path, n: int, work: Path) -> dict:
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():  # old run directories would be refused (--out on an existing run)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     cfg = _config(config, cache, work / "config.yaml")
     env = dict(os.environ, OMP_NUM_THREADS="1", MD_DISABLE_PLUGIN_AUTOLOAD="1",
                HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))

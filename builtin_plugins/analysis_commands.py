@@ -93,7 +93,13 @@ def md_register_commands(cli: click.Group) -> None:
         try:
             report = analyzer.analyze()
         except (KeyboardInterrupt, RunInterrupted):
-            console.print(f"[yellow]Interrupted.[/] {resume_message(run_dir, command)}")
+            from md_framework.run_dir import has_run
+
+            if has_run(run_dir):
+                console.print(f"[yellow]Interrupted.[/] {resume_message(run_dir, command)}")
+            else:  # nothing was recorded yet: --resume would find no run
+                console.print("[yellow]Interrupted[/] before anything was recorded; run the"
+                              " same command again to start over.")
             sys.exit(130)
         except (OSError, sqlite3.Error, StorageError) as exc:
             raise storage_fault(exc, run_dir, command) from None

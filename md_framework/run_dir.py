@@ -24,7 +24,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -285,13 +285,3 @@ def holds_run_dir(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-@contextlib.contextmanager
-def run_dir_writes(run_dir: str | os.PathLike[str], what: str = "the run directory") -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing into ``run_dir`` into a :class:`StorageError`."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except OSError as exc:
-        raise from_os_error(exc, advice=None, what=what) from None

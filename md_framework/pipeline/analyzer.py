@@ -332,6 +332,9 @@ class MechanisticBehavioralAnalyzer:
         assert self.resolved is not None
         metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
         ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
+        if ledger is not None:  # readings of other weights are never reused
+            ledger.bind_models(base=self.models["base"].model_id,
+                               intervention=self.models["intervention"].model_id)
         fdr = create_driver("fdr_procedure", stats.procedure, stats.procedure_options,
                             alpha=stats.alpha)
         validator = Validator(

@@ -237,6 +237,21 @@ class Ledger:
                 f" now {wanted['fingerprint']}); resume with the same config and seed, or"
                 " use a new run directory")
 
+    def bind_models(self, **model_ids: str) -> None:
+        """Record the run's model identities (content hashes of the weights) on first use;
+        a resumed run must bring the same ones, otherwise its recorded readings and
+        decisions belong to other weights (:class:`LedgerMismatchError`)."""
+        assert self._conn is not None, "ledger is closed"
+        wanted = _dumps(dict(model_ids))
+        row = self._conn.execute("SELECT value FROM meta WHERE key='models'").fetchone()
+        if row is None:
+            self._write([("INSERT INTO meta(key, value) VALUES ('models', ?)", (wanted,))])
+        elif row[0] != wanted:
+            raise LedgerMismatchError(
+                f"{self.path}: recorded with models {row[0]}, now {wanted}: the weights changed"
+                " since the run started (their content hash differs). Resume with the same"
+                " weights, or start a new run in another directory")
+
     # ------------------------------------------------------------------ queries
     def cached_readings(self, model_id: str, metric: str,
                         case_ids: Sequence[str]) -> dict[str, MetricReading]:

@@ -282,3 +282,14 @@ def test_run_dir_errors_are_storage_errors_with_one_line() -> None:
     error = RunDirError(Path("/x"), "no run to resume: the directory does not exist", "Check it")
     assert str(error) == "/x: no run to resume: the directory does not exist. Check it"
     assert "\n" not in str(error)
+
+
+def test_a_ledger_is_keyed_by_the_models_weights(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with Ledger(run, {"seed": 0}) as ledger:
+        ledger.bind_models(base="sha256:aaa", intervention="sha256:bbb")
+    with Ledger(run, {"seed": 0}) as ledger:  # same weights: resumes
+        ledger.bind_models(base="sha256:aaa", intervention="sha256:bbb")
+    with Ledger(run, {"seed": 0}) as ledger:  # changed weights: its readings are not reused
+        with pytest.raises(LedgerMismatchError, match="the weights changed since the run started"):
+            ledger.bind_models(base="sha256:aaa", intervention="sha256:ccc")
