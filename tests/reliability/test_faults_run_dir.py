@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import faultfs
@@ -158,11 +157,10 @@ def test_damaged_ledger_is_refused_before_any_model_loads(md, config: Path, tmp_
     run = tmp_path / "run"
     _filled_ledger(run)
     _damage_pages(run / "ledger.sqlite")
-    started = time.perf_counter()
     result = md("analyze", str(config), "--resume", str(run))
     error = assert_one_clear_error(result, f"{run / 'ledger.sqlite'}: damaged")
-    assert "cannot be resumed" in error and "/no/such" not in error  # no model was looked at
-    assert time.perf_counter() - started < 120  # loose bound: fails only if models loaded
+    # the config's models do not exist: had any loaded first, the error would name them
+    assert "cannot be resumed" in error and "/no/such" not in error
 
 
 def test_ledger_of_another_config_is_refused_before_any_model_loads(md, config: Path,
