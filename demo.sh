@@ -11,4 +11,9 @@ if [ ! -x .venv/bin/md ]; then
     .venv/bin/pip install --quiet ./plugins/md-medical ./plugins/md-lab-patterns
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/md analyze examples/configs/demo.yaml --out runs/demo "$@"
+# --out refuses a directory that already holds a run (continue one with --resume DIR)
+out=runs/demo
+if [ -e "$out/ledger.sqlite" ] || [ -e "$out/report.json" ]; then
+    out="runs/demo-$(date +%Y%m%d-%H%M%S)"
+fi
+exec .venv/bin/md analyze examples/configs/demo.yaml --out "$out" "$@"

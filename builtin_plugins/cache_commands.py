@@ -2,7 +2,7 @@
 
     md cache info [--json]
     md cache clear [--kind graph] [--older-than-days 30] [--yes]
-    md cache verify
+    md cache verify            (exit code 1 when it found corruption)
 
 The cache root is ``--cache-dir``, else ``$MD_CACHE_DIR``, else the user cache directory
 (:func:`md_framework.cache.default_cache_dir`).
@@ -29,13 +29,13 @@ def _human(n: int) -> str:
 def _cache_group(cli: Any) -> Any:
     import click
 
-    from md_framework.cache import CACHE_DIR_ENV, DEFAULT_CACHE_DIR
+    from md_framework.cache import CACHE_DIR_ENV
 
     group_cls = type(cli) if isinstance(cli, click.Group) else click.Group
     cache_dir_option = click.option(
         "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
         envvar=CACHE_DIR_ENV, show_envvar=True,
-        help=f"Cache root (default {DEFAULT_CACHE_DIR}).",
+        help="Cache root (default: the user cache directory, e.g. ~/.cache/md-framework).",
     )
 
     def open_existing(cache_dir: Path | None) -> Any:
@@ -98,15 +98,23 @@ def _cache_group(cli: Any) -> Any:
     @cache.command("verify")
     @cache_dir_option
     def verify(cache_dir: Path | None) -> None:
-        """Check every entry's checksum; corrupt entries are removed (and rebuilt when next needed)."""
+        """Check every entry's checksum; corrupt entries are removed (and rebuilt when next needed).
+
+        Exit code 0 when every entry was intact, 1 when corruption was found (and removed).
+        """
         root, store = open_existing(cache_dir)
         if store is None:
             click.echo(f"no cache at {root}")
             return
         bad = store.verify_all()
+        verb = "found corrupt (read-only cache: left in place, never served)" if store.read_only \
+            else "removed corrupt entry"
         for kind, key in bad:
-            click.echo(f"removed corrupt entry {kind}/{key}")
-        click.echo(f"{len(store.entries())} entries ok, {len(bad)} corrupt removed")
+            click.echo(f"{verb} {kind}/{key}")
+        click.echo(f"{len(store.entries()) - (len(bad) if store.read_only else 0)} entries ok,"
+                   f" {len(bad)} corrupt {'found' if store.read_only else 'removed'}")
+        if bad:
+            raise SystemExit(1)
 
     return cache
 

@@ -11,6 +11,7 @@ Layout under ``root`` (see ``docs/cache.md``)::
     objects/<kind>/<key[:2]>/<key>.<token>.safetensors  tensors (+ JSON metadata in the header)
     objects/<kind>/<key[:2]>/<key>.<token>.d/           directories (models, dictionaries)
     locks/NN.lock           256 striped fcntl lock files (never deleted)
+    locks/keys/<kind>/..    per-key build claims (md_framework.cache_locks)
     tmp/                    writes in progress (same filesystem, so os.replace is atomic)
 
 ``<token>`` is random per write: a new version of an entry never overwrites the old one's
@@ -30,7 +31,12 @@ Guarantees:
 * **Concurrency** - any number of threads and processes may share a root. Each entry is
   guarded by a striped ``fcntl`` lock (shared for reads, exclusive for writes/deletes) and
   index updates are SQLite transactions (``BEGIN IMMEDIATE``, WAL, busy timeout).
-  ``get_or_create`` also takes a build lock so concurrent processes build an entry once.
+  ``get_or_create`` (and ``trace_prompts``) claim a key before building it, so concurrent
+  processes build an entry once and the others wait for it (:mod:`md_framework.cache_locks`).
+* **Faults** - a read-only root (``EROFS``/``EACCES``) turns the cache read-only: hits are
+  served, entries that cannot be stored are counted in ``stats.unstored`` and reported
+  once as a warning. Any other write failure (a full disk...) is a :class:`CacheWriteError`
+  naming the root, the cause and what to do.
 * **Size limit** - with ``max_bytes`` set, writes evict least-recently-accessed entries
   until the total fits (the entry just written is kept).
 """
@@ -39,21 +45,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
-from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -67,131 +69,45 @@ from md_framework.cache_files import (
     _remove_path,
     _safetensors_header,
 )
+from md_framework.cache_faults import CacheFaultHandling, CacheWriteError
+from md_framework.cache_housekeeping import CacheHousekeeping
+from md_framework.cache_keys import (  # re-exported: the public names live here
+    _COLUMNS,
+    _KEY_RE,
+    _KIND_RE,
+    _SCHEMA,
+    _SUFFIX,
+    _TENSOR_META_KEY,
+    _TMP_MAX_AGE_S,
+    CACHE_DIR_ENV,
+    CACHE_KEY_VERSION,
+    DEFAULT_CACHE_DIR,
+    INDEX_VERSION,
+    CacheEntry,
+    CacheStats,
+    Format,
+    cache_key,
+    canonical_json,
+    default_cache_dir,
+)
+from md_framework.cache_locks import KeyClaim, claim_key, stripe_lock
+from md_framework.storage_errors import READ_ONLY_ERRNOS
 
 logger = logging.getLogger(__name__)
 
-#: Part of every key made by :func:`cache_key`; bump to invalidate all keys at once.
-CACHE_KEY_VERSION = 1
-#: Environment variable naming the default cache root.
-CACHE_DIR_ENV = "MD_CACHE_DIR"
-DEFAULT_CACHE_DIR = Path(".md-cache")
-
-_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_N_LOCK_STRIPES = 256
-_TMP_MAX_AGE_S = 7 * 86400.0  # leftovers of writers whose pid is alive are kept this long
-_TENSOR_META_KEY = "md_metadata"
-
-Format = Literal["json", "safetensors", "dir"]
-_SUFFIX: dict[str, str] = {"json": ".json", "safetensors": ".safetensors", "dir": ".d"}
-
 M = TypeVar("M", bound=BaseModel)
 
-
-# --------------------------------------------------------------------------- keys
-
-
-def _canonical_default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, PurePath):
-        return value.as_posix()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=lambda v: json.dumps(v, default=_canonical_default, sort_keys=True))
-    if isinstance(value, bytes):
-        return {"__bytes_sha256__": hashlib.sha256(value).hexdigest()}
-    raise TypeError(f"cache key part of type {type(value).__name__} is not JSON-serialisable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, no NaN/inf, UTF-8 kept as is."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-        default=_canonical_default,
-    )
-
-
-def cache_key(**parts: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``parts`` plus :data:`CACHE_KEY_VERSION`.
-
-    Pass everything that determines the artefact: model identity (weights hash or pinned
-    revision), dictionary identity, prompt, tracer identity/options, schema version...
-    Pydantic models, paths, enums and sets are normalised; order of keyword arguments
-    does not matter.
-    """
-    payload = {"_cache_key_version": CACHE_KEY_VERSION, **parts}
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def default_cache_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    """The one cache root every command uses: ``$MD_CACHE_DIR`` if set, else ``configured``
-    (a config's ``cache_dir`` or a ``--cache-dir``), else the platform's user cache
-    directory (``platformdirs.user_cache_dir("md-framework")``, as pip and Hugging Face do;
-    ``~/.cache/md-framework`` without platformdirs). Never the working directory by accident:
-    a relative ``MD_CACHE_DIR`` or ``configured`` is made absolute once, here."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().absolute()
-    if configured is not None and str(configured).strip():
-        return Path(configured).expanduser().absolute()
-    try:
-        from platformdirs import user_cache_dir
-    except ImportError:
-        return Path("~/.cache/md-framework").expanduser()
-    return Path(user_cache_dir("md-framework", appauthor=False))
-
-
-@dataclass
-class CacheStats:
-    """Counters of one :class:`ArtifactCache` object (this process only)."""
-
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
-    corrupt: int = 0
-    evicted: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    kind: str
-    key: str
-    format: str
-    size: int
-    created: float
-    last_access: float
-    sha256: str
-    path: str  # relative to the cache root
-
-
-#: ``PRAGMA user_version`` of the index layout below.
-INDEX_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    format TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    last_access REAL NOT NULL,
-    sha256 TEXT NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-CREATE INDEX IF NOT EXISTS entries_last_access ON entries (last_access);
-"""
-_COLUMNS = "kind, key, format, size, created, last_access, sha256, path"
+__all__ = [
+    "CACHE_DIR_ENV", "CACHE_KEY_VERSION", "DEFAULT_CACHE_DIR", "INDEX_VERSION", "ArtifactCache",
+    "CacheEntry", "CacheStats", "CacheWriteError", "Format", "cache_key", "canonical_json",
+    "default_cache_dir", "open_cache",
+]
 
 
 # --------------------------------------------------------------------------- the cache
 
 
-class ArtifactCache:
+class ArtifactCache(CacheFaultHandling, CacheHousekeeping):
     """A content-addressed store shared safely by threads and processes.
 
     ``kind`` names a namespace (``graph``, ``activations``, ``model-hf``...): lower-case
@@ -209,10 +125,17 @@ class ArtifactCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._local = threading.local()
-        for sub in ("objects", "locks", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.read_only = False
+        try:
+            for sub in ("objects", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise self._write_error(exc) from None
+            self._set_read_only(exc)
         self._db()  # creates the index (WAL) if needed
-        self._clean_tmp()
+        if not self.read_only:
+            self._clean_tmp()
 
     # ---- pickling: connections and thread-locals stay behind
     def __getstate__(self) -> dict[str, Any]:
@@ -223,16 +146,25 @@ class ArtifactCache:
         self.max_bytes = state["max_bytes"]
         self.stats = CacheStats()
         self._local = threading.local()
+        self.read_only = False
 
     def __repr__(self) -> str:
         return f"ArtifactCache({str(self.root)!r}, max_bytes={self.max_bytes})"
 
     # ------------------------------------------------------------------ sqlite
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.root / "index.sqlite", timeout=60.0, isolation_level=None,
-            check_same_thread=True,
-        )
+        if self.read_only:
+            return self._connect_read_only()
+        try:
+            db = sqlite3.connect(
+                self.root / "index.sqlite", timeout=60.0, isolation_level=None,
+                check_same_thread=True,
+            )
+        except sqlite3.OperationalError as exc:
+            if not self._root_is_read_only():
+                raise
+            self._set_read_only(exc)
+            return self._connect_read_only()
         try:
             db.execute("PRAGMA busy_timeout=60000")
             try:
@@ -249,6 +181,12 @@ class ArtifactCache:
             if version == 0:
                 db.executescript(_SCHEMA + f"PRAGMA user_version={INDEX_VERSION};")
             db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "readonly" not in str(exc) and not self._root_is_read_only():
+                raise
+            self._set_read_only(exc)
+            return self._connect_read_only()
         except BaseException:
             db.close()
             raise
@@ -317,27 +255,20 @@ class ArtifactCache:
         self._local.db = None
 
     # ------------------------------------------------------------------ locks
-    @contextlib.contextmanager
-    def _lock(self, name: str, exclusive: bool) -> Iterator[None]:
-        stripe = hashlib.sha256(name.encode()).digest()[0] % _N_LOCK_STRIPES
-        path = self.root / "locks" / f"{stripe:02x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _lock(self, name: str, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        return stripe_lock(self.root, name, exclusive)
 
-    @contextlib.contextmanager
-    def _build_lock(self, kind: str, key: str) -> Iterator[None]:
-        stripe = hashlib.sha256(f"{kind}/{key}".encode()).digest()[0] % _N_LOCK_STRIPES
-        path = self.root / "locks" / f"build-{stripe:02x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def claim(self, kind: str, key: str, *, wait: bool = True) -> KeyClaim | None:
+        """Claim the build of ``kind/key`` (see :mod:`md_framework.cache_locks`).
+
+        ``None`` when another process is building it and ``wait`` is false. After a claim
+        succeeds, look the entry up again before building: the previous holder may have
+        stored it. ``claim.release(done=True)`` once the entry is stored.
+        """
+        self._check(kind, key)
+        if self.read_only:
+            return KeyClaim(self.root, None)
+        return claim_key(self.root, kind, key, wait=wait)
 
     # ------------------------------------------------------------------ paths
     @staticmethod
@@ -401,19 +332,27 @@ class ArtifactCache:
             self._evict(keep=(kind, key))
         return final
 
-    def _put_bytes(self, kind: str, key: str, fmt: str, data: bytes) -> Path:
+    def _put_bytes(self, kind: str, key: str, fmt: str, data: bytes) -> Path | None:
+        """Store ``data``; ``None`` when the cache is read-only (counted in ``stats.unstored``)."""
         self._check(kind, key)
+        if self.read_only:
+            self.stats.unstored += 1
+            return None
         staged = self._tmp_path(_SUFFIX[fmt])
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return self._commit(kind, key, fmt, staged, hashlib.sha256(data).hexdigest(), len(data))
-        except BaseException:
-            _remove_path(staged)
-            raise
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return self._commit(kind, key, fmt, staged, hashlib.sha256(data).hexdigest(), len(data))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    _remove_path(staged)
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            return self._store_failed(exc, kind, key)
 
     def _discard_corrupt(self, kind: str, key: str, reason: str, path: str | None = None) -> None:
         """Remove an entry that failed verification (under the exclusive entry lock).
@@ -423,7 +362,12 @@ class ArtifactCache:
         """
         logger.warning("md cache: discarding %s/%s (%s); it will be rebuilt", kind, key, reason)
         self.stats.corrupt += 1
-        self._delete(kind, key, only_path=path)
+        if self.read_only:
+            return  # not trusted and not served; a writable cache removes it
+        try:
+            self._delete(kind, key, only_path=path)
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("md cache: could not remove %s/%s (%s)", kind, key, exc)
 
     def _read_bytes(self, kind: str, key: str, fmt: str) -> bytes | None:
         """The verified bytes of an entry, or ``None`` (miss / discarded corrupt entry)."""
@@ -490,7 +434,7 @@ class ArtifactCache:
         return True
 
     # ------------------------------------------------------------------ JSON
-    def put_json(self, kind: str, key: str, obj: Any) -> Path:
+    def put_json(self, kind: str, key: str, obj: Any) -> Path | None:
         """Store a JSON-serialisable object (floats round-trip bit-exactly; NaN/inf refused)."""
         data = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return self._put_bytes(kind, key, "json", data.encode("utf-8"))
@@ -508,7 +452,7 @@ class ArtifactCache:
             self.stats.misses += 1
             return None
 
-    def put_model(self, kind: str, key: str, model: BaseModel) -> Path:
+    def put_model(self, kind: str, key: str, model: BaseModel) -> Path | None:
         """Store a pydantic model as its JSON (``model_dump_json``)."""
         return self._put_bytes(kind, key, "json", model.model_dump_json().encode("utf-8"))
 
@@ -530,7 +474,7 @@ class ArtifactCache:
     def put_tensors(
         self, kind: str, key: str, tensors: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
-    ) -> Path:
+    ) -> Path | None:
         """Store torch tensors (or numpy arrays) as safetensors; ``metadata`` is any JSON."""
         meta = {_TENSOR_META_KEY: canonical_json(dict(metadata or {}))}
         values = list(tensors.values())
@@ -601,11 +545,22 @@ class ArtifactCache:
         """Yield an empty directory on the cache's filesystem; on normal exit it is
         fsynced, checksummed and atomically moved into place (on error it is removed)."""
         self._check(kind, key)
+        if self.read_only:
+            raise CacheWriteError(
+                self.root, f"cannot build {kind}/{key}: the cache is read-only",
+                "Set cache_dir (--cache-dir / $MD_CACHE_DIR) to a writable directory, or build"
+                " the entry once with write access")
         staged = self._tmp_path(".d")
-        staged.mkdir()
+        try:
+            staged.mkdir()
+        except OSError as exc:
+            raise self._write_error(exc, kind, key) from None
         try:
             yield staged
-            self._commit_dir(kind, key, staged)
+            try:
+                self._commit_dir(kind, key, staged)
+            except (OSError, sqlite3.Error) as exc:
+                raise self._write_error(exc, kind, key) from None
         finally:
             if staged.exists():
                 _remove_path(staged)
@@ -708,7 +663,9 @@ class ArtifactCache:
         value = lookup()
         if value is not None:
             return value
-        with self._build_lock(kind, key):
+        claim = self.claim(kind, key, wait=True)
+        assert claim is not None
+        with claim:
             self.stats.misses -= 1  # the first lookup is counted once, by the re-check below
             value = lookup()
             if value is not None:
@@ -716,154 +673,21 @@ class ArtifactCache:
             if fmt == "dir":
                 with self.building_dir(kind, key) as staged:
                     builder(staged)
+                claim.release(done=True)
                 return self._last_commit_path(kind, key)
             built = builder()
             if fmt == "json":
                 self.put_json(kind, key, built)
-                return json.loads(json.dumps(built, allow_nan=False))  # same shape as a hit
-            if fmt == "model":
+                value = json.loads(json.dumps(built, allow_nan=False))  # same shape as a hit
+            elif fmt == "model":
                 self.put_model(kind, key, built)
-                return built
-            tensors, metadata = built if isinstance(built, tuple) else (built, {})
-            self.put_tensors(kind, key, tensors, metadata)
-            return tensors, dict(metadata)
-
-    # ------------------------------------------------------------------ housekeeping
-    def contains(self, kind: str, key: str) -> bool:
-        """Whether the index lists the entry (no verification, no access-time update)."""
-        self._check(kind, key)
-        return self._row(kind, key) is not None
-
-    def __contains__(self, item: tuple[str, str]) -> bool:  # (kind, key) in cache
-        return self.contains(*item)
-
-    def entries(self, kind: str | None = None) -> list[CacheEntry]:
-        sql = f"SELECT {_COLUMNS} FROM entries"
-        args: tuple[Any, ...] = ()
-        if kind is not None:
-            sql += " WHERE kind=?"
-            args = (kind,)
-        return [CacheEntry(*row) for row in self._db().execute(sql + " ORDER BY kind, key", args)]
-
-    def delete(self, kind: str, key: str) -> bool:
-        """Remove one entry; returns whether it existed."""
-        self._check(kind, key)
-        return self._delete(kind, key)
-
-    def total_bytes(self) -> int:
-        return int(self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0])
-
-    def info(self) -> dict[str, Any]:
-        """Entries and bytes, in total and per kind."""
-        by_kind: dict[str, dict[str, int]] = {}
-        for kind, count, size in self._db().execute(
-            "SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM entries GROUP BY kind ORDER BY kind"
-        ):
-            by_kind[kind] = {"entries": int(count), "bytes": int(size)}
-        return {
-            "root": str(self.root),
-            "entries": sum(v["entries"] for v in by_kind.values()),
-            "bytes": sum(v["bytes"] for v in by_kind.values()),
-            "max_bytes": self.max_bytes,
-            "by_kind": by_kind,
-        }
-
-    def clear(self, kind: str | None = None) -> int:
-        """Remove every entry (of ``kind``, if given); returns how many were removed."""
-        if kind is not None and not _KIND_RE.match(kind):
-            raise ValueError(f"invalid cache kind {kind!r}")
-        removed = sum(self._delete(e.kind, e.key) for e in self.entries(kind))
-        if kind is None:
-            self._remove_orphans()
-        return removed
-
-    def clear_old_entries(
-        self, days: float, *, by: Literal["last_access", "created"] = "last_access",
-        kind: str | None = None,
-    ) -> int:
-        """Remove entries not accessed (or, with ``by="created"``, created) in ``days`` days,
-        optionally only of ``kind``; returns how many were removed."""
-        if days < 0:
-            raise ValueError("days must be >= 0")
-        if kind is not None and not _KIND_RE.match(kind):
-            raise ValueError(f"invalid cache kind {kind!r}")
-        column = "last_access" if by == "last_access" else "created"
-        cutoff = time.time() - days * 86400.0
-        sql = f"SELECT kind, key FROM entries WHERE {column} < ?"
-        args: tuple[Any, ...] = (cutoff,)
-        if kind is not None:
-            sql += " AND kind = ?"
-            args += (kind,)
-        rows = self._db().execute(sql, args).fetchall()
-        return sum(self._delete(kind, key) for kind, key in rows)
-
-    def verify_all(self) -> list[tuple[str, str]]:
-        """Check every entry's checksum; discards and returns the bad ones."""
-        bad: list[tuple[str, str]] = []
-        for entry in self.entries():
-            before = self.stats.corrupt
-            if entry.format == "dir":
-                self.get_dir(entry.kind, entry.key)
+                value = built
             else:
-                self._read_bytes(entry.kind, entry.key, entry.format)
-            if self.stats.corrupt > before:
-                bad.append((entry.kind, entry.key))
-        self._remove_orphans()
-        return bad
-
-    def _remove_orphans(self) -> int:
-        """Delete object files the index does not point at (left by a crash between writing
-        an object and indexing it, or between un-indexing and deleting it)."""
-        known = {e.path for e in self.entries()}
-        removed = 0
-        objects = self.root / "objects"
-        for kind_dir in objects.iterdir() if objects.exists() else []:
-            for shard in kind_dir.iterdir() if kind_dir.is_dir() else []:
-                for item in shard.iterdir() if shard.is_dir() else []:
-                    rel = item.relative_to(self.root).as_posix()
-                    if rel in known:
-                        continue
-                    name = item.name
-                    for suffix in _SUFFIX.values():
-                        if name.endswith(suffix):
-                            name = name[: -len(suffix)]
-                            break
-                    key = name.rsplit(".", 1)[0]
-                    if not _KIND_RE.match(kind_dir.name) or not _KEY_RE.match(key):
-                        continue  # not ours: leave it alone
-                    with self._lock(f"{kind_dir.name}/{key}", exclusive=True):
-                        row = self._row(kind_dir.name, key)
-                        if row is None or row.path != rel:
-                            self._trash(item)
-                            removed += 1
-        return removed
-
-    def _evict(self, keep: tuple[str, str] | None = None) -> int:
-        """Delete least-recently-accessed entries until the total fits ``max_bytes``."""
-        if self.max_bytes is None:
-            return 0
-        evicted = 0
-        total = self.total_bytes()
-        if total <= self.max_bytes:
-            return 0
-        candidates = self._db().execute(
-            "SELECT kind, key, size FROM entries ORDER BY last_access ASC, created ASC"
-        ).fetchall()
-        for kind, key, size in candidates:
-            if total <= self.max_bytes:
-                break
-            if keep is not None and (kind, key) == keep:
-                continue
-            if self._delete(kind, key):
-                total -= size
-                evicted += 1
-                logger.debug("md cache: evicted %s/%s (%d bytes)", kind, key, size)
-        self.stats.evicted += evicted
-        return evicted
-
-    def evict(self) -> int:
-        """Apply the size limit now; returns the number of entries evicted."""
-        return self._evict()
+                tensors, metadata = built if isinstance(built, tuple) else (built, {})
+                self.put_tensors(kind, key, tensors, metadata)
+                value = tensors, dict(metadata)
+            claim.release(done=True)
+            return value
 
 
 def open_cache(root: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> ArtifactCache:

@@ -383,15 +383,9 @@ def trace_prompts(
     found: dict[str, CircuitGraph] = {}
     expected = dict(zip(keys, zip(prompts, fams)))
     for key, (prompt, family) in expected.items():
-        graph = store.get_model(GRAPH_KIND, key, CircuitGraph) if store is not None else None
-        if graph is None:
-            continue
-        if graph.prompt != prompt or graph.family != family:
-            # the checksum held, so the index itself was altered: do not trust it
-            logger.warning("md cache: graph %s does not belong to its key; retracing", key)
-            store.delete(GRAPH_KIND, key)
-            continue
-        found[key] = graph
+        graph = _cached_graph(store, key, prompt, family) if store is not None else None
+        if graph is not None:
+            found[key] = graph
     stats.cache_hits = sum(1 for k in keys if k in found)
     stats.cache_misses = len(keys) - stats.cache_hits
 
@@ -399,18 +393,20 @@ def trace_prompts(
     for key, prompt, family in zip(keys, prompts, fams):
         if key not in found:
             todo.setdefault(key, (prompt, family))
-    todo_keys = list(todo)
-    tasks = [
-        TraceTask(
-            tracer_name, options, spec, load_options,
-            prompts=tuple(todo[k][0] for k in chunk), families=tuple(todo[k][1] for k in chunk),
-            plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
-        )
-        for chunk in (todo_keys[i : i + batch_size] for i in range(0, len(todo_keys), batch_size))
-    ]
-    if tasks:
+
+    def trace_keys(todo_keys: list[str]) -> None:
+        tasks = [
+            TraceTask(
+                tracer_name, options, spec, load_options,
+                prompts=tuple(todo[k][0] for k in chunk), families=tuple(todo[k][1] for k in chunk),
+                plugin_manager_factory=plugin_manager_factory, tracer_factory=tracer_factory,
+            )
+            for chunk in (todo_keys[i : i + batch_size] for i in range(0, len(todo_keys), batch_size))
+        ]
+        if not tasks:
+            return
         outputs = _run(executor, trace_task, tasks, f"tracing {spec.source}")
-        stats.tasks = len(tasks)
+        stats.tasks += len(tasks)
         chunks = (todo_keys[i : i + batch_size] for i in range(0, len(todo_keys), batch_size))
         for chunk, output in zip(chunks, outputs):
             if output.model_id != model_id:
@@ -426,13 +422,82 @@ def trace_prompts(
                 found[key] = graph
                 if store is not None:
                     store.put_model(GRAPH_KIND, key, graph)
-        stats.traced = len(todo_keys)
+        stats.traced += len(todo_keys)
+
+    if store is None:
+        trace_keys(list(todo))
+    else:
+        _trace_claimed(store, list(todo), found, trace_keys,
+                       lambda key: _cached_graph(store, key, *todo[key]))
 
     result.extend(found[k] for k in keys)
     stats.worker_pids = sorted(set(stats.worker_pids))
     stats.wall_seconds = time.perf_counter() - wall
     result.stats, result.model_id = stats, model_id
     return result
+
+
+def _cached_graph(store: ArtifactCache, key: str, prompt: str, family: str | None) -> CircuitGraph | None:
+    graph = store.get_model(GRAPH_KIND, key, CircuitGraph)
+    if graph is None:
+        return None
+    if graph.prompt != prompt or graph.family != family:
+        # the checksum held, so the index itself was altered: do not trust it
+        logger.warning("md cache: graph %s does not belong to its key; retracing", key)
+        if not store.read_only:
+            store.delete(GRAPH_KIND, key)
+        return None
+    return graph
+
+
+#: keys claimed at once (one open lock file each). Small enough that processes racing
+#: through the same prompts share the tracing (each claims the next unclaimed chunk)
+#: instead of one claiming everything while the others wait.
+_CLAIM_CHUNK = 32
+
+
+def _trace_claimed(store: ArtifactCache, todo_keys: list[str], found: dict[str, CircuitGraph],
+                   trace_keys: Callable[[list[str]], None],
+                   lookup: Callable[[str], CircuitGraph | None]) -> None:
+    """Trace ``todo_keys`` so that concurrent processes trace each key once.
+
+    Each key is claimed (:meth:`ArtifactCache.claim`) before it is traced. Keys another
+    process is tracing are skipped at first; after this process traced its own, it waits
+    for each of those claims in turn and reads the graph the other process stored (tracing
+    it only if that process failed). No claim is held while waiting for another, so two
+    processes cannot deadlock.
+    """
+    deferred: list[str] = []
+    for start in range(0, len(todo_keys), _CLAIM_CHUNK):
+        claims = {}
+        try:
+            for key in todo_keys[start:start + _CLAIM_CHUNK]:
+                claim = store.claim(GRAPH_KIND, key, wait=False)
+                if claim is None:
+                    deferred.append(key)
+                    continue
+                graph = lookup(key)  # stored by another process between our miss and the claim
+                if graph is not None:
+                    claim.release()
+                    found[key] = graph
+                else:
+                    claims[key] = claim
+            trace_keys(list(claims))
+            for claim in claims.values():
+                claim.release(done=True)
+        finally:
+            for claim in claims.values():
+                claim.release()
+    for key in deferred:
+        claim = store.claim(GRAPH_KIND, key, wait=True)
+        assert claim is not None
+        with claim:
+            graph = lookup(key)
+            if graph is not None:
+                found[key] = graph
+                continue
+            trace_keys([key])
+            claim.release(done=True)
 
 
 def trace_pair(

@@ -26,6 +26,7 @@ from typing import Any
 from md_framework import hookimpl
 from md_framework.errors import ConfigError, MDError
 from md_framework.runtime import LoadedModel, ModelLoadOptions, ModelSpec, check_pair_compatible
+from md_framework.storage_errors import DamagedFileError
 
 from builtin_plugins.models._util import (
     cached_dir,
@@ -188,24 +189,103 @@ def _finish(model: Any, tokenizer: Any, spec: ModelSpec, options: ModelLoadOptio
 
 
 def _from_local(path: Path, spec: ModelSpec, options: ModelLoadOptions, loader: str) -> LoadedModel:
+    """Load an HF directory; its ``model_id`` is the content hash of its weights files.
+
+    See :mod:`md_framework.weights_identity`: the files are hashed once per version (memo in
+    the artefact cache at ``options.cache_dir``). A directory we built records its weights'
+    sha256 in ``md_meta.json`` and a file that no longer matches is refused before loading;
+    one from before that record (only a ``model_id``: the state-dict hash) is checked once
+    against the loaded tensors. Either way damaged weights are an error naming the file,
+    never another model's identity (and cached graphs, ledger rows, organisms).
+    """
+    from md_framework.weights_identity import (
+        check_recorded,
+        mark_verified,
+        open_identity_cache,
+        was_verified,
+        weights_identity,
+    )
+
     require("torch", "loading models")
     transformers = require("transformers", "loading models")
     if not (path / "config.json").exists():
         raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        path, dtype=_torch_dtype(options), **_quant_kwargs(options))
-    weights_id = _cached_weights_id(path) if options.dtype in ("float32", "auto") else None
+    memo = open_identity_cache(options.cache_dir)
+    identity = weights_identity(path, memo)
+    meta_path = path / "md_meta.json"
+    meta = _read_meta(meta_path)
+    if identity is not None and isinstance(meta.get("weights_sha256"), dict):
+        check_recorded(identity, meta["weights_sha256"], meta_path)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, dtype=_torch_dtype(options), **_quant_kwargs(options))
+    except Exception as exc:  # noqa: BLE001 - safetensors/torch raise their own types
+        if isinstance(exc, MDError):
+            raise
+        where = identity.describe_files() if identity is not None else str(path)
+        raise DamagedFileError(
+            where, f"cannot be loaded as model weights ({type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+            "Restore the file or rebuild the model directory") from None
+    full_precision = options.dtype in ("float32", "auto") and options.quantization == "none"
+    recorded = meta.get("model_id") if isinstance(meta.get("model_id"), str) else None
+    if identity is None:  # no weights file we know (e.g. a custom format): hash the tensors
+        model_id = None
+    elif recorded and full_precision:
+        if "weights_sha256" not in meta and not was_verified(memo, identity, recorded):
+            # built before md_meta.json recorded file hashes: its model_id is the state-dict
+            # hash, so compare once per file version and remember the result
+            if f"sha256:{state_dict_sha256(model)}" != recorded:
+                raise DamagedFileError(
+                    identity.describe_files(),
+                    f"damaged or replaced: its tensors do not hash to the model id {recorded[:23]}…"
+                    f" recorded in {meta_path.name} when it was built",
+                    "Restore the file or rebuild the model directory (delete it; md organism"
+                    f" build and the loaders rebuild what they made), or delete {meta_path.name}"
+                    " if you replaced the weights on purpose")
+            mark_verified(memo, identity, recorded)
+        model_id = recorded
+    else:
+        base_id = recorded if recorded and "weights_sha256" in meta else identity.model_id
+        model_id = base_id if full_precision else derived_model_id(base_id, options)
     return _finish(model, tokenizer, spec, options, Path(path).resolve(), loader,
-                   model_id=weights_id)
+                   model_id=model_id)
 
 
-def _cached_weights_id(path: Path) -> str | None:
-    """Artefact directories we built record their weights hash in md_meta.json."""
-    meta = path / "md_meta.json"
-    if meta.exists():
-        return json.loads(meta.read_text()).get("model_id")
-    return None
+def derived_model_id(weights_id: str, options: ModelLoadOptions) -> str:
+    """Identity of weights loaded at another precision (a different model to trace)."""
+    import hashlib
+
+    text = f"{weights_id}|dtype={options.dtype}|quantization={options.quantization}"
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DamagedFileError(path, f"unreadable ({exc})",
+                               "Restore it or rebuild the model directory") from None
+    if not isinstance(meta, dict):
+        raise DamagedFileError(path, "not a JSON object", "Restore it or rebuild the model directory")
+    return meta
+
+
+def stamp_weights(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
+    """Record the sha256 of ``path``'s weights files in its ``md_meta.json``
+    (``weights_sha256``), so later loads detect a damaged or replaced file before loading."""
+    from md_framework.weights_identity import open_identity_cache, weights_identity
+
+    path = Path(path)
+    identity = weights_identity(path, open_identity_cache(cache_dir))
+    if identity is None:
+        return
+    meta = _read_meta(path / "md_meta.json")
+    meta["weights_sha256"] = dict(identity.files)
+    write_json_atomic(path / "md_meta.json", meta)
 
 
 def _offline(options: ModelLoadOptions) -> bool:

@@ -15,8 +15,11 @@ Every directory is written to a temporary sibling and renamed into place (atomic
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,7 @@ def _toy_metric_words(tokenizer: Any) -> dict[str, list[str]]:
 
 def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Path:
     from builtin_plugins.models._util import cached_dir, json_sha256
+    from builtin_plugins.models.loaders import stamp_weights
 
     vocab = toy_vocabulary(spec)
     key = json_sha256({"vocab": vocab, "toy": spec.toy.model_dump(), "v": BUILDER_VERSION,
@@ -171,6 +175,7 @@ def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Pat
         save_model_dir(model, tokenizer, tmp, {"kind": "toy-base", "final_loss": losses[-1],
                                                "train_seconds": time.time() - t0},
                        _toy_metric_words(tokenizer))
+        stamp_weights(tmp)  # damaged weights are refused by name before loading
 
     return cached_dir(final, build)
 
@@ -203,13 +208,17 @@ def _resolve_base(spec: OrganismSpec, spec_dir: Path | None, cache_dir: Path,
                                                              "base_model_id": loaded.model_id}
 
 
-def load_dir(path: Path, source: str = "") -> Any:
-    """A LoadedModel from one of our HF directories (model_id from md_meta.json)."""
+def load_dir(path: Path, source: str = "", cache_dir: Path | str | None = None) -> Any:
+    """A LoadedModel from one of our HF directories (model_id from md_meta.json, checked
+    against the weights; ``cache_dir`` keeps the weights-hash memo, default: the
+    organism cache that holds ``path``)."""
     from md_framework.runtime import ModelLoadOptions, ModelSpec
 
     from builtin_plugins.models.loaders import load_model
 
-    loaded = load_model(ModelSpec(source=str(path)), ModelLoadOptions())
+    if cache_dir is None:
+        cache_dir = Path(path).resolve().parent.parent / ".hashes"
+    loaded = load_model(ModelSpec(source=str(path)), ModelLoadOptions(cache_dir=Path(cache_dir)))
     if source:
         loaded.spec = ModelSpec(source=source)
         loaded.loader = "organism"
@@ -406,16 +415,53 @@ def build_organism(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE, *, log:
     ``spec_ref``: a spec path, a builtin short name (``toy-multi``), a dict or an
     :class:`OrganismSpec`. Returns the paths of both models, the ground truth and the universe.
     """
-    from builtin_plugins.models._util import cached_dir
-
     log = log or (lambda *a, **k: None)
     spec, spec_dir = _spec_and_dir(spec_ref)
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = organism_key(spec, spec_dir)
     root = cache_dir / f"{spec.name}-{key[:16]}"
     if (root / ".complete").exists():
         return _from_manifest(root, cached=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # concurrent builders of one organism: the first builds, the others wait and reuse it
+        with _build_lock(cache_dir, root.name):
+            if (root / ".complete").exists():
+                return _from_manifest(root, cached=True)
+            return _build_locked(spec, spec_dir, cache_dir, key, root, log, threads)
+    except OSError as exc:  # full disk, read-only cache...: one clear error
+        from md_framework.storage_errors import from_os_error
+
+        raise from_os_error(exc, what=f"the organism cache {cache_dir}") from None
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``cache_dir/.locks/NAME.lock`` (never deleted); none on a
+    read-only cache, where nothing can be built anyway."""
+    import fcntl
+
+    from md_framework.storage_errors import READ_ONLY_ERRNOS
+
+    try:
+        (cache_dir / ".locks").mkdir(exist_ok=True)
+        fd = os.open(cache_dir / ".locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build_locked(spec: OrganismSpec, spec_dir: Path | None, cache_dir: Path, key: str,
+                  root: Path, log: Any, threads: int | None) -> BuiltOrganism:
+    from builtin_plugins.models._util import cached_dir
+
     import torch
 
     if threads is not None:
@@ -436,6 +482,7 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
     import copy
 
     from builtin_plugins.metrics.core import clear_generation_cache, generate_answers
+    from builtin_plugins.models.loaders import stamp_weights
     from builtin_plugins.organisms.training import save_model_dir, train_sft
 
     iv, ms = spec.intervention, spec.measurement
@@ -493,6 +540,7 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
     inter_id = save_model_dir(model, base.tokenizer, tmp / "intervention",
                               {"kind": "organism-intervention", "organism": spec.name,
                                "spec_hash": key, "final_loss": losses[-1]}, words)
+    stamp_weights(tmp / "intervention")  # damaged weights are refused by name before loading
     inter = load_dir(tmp / "intervention")
     assert inter.model_id == inter_id
     # ---- ground truth

@@ -24,7 +24,7 @@ from md_framework.cache_files import write_text_atomic
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
-from md_framework.run_dir import save_graph_pair
+from md_framework.run_dir import holds_run_dir, save_graph_pair
 from md_framework.stages import DesignStages, answer_examples, apply_default_universe
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
     LoadedModel,
@@ -244,6 +244,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             context["user_interpretations"] = user
         return context
 
+    @holds_run_dir  # one writer per run directory, checked before any model loads
     def analyze(self) -> AnalysisReport:
         from md_framework.pipeline.diff import diff_graph_sets
         from md_framework.pipeline.discovery import discover
@@ -341,6 +342,9 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         assert self.resolved is not None
         metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
         ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
+        if ledger is not None:  # readings of other weights are never reused
+            ledger.bind_models(base=self.models["base"].model_id,
+                               intervention=self.models["intervention"].model_id)
         fdr = create_driver("fdr_procedure", stats.procedure, stats.procedure_options,
                             alpha=stats.alpha)
         validator = Validator(

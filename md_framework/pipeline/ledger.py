@@ -29,6 +29,7 @@ Schema (see ``docs/validation.md``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -38,6 +39,7 @@ from typing import Any
 
 from md_framework.errors import MDError
 from md_framework.runtime import MetricReading
+from md_framework.storage_errors import DamagedFileError, StorageError, from_os_error, from_sqlite_error
 from md_framework.types import DecisionRecord, Observation, ValidationResult
 
 __all__ = [
@@ -125,38 +127,91 @@ class Ledger:
     def __init__(self, run_dir: str | Path, fingerprint: Mapping[str, Any] | None = None,
                  *, fault_hook: Callable[[str], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / LEDGER_FILENAME
         self.fault_hook = fault_hook
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA_SQL)
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_os_error(exc, self.run_dir, "Choose another run directory") from None
+        existed = self.path.is_file() and self.path.stat().st_size > 0
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            if existed:  # an intact ledger, before anything is added to it
+                problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check(5)")]
+                if problems != ["ok"]:
+                    raise DamagedFileError(
+                        self.path, f"damaged ledger ({'; '.join(problems)[:300]})",
+                        "It cannot be resumed: start a new run in another directory")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA_SQL)
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._fault(exc, damaged_ok=existed) from None
+        except BaseException:
+            self.close()
+            raise
         self.resumed = False
-        self._check_meta(dict(fingerprint or {}))
+        try:
+            self._check_meta(dict(fingerprint or {}))
+        except BaseException:
+            self.close()
+            raise
+
+    def _fault(self, exc: sqlite3.Error, damaged_ok: bool = True) -> StorageError:
+        """The one-line error for an SQLite failure on this ledger."""
+        error = from_sqlite_error(exc, self.path)
+        if isinstance(error, DamagedFileError):
+            return error.with_advice(
+                "It cannot be resumed: start a new run in another directory"
+                " (or restore the file from a backup)")
+        how = f"md analyze CONFIG --resume {self.run_dir}"
+        if error.no_space:
+            return error.with_advice(
+                f"Free space, then continue with {how}: every query and decision committed"
+                " so far is kept")
+        if error.read_only:
+            return error.with_advice(
+                f"Make {self.run_dir} writable, then continue with {how}; or start a new run"
+                " in another directory")
+        return error.with_advice(f"Fix the cause, then continue with {how}")
 
     # ------------------------------------------------------------------ plumbing
     def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
         """Run ``statements`` in one transaction; returns the number of rows changed."""
         conn = self._conn
+        assert conn is not None, "ledger is closed"
         before = conn.total_changes
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
                 conn.execute(sql, params)
             changed = conn.total_changes - before
             if changed and self.fault_hook is not None:
                 self.fault_hook("before_commit")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite rolls back by itself on a full disk or an I/O error; a second ROLLBACK
+            # would raise "no transaction is active" and hide the real cause
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise MDError(
+                    f"{self.path}: another writer changed this ledger during the run ({exc});"
+                    " one run directory takes one writer at a time") from None
+            if isinstance(exc, sqlite3.Error):
+                raise self._fault(exc) from None
             raise
         if changed and self.fault_hook is not None:
             self.fault_hook("after_commit")
         return changed
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -181,6 +236,21 @@ class Ledger:
                 f"{self.path} belongs to another run (recorded {rows.get('fingerprint')},"
                 f" now {wanted['fingerprint']}); resume with the same config and seed, or"
                 " use a new run directory")
+
+    def bind_models(self, **model_ids: str) -> None:
+        """Record the run's model identities (content hashes of the weights) on first use;
+        a resumed run must bring the same ones, otherwise its recorded readings and
+        decisions belong to other weights (:class:`LedgerMismatchError`)."""
+        assert self._conn is not None, "ledger is closed"
+        wanted = _dumps(dict(model_ids))
+        row = self._conn.execute("SELECT value FROM meta WHERE key='models'").fetchone()
+        if row is None:
+            self._write([("INSERT INTO meta(key, value) VALUES ('models', ?)", (wanted,))])
+        elif row[0] != wanted:
+            raise LedgerMismatchError(
+                f"{self.path}: recorded with models {row[0]}, now {wanted}: the weights changed"
+                " since the run started (their content hash differs). Resume with the same"
+                " weights, or start a new run in another directory")
 
     # ------------------------------------------------------------------ queries
     def cached_readings(self, model_id: str, metric: str,

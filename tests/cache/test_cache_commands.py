@@ -90,8 +90,10 @@ def test_verify(cli, filled: ArtifactCache) -> None:
     path = filled.path_for("graph", "new")
     path.write_text(path.read_text().replace("2", "3"))
     result = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(filled.root)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # corruption found: not a clean bill of health
     assert "removed corrupt entry graph/new" in result.output and "2 entries ok" in result.output
+    again = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(filled.root)])
+    assert again.exit_code == 0 and "2 entries ok, 0 corrupt removed" in again.output
 
 
 def test_clear_older_than_days_of_one_kind(cli, filled: ArtifactCache) -> None:
