@@ -28,7 +28,10 @@ Loop (one *round*):
    allows) and *when* fixed-n tests reach their fixed n; a fixed-n test that the budget
    leaves short of its n is fed as p = 1.
 
-One decision per unit: a hypothesis whose unit (families, metric, direction; see
+One decision per unit (family, metric, direction): a hypothesis naming several families is
+entered as one hypothesis per family (:func:`per_family`; a claim "changed on F and G" tested
+on a mix of F and G prompts says neither where the change is nor that it holds on each, and a
+changed family would lend its effect to an unchanged one), and a hypothesis whose unit (see
 :func:`~md_framework.pipeline.validation.unit_of`) is already in the decision order is not
 added (the same claim tested on the same prompts twice would spend alpha twice and count one
 finding as two); the note of the kept hypothesis names it.
@@ -52,9 +55,27 @@ from typing import Any, Literal
 from md_framework.stats_api import ArmState, BanditStrategy
 from md_framework.types import BanditRound, DecisionRecord, Hypothesis, TestCase, ValidationResult
 
-__all__ = ["ActiveCircuitExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding"]
+__all__ = ["ActiveCircuitExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding",
+           "per_family"]
 
 RewardKind = Literal["evidence", "information_gain", "uncertainty"]
+
+
+def per_family(hypothesis: Hypothesis) -> list[Hypothesis]:
+    """One hypothesis per family of ``hypothesis`` (itself when it names at most one); ids
+    ``<id>@<family>``, in the order the families are named."""
+    families = list(dict.fromkeys(hypothesis.families))
+    if len(families) < 2:
+        return [hypothesis]
+    return [
+        hypothesis.model_copy(update={
+            "id": f"{hypothesis.id}@{family}",
+            "families": [family],
+            "description": f"{hypothesis.description} [on '{family}' prompts]",
+            "provenance": [*hypothesis.provenance, f"unit:{hypothesis.id}"],
+        })
+        for family in families
+    ]
 
 
 def family_embedding(families: Sequence[str], dim: int = 16) -> list[float]:
@@ -199,7 +220,11 @@ class ActiveCircuitExplorer:
         return list(tests)
 
     def add_hypothesis(self, hypothesis: Hypothesis) -> None:
-        """Add an arm and append the hypothesis to the decision order."""
+        """Add an arm per family of ``hypothesis`` and append them to the decision order."""
+        for unit_hypothesis in per_family(hypothesis):
+            self._add_unit(unit_hypothesis)
+
+    def _add_unit(self, hypothesis: Hypothesis) -> None:
         if hypothesis.id in self._tests:
             raise ValueError(f"hypothesis {hypothesis.id!r} is already being explored")
         from md_framework.pipeline.validation import unit_of
@@ -257,7 +282,8 @@ class ActiveCircuitExplorer:
                     if new.id in self._tests or new.id in self.merged:
                         continue
                     self._new_count += 1
-                    self.parents.setdefault(new.id, result.hypothesis.id)
+                    for unit_hypothesis in per_family(new):
+                        self.parents.setdefault(unit_hypothesis.id, result.hypothesis.id)
                     self.add_hypothesis(new)
 
     # ------------------------------------------------------------------ loop

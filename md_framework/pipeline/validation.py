@@ -572,8 +572,15 @@ class Validator:
 
     def _reason(self, ev: HypothesisEvidence, effect: EffectSize, level: float) -> str:
         """Why a result is not validated (docs/validation.md, "Reasons")."""
-        if ev.n == 0 or ev.short:
+        if ev.n == 0:
             return "not enough tests"
+        if ev.short:  # fewer held-out prompts than asked for: the reason if the estimate
+            # looks relevant (more prompts might have confirmed it), not if it is null
+            delta = ev.relevance.delta if ev.relevance is not None else 0.0
+            mean = float(np.mean([o.difference for o in ev.observations]))
+            side = {"increase": mean, "decrease": -mean}.get(ev.hypothesis.direction, abs(mean))
+            if side > delta:
+                return "not enough tests"
         if ev.n < ev.n_planned and not ev.stopped_early:
             return "budget"
         if not self._effect_ok(ev, effect):
