@@ -451,7 +451,8 @@ class AnalysisReport(StrictModel):
             f"validated: {len(self.validated())}, discoveries (distinct family|metric|direction"
             f" units): {self.discoveries()}",
             f"behaviour queries: {self.costs.behaviour_queries}, traced prompts: "
-            f"{self.costs.traced_prompts}, wall time: {self.costs.wall_time_s:.1f} s",
+            f"{self.costs.traced_prompts}, test-selection forward passes: "
+            f"{self.costs.selection_forward_passes}, wall time: {self.costs.wall_time_s:.1f} s",
         ]
         for result in self.validation_results:
             mark = "VALIDATED" if result.is_validated() else "not validated"
