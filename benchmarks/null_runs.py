@@ -10,7 +10,8 @@ examples/configs/demo-activation-diff-null.yaml):
 
 For every run the script records the validated results and the distinct discovery units
 (families|metric|direction); the summary is the share of runs with any discovery with its
-Wilson 95 % interval (Wilson 1927). ``--demo`` additionally runs examples/configs/demo.yaml
+Wilson 95 % interval (Wilson 1927). Several workers may share one ``--out`` (e.g. with
+different ``--first-seed``): each skips runs another has recorded. ``--demo`` additionally runs examples/configs/demo.yaml
 and checks that each planted family of toy-multi is validated on its own family's held-out
 prompts only. Results go to ``--out`` as JSON lines (one per run; an interrupted loop
 resumes where it stopped) and a markdown summary is printed.
@@ -92,6 +93,7 @@ def run_one(kind: str, seed: int, run_root: Path, cache_dir: str, threads: int) 
 
 
 def summarise(rows: list[dict]) -> str:
+    rows = list({(r["kind"], r["seed"]): r for r in rows}.values())  # one row per run
     lines = ["| null | runs | runs with any discovery | share | Wilson 95 % interval |",
              "|---|---|---|---|---|"]
     for kind in ("toy-null", "identical"):
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     # interleave the two nulls so that a loop cut short still has both
     jobs += [(kind, s) for s in seeds for kind in args.kinds.split(",")]
     for i, (kind, seed) in enumerate(jobs):
+        if path.exists():  # another worker on the same --out may have run it meanwhile
+            done |= {(r["kind"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
         if (kind, seed) in done:
             continue
         row = run_one(kind, seed, Path(args.run_root), args.cache_dir, args.threads)
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(row) + "\n")
         print(f"[{i + 1}/{len(jobs)}] {kind} seed {seed}: {row['discoveries']} discoveries"
               f" ({row['wall_s']} s)", file=sys.stderr, flush=True)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
     print(summarise(rows))
     return 0
 
