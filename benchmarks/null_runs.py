@@ -103,6 +103,11 @@ def summarise(rows: list[dict]) -> str:
         k = sum(1 for r in sub if r["discoveries"] > 0)
         lo, hi = wilson(k, len(sub))
         lines.append(f"| {kind} | {len(sub)} | {k} | {k / len(sub):.3f} | [{lo:.3f}, {hi:.3f}] |")
+    nulls = [r for r in rows if r["kind"] in ("toy-null", "identical")]
+    if nulls:
+        k = sum(1 for r in nulls if r["discoveries"] > 0)
+        lo, hi = wilson(k, len(nulls))
+        lines.append(f"| both | {len(nulls)} | {k} | {k / len(nulls):.3f} | [{lo:.3f}, {hi:.3f}] |")
     for r in rows:
         if r["kind"] == "demo":
             got = {f for v in r["validated"] for f in v["families"]}
@@ -127,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="where each run's directory (ledger, report) goes")
     parser.add_argument("--cache-dir", default=".md-cache")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--summarise", nargs="+", metavar="RUNS_JSONL",
+                        help="only print the summary of these runs.jsonl files")
     args = parser.parse_args(argv)
+    if args.summarise:
+        rows = [json.loads(line) for f in args.summarise for line in Path(f).read_text().splitlines()]
+        print(summarise(rows))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
