@@ -103,6 +103,23 @@ def summarise(rows: list[dict]) -> str:
         k = sum(1 for r in sub if r["discoveries"] > 0)
         lo, hi = wilson(k, len(sub))
         lines.append(f"| {kind} | {len(sub)} | {k} | {k / len(sub):.3f} | [{lo:.3f}, {hi:.3f}] |")
+    lines.append("")
+    for kind in ("toy-null", "identical"):
+        sub = [r for r in rows if r["kind"] == kind]
+        if not sub:
+            continue
+        reasons: dict[str, int] = {}
+        for r in sub:
+            for why, count in r["reasons"].items():
+                reasons[why] = reasons.get(why, 0) + count
+        lines.append(f"{kind}: {sum(r['decided'] for r in sub)} decisions in {len(sub)} runs;"
+                     f" not validated because: {reasons or 'n/a'}; mean behaviour queries"
+                     f" {sum(r['behaviour_queries'] for r in sub) / len(sub):.0f}, mean"
+                     f" test-selection passes {sum(r['selection_forward_passes'] for r in sub) / len(sub):.0f},"
+                     f" mean wall {sum(r['wall_s'] for r in sub) / len(sub):.0f} s")
+    lines.append("")
+    lines.append("| null | runs | runs with any discovery | share | Wilson 95 % interval |")
+    lines.append("|---|---|---|---|---|")
     nulls = [r for r in rows if r["kind"] in ("toy-null", "identical")]
     if nulls:
         k = sum(1 for r in nulls if r["discoveries"] > 0)
