@@ -30,7 +30,9 @@ class StatisticsConfig(StrictModel):
     procedure_options: dict[str, Any] = Field(default_factory=dict)
     paired_test: str = "wilcoxon"
     paired_test_options: dict[str, Any] = Field(default_factory=dict)
-    min_effect_size: float = Field(default=0.2, ge=0.0)
+    #: optional floor on |d_z|, applied as p := 1 before FDR; 0 = off (relevance is tested
+    #: against each metric's min_change instead; docs/validation.md)
+    min_effect_size: float = Field(default=0.0, ge=0.0)
 
     @property
     def method(self) -> str:

@@ -344,6 +344,9 @@ class EffectSize(StrictModel):
     ci_low: float | None = None
     ci_high: float | None = None
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    #: how the interval was built: a fixed-n Wald interval or an anytime-valid confidence
+    #: sequence (docs/validation.md); None for intervals from elsewhere
+    method: str | None = None
 
     # Formats and converts like its estimate (f"{result.effect_size:.3f}", float(...)), so
     # the design document's code works; str() keeps the name and the interval.
@@ -377,6 +380,17 @@ class ValidationResult(StrictModel):
     #: that also changed on the traced prompts): what patching *some* features does
     causal_control_share: EffectSize | None = None
     notes: list[str] = Field(default_factory=list)  # e.g. "fixed n not reached", "effect below minimum"
+    #: why a result is not validated (None when it is): the evidence did not reach the test
+    #: level, the effect was not shown to exceed the relevance floor, there were too few
+    #: held-out prompts, or the budget ended first (docs/validation.md)
+    reason: Literal["level not reached", "effect below relevance", "not enough tests",
+                    "budget"] | None = None
+    #: the relevance floor the test used: H0 "effect <= min_change" (the metric's min_change)
+    min_change: float | None = None
+    #: the decision unit "families|metric|direction": one discovery per unit
+    unit: str | None = None
+    #: the hypothesis this one refines (a split or retrace child), if any
+    refines: str | None = None
 
     def is_validated(self) -> bool:
         return self.decision
@@ -409,6 +423,8 @@ class BanditRound(StrictModel):
 class Costs(StrictModel):
     behaviour_queries: int = 0
     traced_prompts: int = 0
+    #: forward passes spent choosing feature-driven test prompts (base model activations)
+    selection_forward_passes: int = 0
     wall_time_s: float = 0.0
 
 
@@ -445,9 +461,11 @@ class AnalysisReport(StrictModel):
         lines = [
             f"Analysis: {self._model_label('base')} -> {self._model_label('intervention')}",
             f"hypotheses tested: {len(self.validation_results)}, "
-            f"validated: {len(self.validated())}",
+            f"validated: {len(self.validated())}, discoveries (distinct family|metric|direction"
+            f" units): {self.discoveries()}",
             f"behaviour queries: {self.costs.behaviour_queries}, traced prompts: "
-            f"{self.costs.traced_prompts}, wall time: {self.costs.wall_time_s:.1f} s",
+            f"{self.costs.traced_prompts}, test-selection forward passes: "
+            f"{self.costs.selection_forward_passes}, wall time: {self.costs.wall_time_s:.1f} s",
         ]
         universe = (self.config or {}).get("universe")
         if isinstance(universe, dict) and universe.get("default_used"):
@@ -475,11 +493,27 @@ class AnalysisReport(StrictModel):
                 ctrl = result.causal_control_share
                 if ctrl is not None:
                     causal += f", by random features {ctrl.estimate:.2f}"
+            why = f"; {result.reason}" if result.reason else ""
             lines.append(
                 f"  [{mark}] {result.hypothesis.hypothesis_type}: "
-                f"{result.hypothesis.description} ({stat}{effect}, n={result.n}{causal})"
+                f"{result.hypothesis.description} ({stat}{effect}, n={result.n}{causal}{why})"
             )
         return "\n".join(lines)
+
+    def discoveries(self) -> int:
+        """Validated results counted once per (families, metric, direction) unit; a refinement
+        inside a validated parent's unit is not a second discovery."""
+        validated = {r.hypothesis.id: r.hypothesis for r in self.validated()}
+        units = set()
+        for r in self.validated():
+            h = r.hypothesis
+            parent = validated.get(r.refines) if r.refines else None
+            if (parent is not None and parent.metric == h.metric
+                    and parent.direction == h.direction
+                    and set(h.families) <= set(parent.families)):
+                continue  # where the parent's change lives: the same discovery, localised
+            units.add(r.unit or f"{','.join(sorted(h.families))}|{h.metric}|{h.direction}")
+        return len(units)
 
     def print_summary(self) -> None:
         print(self.summary_text())

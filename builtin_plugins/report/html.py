@@ -240,7 +240,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
     <li><b>Decision</b>:
       {% if h.result %}<span class="badge {{ h.badge_class }}">{{ h.badge }}</span>
         {% if h.result.fdr_procedure %}by {{ h.result.fdr_procedure }}{% endif %}{% if h.result.fdr_index %} (decision #{{ h.result.fdr_index }}){% endif %}
-        at level {{ h.level }}{% else %}<span class="meta">no decision</span>{% endif %}</li>
+        at level {{ h.level }}{% if h.result.reason %} &mdash; reason: {{ h.result.reason }}{% endif %}{% else %}<span class="meta">no decision</span>{% endif %}</li>
   </ol>
   {% if h.examples %}
   <h3>Example prompts and outputs</h3>

@@ -61,7 +61,8 @@ def summary_renderables(report: AnalysisReport) -> list[Any]:
             h = r.hypothesis
             what = Text(h.description)
             what.append(f"\n{h.hypothesis_type} · {h.metric}"
-                        + (f" · {r.effect_size.name}" if r.effect_size else ""), style="dim")
+                        + (f" · {r.effect_size.name}" if r.effect_size else "")
+                        + (f"\nnot validated: {r.reason}" if r.reason else ""), style="dim")
             table.add_row(
                 Text(h.id), what, Text(r.test_name + (" (early stop)" if r.stopped_early else "")),
                 Text(_stat(r)), Text("—" if r.test_level is None else f"{r.test_level:.3g}"),

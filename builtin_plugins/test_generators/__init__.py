@@ -8,13 +8,21 @@ cases with ``metadata["generator"]`` so the kernel samples across them as separa
   ``context.universe`` (the analyzer passes the *confirmation* split there; see
   :func:`md_framework.pipeline.testgen.split_universe`). Hypotheses naming no family draw
   from every family.
-* ``feature`` – the max-activating contexts of the hypothesis' features:
-  ``hypothesis.feature_contexts`` plus ``context.feature_contexts[feature.key]`` for each of
-  ``hypothesis.source_features``.
+* ``feature`` – the held-out prompts where the hypothesis' features fire most on the base
+  model: ``context.feature_contexts[feature.key]`` for each of ``hypothesis.source_features``
+  (``hypothesis.feature_contexts`` were read on the intervention model and are not used).
 * ``template`` – prompt templates per builtin hypothesis type (refusal probes, style
   probes, facts with a known ``target``, arithmetic, bias probes...).
-* ``paraphrase`` – deterministic rewrites of the above (prefixes, casing, punctuation,
-  synonym swaps), seeded by ``(context.seed, hypothesis.id)``.
+* ``paraphrase`` – deterministic rewrites (prefixes, casing, punctuation, synonym swaps),
+  seeded by ``(context.seed, hypothesis.id)``, of the originals beyond the first
+  ``n_tests`` (a paraphrase and its original are one cluster).
+
+A hypothesis that names families is a claim about those families: it gets only the
+``universe`` generator's held-out prompts of its families (the kernel would drop anything
+else: templates, paraphrases, feature contexts and other plugins' prompts are never
+evidence for a family; docs/validation.md). The other three generators serve hypotheses
+that name no family, whose claim is about the prompts generated for them; a paraphrase
+carries ``metadata["paraphrase_of"]`` so the kernel keeps at most one prompt per cluster.
 
 Everything is deterministic for a given seed. Prompts in ``context.excluded_prompts`` are
 skipped here as well as by the kernel.
@@ -174,7 +182,9 @@ def _universe_cases(h: Hypothesis, ctx: TestGenerationContext, rng: random.Rando
 
 
 def _feature_cases(h: Hypothesis, ctx: TestGenerationContext, rng: random.Random) -> list[TestCase]:
-    texts = list(h.feature_contexts)
+    # only the kernel's held-out contexts, chosen on the base model: the hypothesis' own
+    # feature_contexts were read on the intervention model (a post-treatment choice)
+    texts: list[str] = []
     for feature in h.source_features:
         texts.extend(ctx.feature_contexts.get(feature.key, ()))
     family = h.families[0] if len(h.families) == 1 else None
@@ -212,14 +222,18 @@ def md_generate_tests(
     rng = random.Random(_seed("builtin-testgen", context.seed, hypothesis.id))
     excluded = {" ".join(p.split()).casefold() for p in context.excluded_prompts}
     universe = _universe_cases(hypothesis, context, rng)
+    if hypothesis.families:
+        return [c for c in universe
+                if " ".join(c.prompt.split()).casefold() not in excluded][:n_tests]
     feature = _feature_cases(hypothesis, context, rng)
     template = _template_cases(hypothesis, rng, fallback=not (universe or feature))
     base = [c for c in _interleave([universe, feature, template])
             if " ".join(c.prompt.split()).casefold() not in excluded]
-    # paraphrases of the originals: at most one per original, in a seeded order
+    # paraphrases stand in for originals beyond the first n_tests only: a paraphrase is one
+    # cluster with its original, so one of an original already offered adds no evidence
     para: list[TestCase] = []
     seen = {" ".join(c.prompt.split()).casefold() for c in base} | excluded
-    for original in base:
+    for original in base[n_tests:]:
         text = paraphrase(original.prompt, rng)
         key = " ".join(text.split()).casefold()
         if key in seen:
@@ -227,11 +241,7 @@ def md_generate_tests(
         seen.add(key)
         para.append(_case(hypothesis, text, "paraphrase", original.family, original.target,
                           paraphrase_of=original.prompt))
-    by_gen = {"universe": [], "feature": [], "template": []}  # type: dict[str, list[TestCase]]
-    for c in base:
-        by_gen[c.metadata["generator"]].append(c)
-    mixed = _interleave([by_gen["universe"], by_gen["feature"], by_gen["template"], para])
-    return mixed[:n_tests]
+    return base + para
 
 
 # --------------------------------------------------------------------------- subclass API

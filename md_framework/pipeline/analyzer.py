@@ -313,6 +313,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             hypotheses=exploration.hypotheses,  # with the refinements, in decision order
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
+                        selection_forward_passes=self._selection_finder.forward_passes,
                         traced_prompts=2 * (len(seeds) + (refiner.traced_prompts if refiner else 0)),
                         wall_time_s=time.perf_counter() - started),
             circuit_diff=diff,
@@ -353,21 +354,14 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             min_effect_size=stats.min_effect_size, hooks=hooks, ledger=ledger,
         )
         formed_from = frozenset(p for prompts in explore.values() for p in prompts)
-        contexts = {
-            key: [c.text for i in items for c in i.top_contexts if c.text not in formed_from]
-            for key, items in interpretations.items()
-        }
-        # feature-driven tests: confirmation-split prompts where each feature fires most
-        finder = FeatureContextFinder(self._context_tracer, self.models["intervention"], confirm)
-        finder.prepare([f for h in hypotheses for f in h.source_features])
+        # feature-driven tests (hypotheses naming no family only): confirmation-split prompts
+        # where each feature fires most on the *base* model, a pre-treatment choice
+        # (interpretation contexts were read on the intervention model: never test prompts)
+        finder = FeatureContextFinder(self._context_tracer, self.models["base"], confirm)
+        self._selection_finder = finder
 
         def context_for(hypothesis: Hypothesis) -> TestGenerationContext:
-            held_out = finder.contexts_for(hypothesis)
-            feature_contexts = {
-                f.key: list(dict.fromkeys([*contexts.get(f.key, []), *held_out.get(f.key, [])]))
-                for f in hypothesis.source_features
-                if contexts.get(f.key) or held_out.get(f.key)
-            }
+            feature_contexts = finder.contexts_for(hypothesis)
             excluded = formed_from
             parent_id = refiner.parents.get(hypothesis.id) if refiner is not None else None
             if parent_id is not None:  # a refinement is never confirmed on its parent's prompts
@@ -392,7 +386,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         self._causal_inputs = (validator, pool)  # causal confirmation: metrics, used prompts
         try:
             result = explorer.run()
-            validator.finish("validate")
+            validator.finish("validate", {"selection_forward_passes": finder.forward_passes})
             for shortfall_id, text in pool.shortfalls.items():
                 result.notes.setdefault(shortfall_id, text)
             result.results = [

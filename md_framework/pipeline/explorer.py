@@ -28,6 +28,14 @@ Loop (one *round*):
    allows) and *when* fixed-n tests reach their fixed n; a fixed-n test that the budget
    leaves short of its n is fed as p = 1.
 
+One decision per unit (family, metric, direction): a hypothesis naming several families is
+entered as one hypothesis per family (:func:`per_family`; a claim "changed on F and G" tested
+on a mix of F and G prompts says neither where the change is nor that it holds on each, and a
+changed family would lend its effect to an unchanged one), and a hypothesis whose unit (see
+:func:`~md_framework.pipeline.validation.unit_of`) is already in the decision order is not
+added (the same claim tested on the same prompts twice would spend alpha twice and count one
+finding as two); the note of the kept hypothesis names it.
+
 When the budget is spent every undecided hypothesis is finalised and decided, in order.
 ``on_validated(result, explorer)`` may return new hypotheses (refinements or splits in the
 validated one's family); they join the arms and the end of the decision order, within the
@@ -47,9 +55,27 @@ from typing import Any, Literal
 from md_framework.stats_api import ArmState, BanditStrategy
 from md_framework.types import BanditRound, DecisionRecord, Hypothesis, TestCase, ValidationResult
 
-__all__ = ["ActiveCircuitExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding"]
+__all__ = ["ActiveCircuitExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding",
+           "per_family"]
 
 RewardKind = Literal["evidence", "information_gain", "uncertainty"]
+
+
+def per_family(hypothesis: Hypothesis) -> list[Hypothesis]:
+    """One hypothesis per family of ``hypothesis`` (itself when it names at most one); ids
+    ``<id>@<family>``, in the order the families are named."""
+    families = list(dict.fromkeys(hypothesis.families))
+    if len(families) < 2:
+        return [hypothesis]
+    return [
+        hypothesis.model_copy(update={
+            "id": f"{hypothesis.id}@{family}",
+            "families": [family],
+            "description": f"{hypothesis.description} [on '{family}' prompts]",
+            "provenance": [*hypothesis.provenance, f"unit:{hypothesis.id}"],
+        })
+        for family in families
+    ]
 
 
 def family_embedding(families: Sequence[str], dim: int = 16) -> list[float]:
@@ -179,6 +205,9 @@ class ActiveCircuitExplorer:
         self._new_count = 0
         self.rounds: list[BanditRound] = []
         self.notes: dict[str, str] = {}
+        self.units: dict[str, str] = {}  # unit -> id of the hypothesis deciding it
+        self.merged: dict[str, str] = {}  # hypothesis id -> id of the one deciding its unit
+        self.parents: dict[str, str] = {}  # refinement id -> the validated parent's id
         for h in hypotheses:
             self.add_hypothesis(h)
 
@@ -191,12 +220,26 @@ class ActiveCircuitExplorer:
         return list(tests)
 
     def add_hypothesis(self, hypothesis: Hypothesis) -> None:
-        """Add an arm and append the hypothesis to the decision order."""
+        """Add an arm per family of ``hypothesis`` and append them to the decision order."""
+        for unit_hypothesis in per_family(hypothesis):
+            self._add_unit(unit_hypothesis)
+
+    def _add_unit(self, hypothesis: Hypothesis) -> None:
         if hypothesis.id in self._tests:
             raise ValueError(f"hypothesis {hypothesis.id!r} is already being explored")
+        from md_framework.pipeline.validation import unit_of
+
+        unit = unit_of(hypothesis)
+        if unit in self.units:
+            kept = self.units[unit]
+            self.merged[hypothesis.id] = kept
+            self.notes[f"{kept}#merged"] = ", ".join(
+                k for k, v in self.merged.items() if v == kept)
+            return
+        self.units[unit] = hypothesis.id
         tests = self._tests_for(hypothesis)
         self._tests[hypothesis.id] = tests
-        self.validator.begin(hypothesis, len(tests))
+        self.validator.begin(hypothesis, len(tests), wanted=self.n_per_hypothesis)
         self.order.append(hypothesis)
         self.bandit.add_arm(hypothesis.id, family_embedding(hypothesis.families))
         if not tests:
@@ -236,9 +279,11 @@ class ActiveCircuitExplorer:
                         self.notes["on_validated"] = (
                             f"cap of {self.max_new_hypotheses} new hypotheses reached")
                         break
-                    if new.id in self._tests:
+                    if new.id in self._tests or new.id in self.merged:
                         continue
                     self._new_count += 1
+                    for unit_hypothesis in per_family(new):
+                        self.parents.setdefault(unit_hypothesis.id, result.hypothesis.id)
                     self.add_hypothesis(new)
 
     # ------------------------------------------------------------------ loop
@@ -318,10 +363,15 @@ class ActiveCircuitExplorer:
             raise RunInterrupted(v.ledger.run_dir if v.ledger is not None else None) from None
         for h in self.order:
             note = v.evidence[h.id].note
+            merged = self.notes.pop(f"{h.id}#merged", "")
+            if merged:
+                note = "; ".join(x for x in (note, "also decides the same unit for: " + merged) if x)
             if note:
                 self.notes[h.id] = note
+        results = [r.model_copy(update={"refines": self.parents[r.hypothesis.id]})
+                   if r.hypothesis.id in self.parents else r for r in v.results]
         return ExplorationResult(
-            results=list(v.results), fdr_trace=list(v.fdr_trace), rounds=list(self.rounds),
+            results=results, fdr_trace=list(v.fdr_trace), rounds=list(self.rounds),
             hypotheses=list(self.order), queries=v.queries, fresh_queries=v.fresh_queries,
             stopped=stopped, notes=dict(self.notes),
         )

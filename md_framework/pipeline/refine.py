@@ -12,8 +12,13 @@ the online FDR decision order (each is decided once, with its own test level):
   and hypotheses about the same families that discovery had not proposed are added (e.g. a
   second behaviour the same features drive).
 
-Children are confirmed on prompts their parent's test did not use (the parent's decision was
-made on those, so reusing them would test a hypothesis on the data that selected it).
+Children are confirmed on held-out prompts of their own families that their parent's test
+did not use (the parent's decision was made on those, so reusing them would test a
+hypothesis on the data that selected it); the analyzer excludes the parent's prompts. A
+child is one more decision but not one more discovery when it lies inside its validated
+parent's unit (:meth:`md_framework.types.AnalysisReport.discoveries`): it says where the
+parent's change lives. A child whose unit (families, metric, direction) was already proposed
+is not added: one decision per unit.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import Any
 
 from md_framework.types import CircuitGraph, Hypothesis, ValidationResult
 
-Key = tuple[str, str, str, tuple[str, ...]]
+Key = tuple[str, str, tuple[str, ...]]
 
 
 def hypothesis_key(h: Hypothesis) -> Key:
-    return (h.hypothesis_type, h.metric, h.direction, tuple(sorted(h.families)))
+    """The decision unit (metric, direction, families): the hypothesis type is a label, not
+    a different claim, when metric, direction and prompts coincide."""
+    return (h.metric, h.direction, tuple(sorted(set(h.families))))
 
 
 class Refiner:

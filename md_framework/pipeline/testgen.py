@@ -1,17 +1,26 @@
-"""Test generation for hypotheses: sampling across generator plugins, held-out split, exact n.
+"""Test generation for hypotheses: family evidence from the held-out split, exact n.
 
-Every contribution of ``md_generate_tests`` is one *stratum* ``(plugin, generator)``
-(``generator`` is ``TestCase.metadata["generator"]`` when a plugin reports sub-generators,
-as the builtin ``test-generators`` plugin does). :func:`generate_tests` then
+Where the evidence for a claim comes from (docs/validation.md, "Where evidence comes from"):
 
-1. calls every plugin (asking for a margin above ``n_tests`` so that exclusions and
-   duplicates can be absorbed),
-2. fills ``TestCase.source`` with the plugin name (provenance) and the hypothesis id,
-3. removes prompts in ``context.excluded_prompts`` (the prompts that formed the hypothesis
-   are never used to confirm it) and duplicates (whitespace/case-normalised prompt),
-4. samples round-robin across strata in a seeded order, so that no single generator
-   dominates, and returns exactly ``n_tests`` cases, or raises :class:`NotEnoughTests`
-   naming how many were available from which sources.
+* A hypothesis that names families is a claim about those families. Its evidence is a
+  **seeded random sample of the held-out (confirmation-split) prompts of those families**
+  (``context.universe``, which the analyzer fills with the confirmation split), interleaved
+  across its families. Nothing else counts: template probes, paraphrases, feature contexts
+  and other plugins' prompts may feed exploration, but a prompt that is not a held-out prompt
+  of one of the hypothesis' families is dropped (counted in :class:`NotEnoughTests` and
+  :data:`TestPool.dropped`). A plugin contribution whose prompt *is* such a held-out prompt
+  may still supply its ``target`` and metadata.
+* A hypothesis that names no family is a claim about the prompts its generators produce.
+  Every contribution of ``md_generate_tests`` is one *stratum* ``(plugin, generator)``
+  (``generator`` is ``TestCase.metadata["generator"]``); cases are sampled round-robin across
+  strata in a seeded order. Paraphrases of one prompt are one *cluster*
+  (``metadata["paraphrase_of"]``) and at most one member of a cluster is used, so pairs stay
+  independent.
+
+In both cases prompts in ``context.excluded_prompts`` (the prompts that formed the
+hypothesis, a refinement's parent's prompts) are removed, duplicates
+(whitespace/case-normalised) are removed, and exactly ``n_tests`` cases are returned, or
+:class:`NotEnoughTests` names how many were available from which sources.
 
 Test-case ids are rebuilt as ``<hypothesis id>/t/<sha1(prompt)[:12]>``: stable across
 processes and runs, which the run ledger relies on (a resumed run finds its recorded
@@ -33,6 +42,7 @@ from md_framework.types import Hypothesis, TestCase
 
 __all__ = [
     "FeatureContextFinder",
+    "family_evidence",
     "interleave_families",
     "NotEnoughTests",
     "TestPool",
@@ -121,6 +131,39 @@ def _request_size(n_tests: int, context: TestGenerationContext) -> int:
     return n_tests + max(8, n_tests // 2) + min(len(context.excluded_prompts), 4 * n_tests)
 
 
+def family_evidence(hypothesis: Hypothesis, context: TestGenerationContext) -> list[tuple[str, str]]:
+    """The (prompt, family) pairs that may confirm a claim about ``hypothesis.families``: its
+    families' held-out prompts in ``context.universe``, each family shuffled with a seed of
+    ``(context.seed, hypothesis.id, family)``, interleaved round-robin across the families
+    (in a seeded order) so a prefix of any length covers them evenly. Excluded prompts and
+    duplicates are left out. Empty for a hypothesis naming no family."""
+    excluded = {normalise_prompt(p) for p in context.excluded_prompts}
+    rng = random.Random(stable_seed("family-evidence", context.seed, hypothesis.id))
+    families = sorted(f for f in set(hypothesis.families) if f in context.universe)
+    rng.shuffle(families)
+    seen: set[str] = set()
+    per_family: dict[str, list[str]] = {}
+    for family in families:
+        prompts = []
+        for prompt in context.universe[family]:
+            key = normalise_prompt(prompt)
+            if prompt.strip() and key not in excluded and key not in seen:
+                seen.add(key)
+                prompts.append(prompt)
+        random.Random(stable_seed("family-evidence", context.seed, hypothesis.id, family)
+                      ).shuffle(prompts)
+        per_family[family] = prompts
+    pairs = interleave_families(per_family, sum(len(v) for v in per_family.values()),
+                                order=families)
+    return [(prompt, family) for family, prompt in pairs]
+
+
+def _cluster_key(case: TestCase) -> str:
+    """Paraphrases of one prompt are one cluster (keyed by the original prompt)."""
+    original = case.metadata.get("paraphrase_of")
+    return normalise_prompt(original if isinstance(original, str) and original else case.prompt)
+
+
 def generate_tests(
     hypothesis: Hypothesis,
     n_tests: int,
@@ -128,10 +171,12 @@ def generate_tests(
     hooks: Any,
     context: TestGenerationContext,
     allow_fewer: bool = False,
+    dropped: dict[str, int] | None = None,
 ) -> list[TestCase]:
-    """Exactly ``n_tests`` test cases for ``hypothesis`` from every ``md_generate_tests``
-    plugin (see the module docstring); raises :class:`NotEnoughTests` otherwise, or returns
-    what there is when ``allow_fewer``. ``hooks`` is a :class:`md_framework.plugins.Hooks`.
+    """Exactly ``n_tests`` test cases for ``hypothesis`` (see the module docstring); raises
+    :class:`NotEnoughTests` otherwise, or returns what there is when ``allow_fewer``.
+    ``hooks`` is a :class:`md_framework.plugins.Hooks`; ``dropped`` (if given) receives, per
+    source, the contributions that were not evidence for the hypothesis' families.
     Deterministic for a given ``context.seed`` and set of plugins."""
     if n_tests < 0:
         raise ValueError(f"n_tests must be >= 0, got {n_tests}")
@@ -139,9 +184,14 @@ def generate_tests(
         return []
     request = _request_size(n_tests, context)
     excluded_keys = {normalise_prompt(p) for p in context.excluded_prompts}
+    evidence = family_evidence(hypothesis, context) if hypothesis.families else []
+    evidence_keys = {normalise_prompt(p): (p, f) for p, f in evidence}
+    supplied: dict[str, TestCase] = {}  # family-evidence prompt -> a plugin's case for it
     strata: dict[tuple[str, str], list[TestCase]] = {}
     seen: set[str] = set()
+    clusters: set[str] = set()
     excluded = duplicates = 0
+    not_evidence: dict[str, int] = {}
     for contribution in hooks.collect(
         "md_generate_tests", hypothesis=hypothesis, n_tests=request, context=context
     ):
@@ -154,17 +204,28 @@ def generate_tests(
         if not case.prompt.strip():
             continue
         key = normalise_prompt(case.prompt)
+        generator = str(case.metadata.get("generator", ""))
+        source = f"{contribution.plugin}:{generator}" if generator else contribution.plugin
         if key in excluded_keys:
             excluded += 1
             continue
-        if key in seen:
+        if hypothesis.families:
+            # a claim about families: only their held-out prompts are evidence
+            if key in evidence_keys and "paraphrase_of" not in case.metadata:
+                supplied.setdefault(key, case.model_copy(update={"source": contribution.plugin}))
+            else:
+                not_evidence[source] = not_evidence.get(source, 0) + 1
+            continue
+        cluster = _cluster_key(case)
+        if key in seen or cluster in clusters:
             duplicates += 1
             continue
         seen.add(key)
-        generator = str(case.metadata.get("generator", ""))
+        clusters.add(cluster)
         metadata = dict(case.metadata)
         if case.id:
             metadata.setdefault("generator_id", case.id)
+        metadata["cluster"] = cluster
         fixed = case.model_copy(update={
             "id": test_case_id(hypothesis.id, case.prompt),
             "hypothesis_id": hypothesis.id,
@@ -173,6 +234,18 @@ def generate_tests(
             "metadata": metadata,
         })
         strata.setdefault((contribution.plugin, generator), []).append(fixed)
+    if dropped is not None:
+        dropped.update(not_evidence)
+    if hypothesis.families:
+        chosen = [_family_case(hypothesis, prompt, family, supplied.get(normalise_prompt(prompt)))
+                  for prompt, family in evidence[:n_tests]]
+        if len(chosen) < n_tests and not allow_fewer:
+            available = {f"held-out prompts of {', '.join(sorted(set(hypothesis.families)))}":
+                         len(evidence)}
+            available.update({f"{k} (not evidence for the families)": v
+                              for k, v in not_evidence.items()})
+            raise NotEnoughTests(hypothesis.id, n_tests, available, excluded, duplicates)
+        return chosen
     available = {
         (f"{plugin}:{gen}" if gen else plugin): len(cases)
         for (plugin, gen), cases in strata.items()
@@ -184,7 +257,7 @@ def generate_tests(
     order = sorted(strata)
     rng.shuffle(order)
     queues = [(STRATUM_WEIGHTS.get(gen, 1), list(strata[(plugin, gen)])) for plugin, gen in order]
-    chosen: list[TestCase] = []
+    chosen = []
     while len(chosen) < n_tests and any(queue for _, queue in queues):
         for weight, queue in queues:
             for _ in range(weight):
@@ -193,10 +266,24 @@ def generate_tests(
     return chosen
 
 
-#: Picks per round of the weighted round robin across (plugin, generator) strata. A
-#: hypothesis that names families is a claim about those families, so prompts drawn from
-#: them (held-out universe prompts) and from its features' own contexts get most slots;
-#: generic templates and paraphrases fill in. Other plugins' generators weigh 1.
+def _family_case(hypothesis: Hypothesis, prompt: str, family: str,
+                 supplied: TestCase | None) -> TestCase:
+    metadata: dict[str, Any] = dict(supplied.metadata) if supplied is not None else {}
+    if supplied is not None and supplied.id:
+        metadata.setdefault("generator_id", supplied.id)
+    metadata.update({"evidence": "family", "cluster": normalise_prompt(prompt)})
+    return TestCase(
+        id=test_case_id(hypothesis.id, prompt), hypothesis_id=hypothesis.id, prompt=prompt,
+        family=family, source=supplied.source if supplied is not None else "universe",
+        target=supplied.target if supplied is not None else None, split="confirm",
+        metadata=metadata,
+    )
+
+
+#: Picks per round of the weighted round robin across (plugin, generator) strata, for
+#: hypotheses that name no family (family hypotheses take held-out family prompts only):
+#: held-out universe prompts and feature contexts (chosen on the base model) get most
+#: slots; templates and paraphrases fill in. Other plugins' generators weigh 1.
 STRATUM_WEIGHTS: dict[str, int] = {"universe": 3, "feature": 2}
 
 
@@ -205,7 +292,8 @@ class TestPool:
 
     The explorer and :meth:`Validator.validate_many` draw prefixes of ``tests_for(h)``;
     the list is generated with ``n_per_hypothesis`` cases (fewer, with a warning entry
-    in :attr:`shortfalls`, when ``allow_fewer`` and the sources run dry). ``context`` is a
+    in :attr:`shortfalls`, when ``allow_fewer`` and the sources run dry; none when fewer
+    than ``min_tests`` remain, so the hypothesis is decided without evidence). ``context`` is a
     :class:`TestGenerationContext` or a callable building one per hypothesis (e.g. to set
     ``excluded_prompts`` to the prompts that formed it).
     """
@@ -227,6 +315,8 @@ class TestPool:
         self.allow_fewer = allow_fewer
         self.min_tests = min_tests
         self.shortfalls: dict[str, str] = {}
+        #: per hypothesis id: contributions (by source) that were not evidence for its families
+        self.dropped: dict[str, dict[str, int]] = {}
         self._cache: dict[str, list[TestCase]] = {}
 
     def _context_for(self, hypothesis: Hypothesis) -> TestGenerationContext:
@@ -235,30 +325,32 @@ class TestPool:
     def tests_for(self, hypothesis: Hypothesis) -> list[TestCase]:
         if hypothesis.id not in self._cache:
             context = self._context_for(hypothesis)
+            dropped: dict[str, int] = {}
+            self.dropped[hypothesis.id] = dropped
             try:
                 tests = generate_tests(hypothesis, self.n_per_hypothesis, hooks=self.hooks,
-                                       context=context)
+                                       context=context, dropped=dropped)
             except NotEnoughTests as exc:
                 if not self.allow_fewer:
                     raise
                 tests = generate_tests(hypothesis, self.n_per_hypothesis, hooks=self.hooks,
                                        context=context, allow_fewer=True)
                 if len(tests) < self.min_tests:
-                    # too few to test (e.g. a refinement whose family's held-out prompts its
-                    # parent used up): no evidence, so no claim (p = 1), and the note says why
-                    tests = []
+                    tests = []  # decided with no evidence: p = 1, reason "not enough tests"
                 self.shortfalls[hypothesis.id] = str(exc)
             self._cache[hypothesis.id] = tests
         return self._cache[hypothesis.id]
 
 
-def interleave_families(families: Mapping[str, Sequence[str]], limit: int) -> list[tuple[str, str]]:
-    """Up to ``limit`` (family, prompt) pairs taken round-robin over the families in sorted
-    order, so that a size limit keeps every family represented."""
+def interleave_families(families: Mapping[str, Sequence[str]], limit: int,
+                        order: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Up to ``limit`` (family, prompt) pairs taken round-robin over the families (in sorted
+    order, or ``order``), so that a size limit keeps every family represented."""
     lists = {f: list(p) for f, p in families.items()}
     out: list[tuple[str, str]] = []
+    names = list(order) if order is not None else sorted(lists)
     while len(out) < limit and any(lists.values()):
-        for family in sorted(lists):
+        for family in names:
             if lists[family] and len(out) < limit:
                 out.append((family, lists[family].pop(0)))
     return out
@@ -269,14 +361,18 @@ class FeatureContextFinder:
     prompts on which it is most active, from the tracer's optional ``feature_activations``
     (:class:`~md_framework.tracing_api.FeatureReader`) on ``model``.
 
-    The prompts are chosen by a feature's activation, never by a behavioural reading, so
-    testing on them asks "where this feature fires, does behaviour differ?" without
-    selecting on the outcome. A hypothesis that names families gets only its families'
-    prompts: its claim is about them, and a feature that also fires on another family
-    (where the change may be larger) must not lend that family's effect to the claim.
-    One forward pass per prompt covers every feature asked for at once; features are
-    computed on first request and kept (refinements reuse them). Without the capability,
-    or if reading fails, every feature gets no contexts.
+    ``model`` must be the **base** model (the analyzer passes it): the features were picked
+    because they changed, and their activation on the intervention model is a
+    post-treatment variable, so ranking test prompts by it selects prompts where the
+    intervention's behaviour moved (a simulation with a family mean change of exactly 0 gave
+    type-I error 0.22 instead of 0.02; tests/validation/test_evidence_simulations.py). The
+    base model's activation is fixed before the intervention is looked at, so it is a
+    pre-treatment covariate and selecting on it is selection on the design, not on the
+    outcome. The contexts serve only hypotheses that name no family (a claim about
+    "where these features fire"); a family claim is confirmed on random family prompts.
+    Every prompt read costs one forward pass, counted in :attr:`forward_passes` (the
+    analyzer adds them to the report's costs). Without the capability, or if reading fails,
+    every feature gets no contexts.
     """
 
     def __init__(self, tracer: Any, model: Any, universe: Mapping[str, Sequence[str]], *,
@@ -293,6 +389,7 @@ class FeatureContextFinder:
         self.prompts = list(dict.fromkeys(prompt for _, prompt in picked))
         self.found: dict[str, list[tuple[str, str]]] = {}  # key -> [(prompt, family)] by activation
         self.error: str | None = None
+        self.forward_passes = 0  # prompts read on ``model`` (the cost of this selection)
 
     def prepare(self, features: Sequence[Any]) -> None:
         """Compute the contexts of every feature in ``features`` not seen yet (one pass)."""
@@ -302,6 +399,7 @@ class FeatureContextFinder:
         if self.tracer is None or not self.prompts or self.error is not None:
             self.found.update({k: [] for k in wanted})
             return
+        self.forward_passes += len(self.prompts)
         try:
             rows = self.tracer.feature_activations(self.model, self.prompts, list(wanted.values()))
         except Exception as exc:  # noqa: BLE001 - no feature contexts is not fatal
@@ -318,11 +416,14 @@ class FeatureContextFinder:
             self.found[key] = [(prompt, self.family_of[prompt]) for _, prompt in sorted(scored)]
 
     def contexts_for(self, hypothesis: Hypothesis) -> dict[str, list[str]]:
+        """Each source feature's top held-out prompts; nothing for a hypothesis that names
+        families (its evidence is random family prompts, so no pass is spent on it)."""
+        if hypothesis.families:
+            return {}
         self.prepare(hypothesis.source_features)
-        scope = set(hypothesis.families)
         out = {}
         for f in hypothesis.source_features:
-            prompts = [p for p, family in self.found.get(f.key, ()) if not scope or family in scope]
+            prompts = [p for p, _ in self.found.get(f.key, ())]
             if prompts:
                 out[f.key] = prompts[: self.top_n]
         return out

@@ -10,19 +10,26 @@ Protocol (details and the reasons in ``docs/validation.md``):
    base-anchored reference answer) is measured on both models at once; it still counts two
    queries per case, both readings are recorded under their model ids before use, and a
    pair is measured again only when either side is missing from the ledger.
-2. Evidence arrives in batches. After each batch the configured paired test is run on all
-   pairs so far, with the alternative given by the hypothesis' direction
-   (``increase`` -> ``greater`` for intervention - base, ``decrease`` -> ``less``,
-   ``change`` -> ``two-sided``).
+2. Evidence arrives in batches. After each batch the paired test is run on all pairs so
+   far, with the alternative given by the hypothesis' direction (``increase`` -> ``greater``
+   for intervention - base, ``decrease`` -> ``less``, ``change`` -> ``two-sided``). Practical
+   relevance is part of the null: the test is of H0 "the effect is at most the metric's
+   ``min_change`` in the hypothesised direction" (:class:`~md_framework.pipeline.evidence.RelevanceTest`:
+   the test on D - min_change), so a rejection says the change is both real and relevant.
+   Binary metrics use exact McNemar (fixed n) or the beta-binomial e-process (anytime)
+   whatever continuous test is configured: a normal approximation with many ties is
+   anti-conservative on 0/1 data.
 3. Only *anytime-valid* tests (``PairedTest.anytime_valid``: e-processes) may stop early, as
    soon as E_t >= 1 / level. A fixed-n test's p-value is valid only at the sample size fixed in
    advance (``n_planned``): checking it after every batch and stopping when it looks small is
    optional stopping and inflates the error rate, so fixed-n tests always run to
    ``n_planned``; if the budget ends first, their p-value is replaced by 1 (no claim).
-4. The effect size with a CI is computed (paired Cohen's d_z, or the paired risk difference
-   for binary metrics). A result whose effect is not in the hypothesised direction or whose
-   |d_z| < ``min_effect_size`` is fed to the FDR procedure as p = 1 (e = 0): still a valid
-   p-value (it is never smaller than the test's), so the FDR guarantee is kept.
+4. The effect size: fixed-n tests report paired Cohen's d_z (or the paired risk difference
+   for binary metrics) with a Wald interval; anytime tests, whose n is data-dependent,
+   report the mean difference with a confidence sequence (valid at every n; Waudby-Smith &
+   Ramdas 2024). No gate is applied to the point estimate by default; an explicit
+   ``min_effect_size`` > 0 is applied as p := 1 (e := 0) *before* the FDR procedure (a valid,
+   conservative p-value). Every result that is not validated carries a ``reason``.
 5. Exactly one value per hypothesis goes to the online FDR procedure (a p-value, or an
    e-value for e-value procedures such as e-LOND); its decision is final. For p-procedures an
    anytime-valid test contributes p = min(1, 1 / max_t E_t) (valid by Ville's inequality); for
@@ -43,6 +50,7 @@ import numpy as np
 from pydantic import ValidationError as PydanticValidationError
 
 from md_framework.errors import MDError
+from md_framework.pipeline.evidence import RelevanceTest, mean_difference_cs
 from md_framework.runtime import BehaviourMetric, LoadedModel, MetricReading
 from md_framework.stats_api import Alternative, FDRProcedure, PairedTest, PairedTestResult
 from md_framework.types import (
@@ -62,6 +70,7 @@ __all__ = [
     "has_measure_pair",
     "paired_effect_size",
     "p_to_e",
+    "unit_of",
 ]
 
 #: |d_z| is reported up to this value (a constant non-zero difference has d_z = inf).
@@ -82,6 +91,11 @@ def _metric_errors(metric: BehaviourMetric, where: str) -> Iterator[None]:
 class ValidationError(MDError):
     """Validation cannot proceed (unknown metric, metric returned the wrong number of
     readings, a test that does not fit the metric, a decision out of order...)."""
+
+
+def unit_of(hypothesis: Hypothesis) -> str:
+    """The decision unit ``families|metric|direction``: one decision, one discovery per unit."""
+    return f"{','.join(sorted(set(hypothesis.families)))}|{hypothesis.metric}|{hypothesis.direction}"
 
 
 def alternative_for(direction: str) -> Alternative:
@@ -171,6 +185,15 @@ class HypothesisEvidence:
     stopped_early: bool = False
     note: str = ""
     history: list[float] = field(default_factory=list)  # log-evidence after each batch
+    relevance: RelevanceTest | None = None  # the test actually run (H0: effect <= min_change)
+    short: bool = False  # fewer held-out prompts than the run asked for
+
+    def run_test(self) -> PairedTestResult:
+        base = [o.base_value for o in self.observations]
+        inter = [o.intervention_value for o in self.observations]
+        if self.relevance is not None:
+            return self.relevance.test_pairs(base, inter, self.alternative)
+        return self.test.test(base, inter, self.alternative)
 
     @property
     def n(self) -> int:
@@ -210,7 +233,7 @@ class Validator:
         fdr: FDRProcedure,
         paired_test: str | PairedTest | Callable[[BehaviourMetric], PairedTest] = "wilcoxon",
         paired_test_options: Mapping[str, Any] | None = None,
-        min_effect_size: float = 0.2,
+        min_effect_size: float = 0.0,
         hooks: Any = None,
         ledger: Any = None,
         max_examples: int = 5,
@@ -233,6 +256,7 @@ class Validator:
         self._paired_test = paired_test
         self._paired_test_options = dict(paired_test_options or {})
         self._tests: dict[str, PairedTest] = {}
+        self._relevance: dict[str, RelevanceTest] = {}
         self.min_effect_size = min_effect_size
         self.hooks = hooks
         self.ledger = ledger
@@ -258,12 +282,17 @@ class Validator:
         if metric.name in self._tests:
             return self._tests[metric.name]
         spec = self._paired_test
+        replaced = False
+        if isinstance(spec, str) and metric.outcome == "binary":
+            replaced = self._binary_spec(spec) != spec
+            spec = self._binary_spec(spec)
         if isinstance(spec, PairedTest):
             test = spec
         elif isinstance(spec, str):
             from md_framework.drivers import create_driver, load_driver_class
 
-            options = dict(self._paired_test_options)
+            # the configured options belong to the configured (continuous) test
+            options = {} if replaced else dict(self._paired_test_options)
             cls = load_driver_class("paired_test", spec)
             fields = getattr(cls.Options, "model_fields", {})
             if "lo" in fields and "hi" in fields and "lo" not in options and "hi" not in options:
@@ -282,9 +311,43 @@ class Validator:
         self._tests[metric.name] = test
         return test
 
-    def begin(self, hypothesis: Hypothesis, n_planned: int) -> HypothesisEvidence:
+    def _binary_spec(self, spec: str) -> str:
+        """Binary metrics: a configured binary test is kept; any other test is replaced by
+        exact McNemar (fixed n) or the beta-binomial e-process (when the configured test is
+        anytime-valid), so 0/1 data never meet a normal approximation with ties."""
+        from md_framework.drivers import load_driver_class
+
+        cls = load_driver_class("paired_test", spec)
+        if getattr(cls, "outcome", "continuous") == "binary":
+            return spec
+        return "beta-binomial-e" if getattr(cls, "anytime_valid", False) else "mcnemar"
+
+    def relevance_for(self, metric: BehaviourMetric) -> RelevanceTest:
+        """The test of H0 "effect <= metric.min_change" built on :meth:`test_for`."""
+        if metric.name in self._relevance:
+            return self._relevance[metric.name]
+        test = self.test_for(metric)
+        delta = max(0.0, float(getattr(metric, "min_change", 0.0) or 0.0))
+        bounded = None
+        needs_bounded = type(test).outcome == "binary" or (
+            type(test).anytime_valid and "lo" in getattr(type(test).Options, "model_fields", {}))
+        if delta > 0 and needs_bounded:
+            from md_framework.drivers import create_driver
+
+            lo, hi = metric.bounds if metric.bounds is not None else (0.0, 1.0)
+            # the shifted base reading lies in [lo - delta, hi + delta]
+            bounded = create_driver("paired_test", "betting-e",
+                                    {"lo": float(lo) - delta, "hi": float(hi) + delta})
+        relevance = RelevanceTest(test, delta, bounded=bounded)
+        self._relevance[metric.name] = relevance
+        return relevance
+
+    def begin(self, hypothesis: Hypothesis, n_planned: int,
+              wanted: int | None = None) -> HypothesisEvidence:
         """Start collecting evidence for ``hypothesis``; ``n_planned`` is the pre-registered
-        sample size (the fixed n of fixed-n tests, the cap of anytime tests)."""
+        sample size (the fixed n of fixed-n tests, the cap of anytime tests); ``wanted`` the
+        n the run asked for (when the held-out prompts gave fewer, the result's reason is
+        "not enough tests" unless it is validated anyway)."""
         if hypothesis.id in self.evidence:
             return self.evidence[hypothesis.id]
         if hypothesis.metric not in self.metrics:
@@ -297,6 +360,8 @@ class Validator:
         metric = self.metrics[hypothesis.metric]
         ev = HypothesisEvidence(hypothesis, metric, self.test_for(metric),
                                 alternative_for(hypothesis.direction), max(0, int(n_planned)))
+        ev.relevance = self.relevance_for(metric)
+        ev.short = wanted is not None and int(n_planned) < int(wanted)
         self.evidence[hypothesis.id] = ev
         return ev
 
@@ -432,7 +497,7 @@ class Validator:
         if ev.n >= ev.n_planned:
             ev.final = True
         if ev.observations and (interim or ev.anytime_valid or ev.final):
-            ev.result = ev.test.test(base, inter, ev.alternative)
+            ev.result = ev.run_test()
         ev.steps += 1
         if ev.result is None:
             ev.history.append(0.0)
@@ -461,9 +526,7 @@ class Validator:
             if ev.n < ev.n_planned:
                 ev.note = f"{reason} after {ev.n} of {ev.n_planned} planned pairs"
             if ev.observations and (ev.result is None or ev.result.n != ev.n):
-                ev.result = ev.test.test([o.base_value for o in ev.observations],
-                                         [o.intervention_value for o in ev.observations],
-                                         ev.alternative)
+                ev.result = ev.run_test()
         return ev
 
     # ------------------------------------------------------------------ deciding
@@ -489,18 +552,49 @@ class Validator:
         return p, e, value, kind
 
     def _effect_ok(self, ev: HypothesisEvidence, effect: EffectSize) -> bool:
-        """Pre-registered gate before FDR: the predicted direction, a standardised effect of
-        at least ``min_effect_size`` and a mean change of at least the metric's
-        ``min_change`` (its smallest behaviour change; 0 when the metric declares none)."""
+        """The optional, explicit floor on the standardised effect (``min_effect_size`` > 0,
+        default 0: off), applied as p := 1 before the FDR procedure. The metric's
+        ``min_change`` is not gated here: it is part of the tested null."""
+        if self.min_effect_size <= 0:
+            return True
         differences = np.array([o.difference for o in ev.observations])
-        dz = cohens_dz(differences)
-        if ev.hypothesis.direction == "increase" and dz <= 0:
-            return False
-        if ev.hypothesis.direction == "decrease" and dz >= 0:
-            return False
-        min_change = float(getattr(ev.metric, "min_change", 0.0) or 0.0)
-        mean_change = abs(float(differences.mean())) if differences.size else 0.0
-        return abs(dz) >= self.min_effect_size and mean_change >= min_change
+        return abs(cohens_dz(differences)) >= self.min_effect_size
+
+    def _effect_size(self, ev: HypothesisEvidence) -> EffectSize:
+        """Anytime tests (data-dependent n): the mean difference with a confidence sequence
+        when the metric is bounded; otherwise the fixed-n Wald interval."""
+        base = [o.base_value for o in ev.observations]
+        inter = [o.intervention_value for o in ev.observations]
+        if ev.anytime_valid and ev.metric.bounds is not None:
+            return mean_difference_cs(base, inter, ev.metric.bounds, self.confidence)
+        effect = paired_effect_size(base, inter, ev.metric.outcome, self.confidence)
+        return effect.model_copy(update={"method": "wald (fixed n)"})
+
+    def _reason(self, ev: HypothesisEvidence, effect: EffectSize, level: float) -> str:
+        """Why a result is not validated (docs/validation.md, "Reasons")."""
+        if ev.n == 0:
+            return "not enough tests"
+        if ev.short:  # fewer held-out prompts than asked for: the reason if the estimate
+            # looks relevant (more prompts might have confirmed it), not if it is null
+            delta = ev.relevance.delta if ev.relevance is not None else 0.0
+            mean = float(np.mean([o.difference for o in ev.observations]))
+            side = {"increase": mean, "decrease": -mean}.get(ev.hypothesis.direction, abs(mean))
+            if side > delta:
+                return "not enough tests"
+        if ev.n < ev.n_planned and not ev.stopped_early:
+            return "budget"
+        if not self._effect_ok(ev, effect):
+            return "effect below relevance"
+        relevance = ev.relevance
+        if relevance is not None and relevance.delta > 0:
+            base = [o.base_value for o in ev.observations]
+            inter = [o.intervention_value for o in ev.observations]
+            plain = ev.test.test(base, inter, ev.alternative)
+            p0 = float(plain.details.get("anytime_p_value", plain.p_value)
+                       if ev.anytime_valid else plain.p_value)
+            if p0 <= level:  # "no change" would have been rejected; "<= min_change" was not
+                return "effect below relevance"
+        return "level not reached"
 
     def decide(self, hypothesis_id: str) -> ValidationResult:
         """The one online FDR decision for a hypothesis whose evidence is final.
@@ -514,9 +608,7 @@ class Validator:
                                   " is final; call finalize() first")
         if any(r.hypothesis.id == hypothesis_id for r in self.results):
             raise ValidationError(f'hypothesis "{hypothesis_id}" was already decided')
-        effect = paired_effect_size([o.base_value for o in ev.observations],
-                                    [o.intervention_value for o in ev.observations],
-                                    ev.metric.outcome, self.confidence)
+        effect = self._effect_size(ev)
         p, e, value, kind = self._fdr_value(ev, effect)
         recorded = self.ledger.decision_for(hypothesis_id) if self.ledger is not None else None
         if recorded is not None:
@@ -545,6 +637,9 @@ class Validator:
                 fdr_index=decision.index, fdr_procedure=self.procedure_name,
                 effect_size=effect, n=ev.n, stopped_early=ev.stopped_early,
                 examples=examples[:self.max_examples],
+                reason=None if decision.rejected else self._reason(ev, effect, decision.level),
+                min_change=ev.relevance.delta if ev.relevance is not None else None,
+                unit=unit_of(ev.hypothesis),
             )
             if self.ledger is not None:  # write-ahead: recorded before anyone sees it
                 self.ledger.record_decision(record, result, self.fdr.state())

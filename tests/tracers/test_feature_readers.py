@@ -94,10 +94,11 @@ def test_feature_context_finder_ranks_held_out_prompts_by_activation() -> None:
     assert finder.contexts_for(h2) == {"0:1": ["a2", "b1"], "0:2": ["b1"]}
     assert len(reader.calls) == 1                                  # one pass for every feature
     # a tracer without the capability: no contexts, no error
-    # a hypothesis about family "a" is tested only on a's prompts, however hot "b" runs
+    assert finder.forward_passes == 4                              # counted as cost
+    # a hypothesis about family "a" is confirmed on random "a" prompts: no feature contexts
     h3 = Hypothesis(id="h3", hypothesis_type="t", description="d", metric="m", families=["a"],
                     source_features=[FeatureRef(layer=0, feature=1), FeatureRef(layer=0, feature=2)])
-    assert finder.contexts_for(h3) == {"0:1": ["a2", "a1"]}
+    assert finder.contexts_for(h3) == {}
     plain = FeatureContextFinder(object(), model=None, universe={"a": ["a1"]})
     assert plain.contexts_for(h1) == {}
 

@@ -60,13 +60,18 @@ def test_on_validated_explores_around_a_validated_hypothesis():
     def refine(result, explorer):
         calls.append(result.hypothesis.id)
         h = result.hypothesis
-        return [h.model_copy(update={"id": f"{h.id}.split{k}", "description": f"split {k}"})
-                for k in range(2)]
+        # two new units (another direction each) and one that repeats the parent's unit
+        return [h.model_copy(update={"id": f"{h.id}.split{k}", "description": f"split {k}",
+                                     "direction": d})
+                for k, d in enumerate(["increase", "decrease", h.direction])]
 
     result, _ = run_toy(None, n_hypotheses=4, planted=(1,), budget=900, on_validated=refine)
     ids = [r.hypothesis.id for r in result.results]
     assert calls and ids[:4] == ["h000", "h001", "h002", "h003"]
     assert "h001.split0" in ids and ids.index("h001.split0") > 3  # decided after the originals
+    assert "h001.split2" not in ids  # the parent's own unit: one decision per unit
+    refined = {r.hypothesis.id: r.refines for r in result.results}
+    assert refined["h001.split0"] == "h001" and refined["h000"] is None
     assert result.queries <= 900
 
 

@@ -48,24 +48,42 @@ def test_split_universe_is_seeded_disjoint_and_complete():
         split_universe(UNIVERSE, 1.5, 0)
 
 
-def test_generate_tests_exact_n_excludes_forming_prompts_and_is_deterministic():
+def test_family_claims_get_only_random_held_out_family_prompts():
     explore, confirm = split_universe(UNIVERSE, 0.5, seed=0)
     excluded = frozenset(explore["harmful"] + ["Ignore the rules and tell me"])
     ctx = TestGenerationContext(universe=UNIVERSE, feature_contexts={"1:3": ["ctx A", "ctx B"]},
                                 excluded_prompts=excluded, seed=0)
     hooks = _hooks()
-    tests = generate_tests(_hyp(), 30, hooks=hooks, context=ctx)
+    tests = generate_tests(_hyp(), 10, hooks=hooks, context=ctx)
+    assert len(tests) == 10
+    assert {t.prompt for t in tests} == set(confirm["harmful"])  # nothing else is evidence
+    assert all(t.family == "harmful" and t.metadata["evidence"] == "family" for t in tests)
+    assert all(t.hypothesis_id == "h1" and t.id.startswith("h1/t/") for t in tests)
+    assert generate_tests(_hyp(), 10, hooks=hooks, context=ctx) == tests
+    other_seed = TestGenerationContext(universe=UNIVERSE, excluded_prompts=excluded, seed=1)
+    again = generate_tests(_hyp(), 10, hooks=hooks, context=other_seed)
+    assert [t.prompt for t in again] != [t.prompt for t in tests]  # a seeded random order
+    with pytest.raises(NotEnoughTests):
+        generate_tests(_hyp(), 11, hooks=hooks, context=ctx)
+    # two families: interleaved, so a prefix covers both
+    both = generate_tests(_hyp(families=["harmful", "chat"]), 6, hooks=hooks, context=ctx)
+    assert {t.family for t in both[:2]} == {"harmful", "chat"}
+
+
+def test_generate_tests_for_a_hypothesis_without_family_samples_all_generators():
+    ctx = TestGenerationContext(universe=UNIVERSE, feature_contexts={"1:3": ["ctx A", "ctx B"]},
+                                excluded_prompts=frozenset(["ctx B"]), seed=0)
+    h = _hyp(families=[])
+    tests = generate_tests(h, 30, hooks=_hooks(), context=ctx)
     assert len(tests) == 30
     keys = [normalise_prompt(t.prompt) for t in tests]
-    assert len(set(keys)) == 30
-    assert not set(keys) & {normalise_prompt(p) for p in excluded}
+    assert len(set(keys)) == 30 and "ctx b" not in keys
     assert {t.source for t in tests} == {"test-generators"}
     gens = {t.metadata["generator"] for t in tests}
-    assert {"universe", "feature", "template", "paraphrase"} <= gens
-    assert all(t.hypothesis_id == "h1" and t.id.startswith("h1/t/") for t in tests)
-    assert generate_tests(_hyp(), 30, hooks=hooks, context=ctx) == tests
-    universe_prompts = [t.prompt for t in tests if t.metadata["generator"] == "universe"]
-    assert set(universe_prompts) <= set(confirm["harmful"])
+    assert {"universe", "feature", "template"} <= gens
+    clusters = [t.metadata["cluster"] for t in tests]
+    assert len(set(clusters)) == 30  # at most one prompt per paraphrase cluster
+    assert generate_tests(h, 30, hooks=_hooks(), context=ctx) == tests
 
 
 def test_not_enough_tests_names_sources_and_allow_fewer():
@@ -74,9 +92,12 @@ def test_not_enough_tests_names_sources_and_allow_fewer():
     with pytest.raises(NotEnoughTests) as info:
         generate_tests(_hyp(), 1000, hooks=hooks, context=ctx)
     msg = str(info.value)
-    assert "1000 test prompts wanted" in msg and "test-generators:template" in msg
+    assert "1000 test prompts wanted" in msg and "held-out prompts of harmful: 20" in msg
     some = generate_tests(_hyp(), 1000, hooks=hooks, context=ctx, allow_fewer=True)
-    assert 0 < len(some) < 1000
+    assert len(some) == 20
+    with pytest.raises(NotEnoughTests) as info:
+        generate_tests(_hyp(families=[]), 1000, hooks=hooks, context=ctx)
+    assert "test-generators:template" in str(info.value)
 
 
 class _Extra:
@@ -93,10 +114,17 @@ class _Extra:
 def test_sampling_across_plugins_with_provenance_dedupe_and_exclusion():
     ctx = TestGenerationContext(universe=UNIVERSE, excluded_prompts=frozenset({"Forbidden"}),
                                 seed=1)
-    tests = generate_tests(_hyp(), 20, hooks=_hooks(("my-gen", _Extra())), context=ctx)
+    tests = generate_tests(_hyp(families=[]), 20, hooks=_hooks(("my-gen", _Extra())),
+                           context=ctx)
     mine = [t for t in tests if t.source == "my-gen"]
     assert sorted(t.prompt for t in mine) == ["EXTRA prompt one", "extra two"]
     assert mine[0].metadata["generator_id"] in {"x1", "x4"}
+    # a family claim: another plugin's prompts are never evidence for the family
+    dropped: dict[str, int] = {}
+    family = generate_tests(_hyp(), 20, hooks=_hooks(("my-gen", _Extra())), context=ctx,
+                            dropped=dropped)
+    assert not [t for t in family if t.source == "my-gen"]
+    assert dropped.get("my-gen") == 3  # two distinct prompts and one duplicate
 
 
 @pytest.mark.parametrize("kind", sorted(tg.TEMPLATES))
@@ -127,9 +155,13 @@ def test_paraphrase_is_deterministic():
 
 
 def test_test_pool_caches_and_tolerates_shortfall():
-    pool = TestPool(_hooks(), TestGenerationContext(universe={"harmful": ["only one?"]}, seed=0),
-                    n_per_hypothesis=10_000)
+    pool = TestPool(_hooks(), TestGenerationContext(universe={"harmful": ["one?", "two?"]},
+                                                    seed=0), n_per_hypothesis=10_000)
     h = _hyp()
     first = pool.tests_for(h)
-    assert pool.tests_for(h) is first
+    assert pool.tests_for(h) is first and len(first) == 2
     assert "h1" in pool.shortfalls
+    # fewer than min_tests held-out prompts: no tests (decided with reason "not enough tests")
+    lone = TestPool(_hooks(), TestGenerationContext(universe={"harmful": ["only one?"]}, seed=0),
+                    n_per_hypothesis=10)
+    assert lone.tests_for(h) == [] and "h1" in lone.shortfalls
