@@ -48,7 +48,7 @@ def _fdp(found, real):
     return len(claimed - real) / max(1, len(claimed)), len(claimed & real)
 
 
-def _world(rng, n_fam=12, n_real=3, null_shift=0.02, real_shift=0.5):
+def _world(rng, n_fam=8, n_real=3, null_shift=0.02, real_shift=0.5):
     shifts = {}
     real = set()
     for f in range(n_fam):
@@ -64,7 +64,7 @@ def _world(rng, n_fam=12, n_real=3, null_shift=0.02, real_shift=0.5):
 def test_fdr_at_most_alpha_on_simulated_worlds(method, monkeypatch):
     """Average FDP over simulated worlds (null arms: tiny shifts below min_change, which a
     gate applied after the FDR step would let through) stays at or below alpha."""
-    alpha, reps = 0.1, 60
+    alpha, reps = 0.1, 30
     rng = random.Random(7)
     fdps, hits = [], 0
     for rep in range(reps):
