@@ -33,6 +33,7 @@ from builtin_plugins.organisms.scoring import Discovery
 
 #: metrics that run one model call type: the generated ones share one greedy decoding
 _GENERATED_CALL = "greedy-decoding"
+_PAIRED_TESTS: dict[str, Any] = {}
 
 
 def min_effect(metric: Any) -> float:
@@ -63,7 +64,6 @@ class Arms:
         self.base, self.inter, self.cases = base, inter, cases
         self.metrics = {m.name: m for m in metrics}
         self._seen: set[tuple[str, str, str]] = set()
-        self._tests: dict[str, Any] = {}
 
     @property
     def queries(self) -> int:
@@ -96,9 +96,9 @@ class Arms:
         from md_framework.drivers import create_driver
 
         name = "mcnemar" if self.metrics[metric].outcome == "binary" else "wilcoxon"
-        if name not in self._tests:
-            self._tests[name] = create_driver("paired_test", name)
-        return float(self._tests[name].test(list(b), list(i)).p_value)
+        if name not in _PAIRED_TESTS:  # stateless drivers: one per process
+            _PAIRED_TESTS[name] = create_driver("paired_test", name)
+        return float(_PAIRED_TESTS[name].test(list(b), list(i)).p_value)
 
     def gated_p(self, metric: str, b: Sequence[float], i: Sequence[float]) -> tuple[float, float]:
         """(p, mean difference) with the relevance floor applied as p := 1 before any FDR step."""
