@@ -165,6 +165,11 @@ class AnalysisConfig(StrictModel):
     #: after validation, patch each validated hypothesis' features back to the base
     #: model's values and report the share of the effect they carry (docs/causal.md)
     causal_confirmation: bool = True
+    #: which evidence the builtin pattern detectors may use (an ablation switch for
+    #: ``md bench``): ``internal`` = only detectors that read the models' insides,
+    #: ``output`` = only the output-shift detector (next-token distributions of the traced
+    #: prompts), ``all`` = both
+    evidence: Literal["all", "internal", "output"] = "all"
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

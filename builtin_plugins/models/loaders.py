@@ -129,6 +129,9 @@ def load_model(spec: ModelSpec | str, options: ModelLoadOptions | None = None) -
         loaded = _from_hub(spec, options)
     if spec.adapter:
         loaded = _apply_adapter(loaded, spec, options)
+    from md_framework.costs import attach  # one cost currency for every method (md bench)
+
+    attach(loaded.model, label=loaded.model_id)
     return loaded
 
 

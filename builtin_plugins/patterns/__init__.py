@@ -31,6 +31,10 @@ __all__ = ["capability_emergence", "computation_rerouting", "family_specific_cha
 def md_detect_patterns(diff: CircuitDiff, interpretations: Mapping[str, list[FeatureInterpretation]],
                        config: Any) -> list[Pattern]:
     interpretations = interpretations or {}
-    return (systematic_suppression(diff) + capability_emergence(diff)
-            + safety_change(diff, interpretations) + computation_rerouting(diff)
-            + output_shift(diff) + family_specific_change(diff))
+    evidence = getattr(config, "evidence", "all")  # ablation switch (AnalysisConfig.evidence)
+    use_internal, use_output = evidence != "output", evidence != "internal"
+    return ((systematic_suppression(diff) + capability_emergence(diff)
+             + safety_change(diff, interpretations) + computation_rerouting(diff)
+             if use_internal else [])
+            + (output_shift(diff) if use_output else [])
+            + (family_specific_change(diff) if use_internal else []))

@@ -2,22 +2,51 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_bench_baselines_on_toy_organism(toy_multi, organism_cache: Path, tmp_path: Path):
+    """Acceptance (issue 13): re-scored against measured real units, the exhaustive baseline's
+    discoveries are real (precision >= 0.95) and no method is credited twice for one unit;
+    every method's work is counted in tokens by the models themselves."""
     from builtin_plugins.organisms.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(specs=["toy-multi"], out_dir=tmp_path, cache_dir=organism_cache,
-                      methods=["pipeline", "exhaustive", "bandit"], n_prompts=12, screen_n=3,  # n=8: Wilcoxon min p 0.0078 > first SAFFRON level
+                      methods=["exhaustive", "sequential", "bandit", "output-screen"],
+                      n_prompts=12, screen_n=3, plots=False,
                       metrics=["refusal_probability", "uppercase_ratio", "target_logprob"], threads=1)
     out = run_bench(cfg, log=lambda *a, **k: None)
     rows = {r["method"]: r for r in out["rows"]}
-    assert rows["exhaustive"]["status"] == "ok"
-    assert rows["exhaustive"]["recall"] == 1.0
-    assert rows["exhaustive"]["queries"] == 12 * 3 * 2 * 12
-    assert rows["bandit"]["status"] == "ok"
-    assert rows["bandit"]["recall"] >= 2 / 3
-    assert rows["bandit"]["queries"] < rows["exhaustive"]["queries"]
-    assert rows["pipeline"]["status"] in ("ok", "not available", "failed")
-    if rows["pipeline"]["status"] != "ok":
-        assert rows["pipeline"]["error"] and "recall" not in rows["pipeline"]
-    assert (tmp_path / "bench.json").exists() and "| organism |" in (tmp_path / "bench.md").read_text()
+    gt = toy_multi.ground_truth()
+    real = {(u["family"], u["metric"], u["direction"]) for u in gt["real_units"]}
+    for method, row in rows.items():
+        assert row["status"] == "ok", (method, row.get("error"))
+        assert row["true_units"] <= len(real)  # deduplicated by unit
+        assert row["tokens"] > 0 and row["prompt_tokens"] > 0, method
+        assert row["fdp"] <= 0.5, (method, row["false_discovery_labels"])
+    ex = rows["exhaustive"]
+    assert ex["planted_recall"] == 1.0
+    assert ex["precision"] >= 0.95
+    assert ex["generated_tokens"] > 0  # uppercase_ratio decodes
+    assert rows["sequential"]["planted_recall"] >= 2 / 3
+    assert rows["bandit"]["planted_recall"] >= 2 / 3
+    assert out["summary"] and (tmp_path / "bench.json").exists()
+    assert "## Summary" in (tmp_path / "bench.md").read_text()
+
+
+def test_unknown_method_gets_a_did_you_mean():
+    from md_framework.errors import ConfigError
+
+    from builtin_plugins.organisms.bench import BenchConfig
+
+    with pytest.raises(ConfigError, match="sequential"):
+        BenchConfig(specs=["toy-multi"], methods=["sequentail"])
+
+
+def test_evidence_switch_filters_pattern_detectors():
+    from md_framework.config import AnalysisConfig
+
+    cfg = AnalysisConfig(base_model="toy", intervention_model="toy", evidence="internal")
+    assert cfg.evidence == "internal"
+    with pytest.raises(Exception, match="evidence"):
+        AnalysisConfig(base_model="toy", intervention_model="toy", evidence="outputs")

@@ -1,0 +1,54 @@
+"""Merge ``bench.json`` files of several ``md bench`` runs (e.g. seed ranges run in parallel
+with ``--first-seed``) into one ``bench.json`` / ``bench.md`` with the summary over all
+seeds, intervals and plots.
+
+    python benchmarks/organisms-merge.py OUT_DIR RUN_DIR... [--max-seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    from builtin_plugins.organisms import bench_report
+    from builtin_plugins.organisms.bench import ratios
+    from builtin_plugins.organisms.scoring import summarise
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--max-seed", type=int, default=None,
+                    help="keep seeds below this (a fixed seed range, not the finished ones)")
+    args = ap.parse_args()
+    rows, configs, seen = [], [], set()
+    for run in args.runs:
+        data = json.loads((Path(run) / "bench.json").read_text())
+        configs.append(data["config"])
+        for r in data["rows"]:
+            key = (r["organism"], r["seed"], r["method"])
+            if key in seen:
+                raise SystemExit(f"{run}: {key} appears in two runs")
+            if args.max_seed is not None and r["seed"] >= args.max_seed:
+                continue
+            seen.add(key)
+            rows.append(r)
+    rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, ratio_rows = summarise(rows), ratios(rows)
+    md = bench_report.markdown(rows, summary, ratio_rows)
+    plots = bench_report.plots(summary, out_dir)
+    if plots:
+        md += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    (out_dir / "bench.json").write_text(json.dumps(
+        {"configs": configs, "runs": args.runs, "rows": rows, "summary": summary,
+         "ratios": ratio_rows, "plots": [str(p) for p in plots]}, indent=2, default=str))
+    (out_dir / "bench.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
