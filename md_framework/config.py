@@ -102,6 +102,11 @@ class AnalysisConfig(StrictModel):
     #: after validation, patch each validated hypothesis' features back to the base
     #: model's values and report the share of the effect they carry (docs/causal.md)
     causal_confirmation: bool = True
+    #: answer-aware tracing: trace each seed prompt with both models' own greedy answers,
+    #: teacher-forced through both models, and diff the answer positions too, when the
+    #: tracer offers it (docs/discovery.md). Costs generated and teacher-forced tokens,
+    #: counted in the report's costs.
+    trace_answers: bool = True
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

@@ -77,7 +77,8 @@ def recovers(d: Discovery, planted: dict[str, Any]) -> bool:
     names_family = fam in d.families
     if not names_family and d.prompt_families:
         names_family = sum(f == fam for f in d.prompt_families) / len(d.prompt_families) >= 0.5
-    if not names_family or d.metric not in planted["metrics"]:
+    # a metric made from what the diff saw (``signoff:<phrase>``) is its builtin metric
+    if not names_family or d.metric.partition(":")[0] not in planted["metrics"]:
         return False
     want = planted.get("direction", "change")
     return want == "change" or discovery_direction(d) == want

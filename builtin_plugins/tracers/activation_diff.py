@@ -128,6 +128,28 @@ class ActivationDiffTracer(Tracer):
         return site_directions([NeuronSite(model.model, layer, ids)
                                 for layer, ids in by_layer(features).items()])
 
+    def trace_answers(self, base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                      families: Sequence[str | None] | None = None, *,
+                      max_new_tokens: int = 24) -> list[Any]:
+        """Answer-aware trace (:mod:`builtin_plugins.tracers.answers`) with this tracer's
+        features: the MLP neurons at every answer position."""
+        from builtin_plugins.tracers.answers import neuron_reader, trace_answers
+
+        return trace_answers(base, intervention, prompts, families, max_new_tokens=max_new_tokens,
+                             feature_top_k=self.options.top_k,
+                             feature_reader=neuron_reader(self.options.layers),
+                             dictionary_id="neurons")
+
+    def search_feature_set(self, base: LoadedModel, intervention: LoadedModel,
+                           prompts: Sequence[str], max_share: float = 0.05) -> dict[str, Any]:
+        """A small neuron set (at most ``max_share`` of the neurons in the layers used) whose
+        patching back to the base moves the answers most: attribution patching, then an
+        activation-patching sweep (:mod:`builtin_plugins.tracers.feature_search`)."""
+        from builtin_plugins.tracers.feature_search import search_neurons
+
+        return search_neurons(base, intervention, prompts, layers=self.options.layers,
+                              max_share=max_share)
+
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
                          mode: str = "zero", scale: float = 0.0,

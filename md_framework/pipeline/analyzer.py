@@ -215,6 +215,22 @@ class MechanisticBehavioralAnalyzer:
             self.graphs = (base_graphs, intervention_graphs)
         return base_graphs, intervention_graphs
 
+    def trace_answers(self, prompts: Sequence[tuple[str, str]]) -> list[Any] | None:
+        """Answer-aware traces of ``prompts`` (both models' greedy answers teacher-forced
+        through both), when the tracer has the ``trace_answers`` capability."""
+        from md_framework.cache import ArtifactCache
+        from md_framework.drivers import create_driver
+        from md_framework.tracing import trace_answer_pairs
+
+        if self._context_tracer is None:
+            self._context_tracer = create_driver("tracer", self.config.tracer, self._tracer_options())
+        cache = ArtifactCache(self.config.cache_dir, max_bytes=self.config.cache_max_bytes)
+        self.progress("trace", f"tracing {len(prompts)} prompts with both models' answers")
+        return trace_answer_pairs(
+            self._context_tracer, self.models["base"], self.models["intervention"],
+            [p for p, _ in prompts], [f for _, f in prompts], cache,
+            max_new_tokens=int(os.environ.get("MD_METRIC_MAX_NEW_TOKENS", "24")))
+
     def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         from md_framework.drivers import create_driver
 
@@ -262,13 +278,15 @@ class MechanisticBehavioralAnalyzer:
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
         base_graphs, intervention_graphs = self.trace(seeds)
+        answers = self.trace_answers(seeds) if config.trace_answers else None
         hooks.call("md_phase_finished", phase="trace",
                    summary={"prompts": len(seeds), "families": sorted({f for _, f in seeds})})
 
         self.progress("diff", "diffing graphs by node identity")
         diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
                                intervention.model_id,
-                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
+                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None,
+                               answers=answers)
         self.diff = diff
         hooks.call("md_phase_finished", phase="diff",
                    summary={"systematic_changes": len(diff.systematic_changes)})
@@ -303,7 +321,10 @@ class MechanisticBehavioralAnalyzer:
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
                         traced_prompts=2 * (len(seeds) + (refiner.traced_prompts if refiner else 0)),
-                        wall_time_s=time.perf_counter() - started),
+                        wall_time_s=time.perf_counter() - started,
+                        answer_generated_tokens=sum(t.generated_tokens for t in answers or []),
+                        answer_teacher_forced_tokens=sum(t.teacher_forced_tokens
+                                                         for t in answers or [])),
             circuit_diff=diff,
             fdr_trace=exploration.fdr_trace,
             bandit_rounds=exploration.rounds,
@@ -330,6 +351,9 @@ class MechanisticBehavioralAnalyzer:
         config, stats = self.config, self.config.statistics
         assert self.resolved is not None
         metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
+        from md_framework.pipeline.discovery import add_derived_metrics
+
+        add_derived_metrics(hooks, hypotheses, metrics)
         ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
         fdr = create_driver("fdr_procedure", stats.procedure, stats.procedure_options,
                             alpha=stats.alpha)
@@ -394,7 +418,7 @@ class MechanisticBehavioralAnalyzer:
     def refiner(self, hooks: Hooks, explore: Mapping[str, Sequence[str]],
                 seeds: Sequence[tuple[str, str]]) -> Any:
         from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import discover
+        from md_framework.pipeline.discovery import add_derived_metrics, discover
         from md_framework.pipeline.refine import Refiner
 
         base, intervention = self.models["base"], self.models["intervention"]
@@ -404,7 +428,10 @@ class MechanisticBehavioralAnalyzer:
             diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
                                    intervention.model_id,
                                    dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
-            return discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
+            found = discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
+            if getattr(self, "_causal_inputs", None):  # the validator of this run
+                add_derived_metrics(hooks, found, self._causal_inputs[0].metrics)
+            return found
 
         return Refiner(
             explore=explore, traced=seeds, graphs=self.graphs,

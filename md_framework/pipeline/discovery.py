@@ -287,3 +287,23 @@ def discover(
     floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
     hypotheses = [h for h in hypotheses if h.priority >= floor]
     return interpretations, patterns, hypotheses
+
+
+def add_derived_metrics(hooks: Hooks | None, hypotheses: Sequence[Hypothesis],
+                        metrics: dict[str, Any]) -> list[str]:
+    """Add to ``metrics`` the metrics hypotheses name that no plugin registered, built from
+    their names through ``md_metric_from_name`` (``signoff:<phrase>``, ``exact_match:<phrase>``:
+    metrics made from what the diff saw). Returns the names added; names no plugin builds stay
+    missing (the validator reports them with a did-you-mean)."""
+    if hooks is None:
+        return []
+    added = []
+    for h in hypotheses:
+        if h.metric in metrics:
+            continue
+        found = hooks.first("md_metric_from_name", name=h.metric)
+        metric = found.value if found is not None else None
+        if metric is not None and getattr(metric, "name", None) == h.metric:
+            metrics[h.metric] = metric
+            added.append(h.metric)
+    return added
