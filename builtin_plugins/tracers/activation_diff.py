@@ -142,13 +142,14 @@ class ActivationDiffTracer(Tracer):
 
     def search_feature_set(self, base: LoadedModel, intervention: LoadedModel,
                            prompts: Sequence[str], max_share: float = 0.05) -> dict[str, Any]:
-        """A small neuron set (at most ``max_share`` of the neurons in the layers used) whose
-        patching back to the base moves the answers most: attribution patching, then an
-        activation-patching sweep (:mod:`builtin_plugins.tracers.feature_search`)."""
-        from builtin_plugins.tracers.feature_search import search_neurons
+        """A small neuron set (at most ``max_share`` of the neurons in the layers used), or one
+        difference direction per layer, whose patching back to the base moves the answers
+        most: attribution patching, then an activation-patching sweep; the better of the two
+        on the search prompts (:mod:`builtin_plugins.tracers.feature_search`)."""
+        from builtin_plugins.tracers.feature_search import search_feature_set
 
-        return search_neurons(base, intervention, prompts, layers=self.options.layers,
-                              max_share=max_share)
+        return search_feature_set(base, intervention, prompts, layers=self.options.layers,
+                                  max_share=max_share)
 
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
@@ -159,9 +160,16 @@ class ActivationDiffTracer(Tracer):
         same input (``base``: base-patching), at every position, inside the block.
         See :mod:`builtin_plugins.tracers._intervene`."""
         from builtin_plugins.tracers._intervene import NeuronSite, by_layer, intervened
+        from builtin_plugins.tracers.feature_search import direction_sites, is_direction
 
-        sites = [NeuronSite(model.model, layer, ids) for layer, ids in by_layer(features).items()]
-        with intervened(model, sites, mode, scale, base, "neurons", features) as patched:
+        neurons = [f for f in features if not is_direction(f)]
+        sites: list[Any] = [NeuronSite(model.model, layer, ids)
+                            for layer, ids in by_layer(neurons).items()]
+        sites += direction_sites(model, [f for f in features if is_direction(f)])
+        # directions are all "layer:0": their dictionary ids keep intervened models apart
+        site_name = "+".join(["neurons", *sorted({str(f.dictionary_id) for f in features
+                                                  if is_direction(f)})])
+        with intervened(model, sites, mode, scale, base, site_name, features) as patched:
             yield patched
 
 

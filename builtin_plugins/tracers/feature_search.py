@@ -14,12 +14,12 @@ The literature's recipe, not "the most changed features":
    2023, "Towards automated circuit discovery", with the metric measured, not estimated).
 
 The behaviour metric is differentiable and read from the answers themselves: on a search
-prompt whose greedy answers differ, ``m = mean log P(intervention's answer) - mean log
-P(base's answer)`` (per-token means, each answer teacher-forced after the prompt, the
-end-of-sequence token included when the answer ended). Patching moves ``m`` from the
-intervention's value towards the base's; the *search share* of a set is
-``(m_I - m_patched) / (m_I - m_B)`` averaged over prompts (ratio of means). Prompts whose
-answers agree carry no signal and are skipped.
+prompt whose greedy answers differ, the logit difference at the decision point (the standard
+patching metric, Wang et al. 2023 "Interpretability in the wild"): with the prompt and the
+answers' common prefix teacher-forced, ``m = log P(intervention's next token) - log P(base's
+next token)``. Patching moves ``m`` from the intervention's value towards the base's; the
+*search share* of a set is ``(m_I - m_patched) / (m_I - m_B)`` averaged over prompts (ratio
+of means). Prompts whose answers agree carry no signal and are skipped.
 
 The set size is capped at ``max_share`` (default 5 %) of the neurons in the layers used. The
 search uses only the prompts it is given (the discovery split); the causal share is then
@@ -29,6 +29,7 @@ measured with the hypothesis' own metric on fresh held-out prompts
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,11 +40,15 @@ from md_framework.types import FeatureRef
 from builtin_plugins.tracers import _hooks
 
 SWEEP_KEEP = 0.9
+#: difference directions found in this process: dictionary id -> {layer: unit vector}
+_DIRECTIONS: dict[str, dict[int, list[float]]] = {}
+RANDOM_PREFIX = "direction-random:"
 
 
 def _sequences(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
                max_new_tokens: int) -> list[tuple[list[int], list[int], list[int]]]:
-    """(prompt ids, base answer ids, intervention answer ids) where the answers differ."""
+    """(prompt + common answer prefix ids, [base's next token], [intervention's next token])
+    at the first answer position where the two greedy answers part (the decision point)."""
     from builtin_plugins.metrics.core import encode_prompt, generate_answer_ids
 
     tok = base.tokenizer
@@ -57,8 +62,9 @@ def _sequences(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[s
         end = [eos] if eos is not None else []
         ib = list(ib) + (end if len(ib) < max_new_tokens else [])
         ii = list(ii) + (end if len(ii) < max_new_tokens else [])
-        if ib and ii:
-            out.append((encode_prompt(tok, prompt), ib, ii))
+        k = next((j for j, (x, y) in enumerate(zip(ib, ii)) if x != y), min(len(ib), len(ii)))
+        if k < len(ib) and k < len(ii):
+            out.append((encode_prompt(tok, prompt) + ib[:k], [ib[k]], [ii[k]]))
     return out
 
 
@@ -160,7 +166,7 @@ def search_neurons(base: LoadedModel, intervention: LoadedModel, prompts: Sequen
                     h = rec.values[layer]
                     delta = base_acts[layer][0].float() - h.detach()[0].float()
                     attribution[j] += sign * (delta * h.grad[0].float()).sum(0)
-            total += sign * float(value)
+            total += sign * float(value.detach())
             passes["forward"] += 1
             passes["backward"] += 1
         intervention.model.zero_grad(set_to_none=True)
@@ -209,3 +215,168 @@ def search_neurons(base: LoadedModel, intervention: LoadedModel, prompts: Sequen
             "sweep": [{k: v for k, v in s.items() if k != "features"} for s in sweep],
             "passes": passes,
             "reason": "" if chosen else "no set of neurons moved the answers towards the base"}
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def is_direction(ref: FeatureRef) -> bool:
+    """Whether ``ref`` names a per-layer direction (``dictionary_id`` ``direction...``)."""
+    return bool(ref.dictionary_id) and str(ref.dictionary_id).startswith("direction")
+
+
+def register_directions(vectors: dict[int, Any]) -> str:
+    """Keep per-layer unit vectors under a content-derived dictionary id."""
+    data = {int(k): [round(float(x), 7) for x in v] for k, v in sorted(vectors.items())}
+    digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
+    key = f"direction:{digest}"
+    _DIRECTIONS[key] = data
+    return key
+
+
+def random_directions(layers: Sequence[int], seed: int) -> list[FeatureRef]:
+    """One seeded random unit direction per layer (the control of a direction set)."""
+    return [FeatureRef(layer=int(layer), feature=0, dictionary_id=f"{RANDOM_PREFIX}{seed}")
+            for layer in layers]
+
+
+def direction_sites(model: LoadedModel, refs: Sequence[FeatureRef]) -> list[Any]:
+    import torch
+
+    from builtin_plugins.tracers._intervene import DirectionSite
+
+    sites = []
+    d_model = int(model.model.config.hidden_size)
+    for ref in refs:
+        did = str(ref.dictionary_id)
+        if did.startswith(RANDOM_PREFIX):
+            digest = hashlib.sha256(f"{did}:{ref.layer}".encode()).hexdigest()
+            gen = torch.Generator().manual_seed(int(digest[:15], 16))
+            vector = torch.randn(d_model, generator=gen)
+        elif did in _DIRECTIONS and ref.layer in _DIRECTIONS[did]:
+            vector = torch.tensor(_DIRECTIONS[did][ref.layer])
+        else:
+            from md_framework.errors import ConfigError
+
+            raise ConfigError(f"unknown direction {did} at layer {ref.layer} (directions live in"
+                              " the process that searched them)")
+        sites.append(DirectionSite(model.model, ref.layer, vector))
+    return sites
+
+
+def _mlp_outputs(model: LoadedModel, ids: Sequence[int], layers: Sequence[int],
+                 patch: dict[int, tuple[Any, Any]] | None = None) -> tuple[Any, dict[int, Any]]:
+    """(logits, {layer: residual stream after the layer [pos, d_model]}); ``patch[layer] =
+    (u, target projection [pos])`` sets the residual's projection on ``u`` to the target."""
+    from builtin_plugins.tracers._intervene import _hidden, _with_hidden
+
+    blocks = _hooks.decoder_layers(model.model)
+    outs: dict[int, Any] = {}
+    handles = []
+    for layer in layers:
+        def hook(module: Any, args: Any, output: Any, layer: int = layer) -> Any:
+            hidden = _hidden(output)
+            if patch and layer in patch:
+                u, target = patch[layer]
+                a = hidden[0] @ u
+                hidden = hidden + ((target - a)[:, None] * u)[None]
+                output = _with_hidden(output, hidden)
+            outs[layer] = hidden[0].detach().float()
+            return output
+        handles.append(blocks[layer].register_forward_hook(hook))
+    try:
+        logits = _run(model, ids, None)  # type: ignore[arg-type]
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, outs
+
+
+def search_directions(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str], *,
+                      layers: Sequence[int] | None = None, max_new_tokens: int = 24,
+                      max_prompts: int = 12) -> dict[str, Any]:
+    """One difference direction per layer: the mean (intervention - base) residual stream after
+    the layer at the decision position of the search prompts (difference-of-means, as in
+    Marks and Tegmark 2023, "The geometry of truth"); patching sets each direction's
+    projection back to the base's at every position. Sweep: each layer alone and all layers
+    (the decision-point share of :func:`search_neurons`), smallest set within 90 % of the
+    best."""
+    n_layers = len(_hooks.decoder_layers(intervention.model))
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    seqs = _sequences(base, intervention, list(prompts)[: max(1, max_prompts) * 3],
+                      max_new_tokens)[:max_prompts]
+    passes = {"forward": 0, "backward": 0}
+    if not seqs:
+        return {"features": [], "search_share": None, "cap": len(layers), "n_prompts": 0,
+                "sweep": [], "passes": passes,
+                "reason": "the two models' greedy answers agree on every search prompt"}
+    runs = []  # per sequence: (ids, n_prompt, answer, sign, base outs, m_base, m_int)
+    sums = {layer: None for layer in layers}  # type: dict[int, Any]
+    count = 0
+    for p_ids, a_b, a_i in seqs:
+        for answer, sign in ((a_i, 1.0), (a_b, -1.0)):
+            seq = p_ids + answer
+            lb, ob = _mlp_outputs(base, seq, layers)
+            li, oi = _mlp_outputs(intervention, seq, layers)
+            passes["forward"] += 2
+            start = len(p_ids) - 1
+            for layer in layers:  # the decision position only: where the answers part
+                d = (oi[layer] - ob[layer])[start]
+                sums[layer] = d if sums[layer] is None else sums[layer] + d
+            count += 1
+            runs.append((seq, len(p_ids), answer, sign, ob,
+                         float(_mean_logprob(lb, len(p_ids), answer)),
+                         float(_mean_logprob(li, len(p_ids), answer))))
+    units = {layer: sums[layer] / max(1, count) for layer in layers}
+    units = {layer: u / u.norm().clamp(min=1e-12) for layer, u in units.items()}
+    m_b = sum(r[3] * r[5] for r in runs) / len(seqs)
+    m_i = sum(r[3] * r[6] for r in runs) / len(seqs)
+    effect = m_i - m_b
+
+    def share(chosen: list[int]) -> float:
+        total = 0.0
+        for seq, n_p, answer, sign, ob, _, _ in runs:
+            patch = {layer: (units[layer], ob[layer] @ units[layer]) for layer in chosen}
+            logits, _ = _mlp_outputs(intervention, seq, layers, patch)
+            passes["forward"] += 1
+            total += sign * float(_mean_logprob(logits, n_p, answer))
+        return (m_i - total / len(seqs)) / effect if abs(effect) > 1e-9 else 0.0
+
+    sweep = [{"set": f"layer {layer}", "size": 1, "share": share([layer]), "layers": [layer]}
+             for layer in layers]
+    if len(layers) > 1:
+        sweep.append({"set": "all layers", "size": len(layers), "share": share(layers),
+                      "layers": layers})
+    best = max(r["share"] for r in sweep)
+    chosen = min((r for r in sweep if r["share"] >= SWEEP_KEEP * best),
+                 key=lambda r: (r["size"], -r["share"])) if best > 0 else None
+    if chosen is None:
+        return {"features": [], "search_share": None, "cap": len(layers), "n_prompts": len(seqs),
+                "sweep": [{k: v for k, v in r.items() if k != "layers"} for r in sweep],
+                "passes": passes, "reason": "no direction moved the answers towards the base"}
+    did = register_directions({layer: units[layer] for layer in chosen["layers"]})
+    return {"features": [FeatureRef(layer=layer, feature=0, dictionary_id=did)
+                         for layer in chosen["layers"]],
+            "controls": random_directions(chosen["layers"], seed=0),
+            "search_share": chosen["share"], "cap": len(layers), "n_prompts": len(seqs),
+            "effect": effect, "kind": "difference directions (one per layer)",
+            "sweep": [{k: v for k, v in r.items() if k != "layers"} for r in sweep],
+            "passes": passes, "reason": ""}
+
+
+def search_feature_set(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str], *,
+                       layers: Sequence[int] | None = None, max_share: float = 0.05
+                       ) -> dict[str, Any]:
+    """Both searches on the same (discovery) prompts; the set with the larger search share
+    wins (neurons on a tie: they are the finer set). The loser's summary is kept under
+    ``alternative``."""
+    neurons = search_neurons(base, intervention, prompts, layers=layers, max_share=max_share)
+    neurons.setdefault("kind", f"MLP neurons (at most {max_share:.0%} of the layers' neurons)")
+    directions = search_directions(base, intervention, prompts, layers=layers)
+    pick, other = ((directions, neurons)
+                   if (directions.get("search_share") or 0.0) > (neurons.get("search_share") or 0.0)
+                   else (neurons, directions))
+    out = dict(pick)
+    out["alternative"] = {"kind": other.get("kind"), "search_share": other.get("search_share"),
+                          "size": len(other.get("features", []))}
+    return out

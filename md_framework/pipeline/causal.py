@@ -247,7 +247,10 @@ def control_features(hypothesis: Hypothesis, pool: Mapping[int, Sequence[Feature
 
 
 def _features_key(features: Sequence[FeatureRef], mode: str, scale: float) -> str:
-    text = ",".join(f"{f.layer}:{f.feature}" for f in sorted(features, key=lambda f: (f.layer, f.feature)))
+    # a direction's dictionary id is its identity (every direction is "layer:0")
+    text = ",".join(f"{f.layer}:{f.feature}" + (f"@{f.dictionary_id}" if str(
+        f.dictionary_id or "").startswith("direction") else "")
+        for f in sorted(features, key=lambda f: (f.layer, f.feature, str(f.dictionary_id))))
     return f"{mode}:{scale:g}:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -321,6 +324,7 @@ def confirm_causally(
                 f" (at least {min_prompts} needed)"]}))
             continue
         search_note = ""
+        searched_controls: list[FeatureRef] = []
         if search is not None:
             try:
                 found = dict(search(h))
@@ -329,11 +333,13 @@ def confirm_causally(
             if found.get("features"):
                 sweep = ", ".join(f"{r['set']}: {r['share']:.2f}" for r in found.get("sweep", []))
                 search_note = (
-                    f"feature set searched by attribution patching + activation-patching sweep"
+                    f"feature set searched ({found.get('kind', 'features')}) by attribution"
+                    f" patching + activation-patching sweep"
                     f" (cap {found.get('cap')}, {found.get('n_prompts')} discovery prompts;"
                     f" search share {found.get('search_share', 0.0):.2f}; sweep: {sweep}):"
                     f" {', '.join(f.key for f in found['features'])}")
                 h = h.model_copy(update={"source_features": list(found["features"])})
+                searched_controls = list(found.get("controls") or [])
             else:
                 search_note = (f"feature-set search found nothing ({found.get('reason', '')});"
                                " patching the hypothesis' own features")
@@ -343,7 +349,8 @@ def confirm_causally(
         layers = sorted({f.layer for f in h.source_features})
         what = (f"{mode}-patching {len(h.source_features)} feature(s) at layer(s) "
                 f"{', '.join(map(str, layers))}")
-        controls = control_features(h, control_pool, seed) if control_pool else []
+        controls = searched_controls or (control_features(h, control_pool, seed)
+                                         if control_pool else [])
 
         def intervene(features: Sequence[FeatureRef]) -> Callable[[], Any]:
             return lambda: tracer.intervened_model(intervention, list(features), mode, scale,
@@ -381,8 +388,10 @@ def confirm_causally(
                                 seed=seed + k, confidence=confidence)
             update["causal_control_share"] = ctrl.effect
             if ctrl.effect is not None:
-                notes.append(f"random-feature control ({len(controls)} other changed feature(s) "
-                             f"of the same layers): share {_fmt(ctrl.effect)}")
+                what_ctrl = ("random direction(s) of the same layers" if searched_controls else
+                             "other changed feature(s) of the same layers")
+                notes.append(f"random-feature control ({len(controls)} {what_ctrl}):"
+                             f" share {_fmt(ctrl.effect)}")
             diff_share = share_difference(vb, vi, va, vc, min_denominator=min_den,
                                           n_bootstrap=n_bootstrap, seed=seed + k,
                                           confidence=confidence)
