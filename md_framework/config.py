@@ -107,6 +107,10 @@ class AnalysisConfig(StrictModel):
     #: tracer offers it (docs/discovery.md). Costs generated and teacher-forced tokens,
     #: counted in the report's costs.
     trace_answers: bool = True
+    #: which patterns may form hypotheses: ``all``; ``output`` (output evidence only: top-token
+    #: flips and answer edits, the ablation of the internal evidence); ``internal`` (feature
+    #: changes only: what the circuits say without looking at the outputs)
+    discovery_evidence: Literal["all", "output", "internal"] = "all"
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)
