@@ -111,6 +111,13 @@ class AnalysisConfig(StrictModel):
     #: flips and answer edits, the ablation of the internal evidence); ``internal`` (feature
     #: changes only: what the circuits say without looking at the outputs)
     discovery_evidence: Literal["all", "output", "internal"] = "all"
+    #: two-stage tracing for dictionary tracers: screen every seed prompt with the cheap
+    #: ``screen_tracer`` and the answer traces, then build attribution graphs only for the
+    #: prompts of families the screen flags plus ``screen_check_prompts`` unflagged ones
+    #: (docs/discovery.md, "Two-stage tracing")
+    two_stage_tracing: bool = False
+    screen_tracer: str = "activation-diff"
+    screen_check_prompts: int = Field(default=4, ge=0)
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

@@ -185,7 +185,8 @@ class MechanisticBehavioralAnalyzer:
         self.models = {"base": base, "intervention": intervention}
         return base, intervention
 
-    def trace(self, prompts: Sequence[tuple[str, str]], *, keep: bool = True
+    def trace(self, prompts: Sequence[tuple[str, str]], *, keep: bool = True,
+              tracer: str | None = None, tracer_options: dict[str, Any] | None = None
               ) -> tuple[list[CircuitGraph], list[CircuitGraph]]:
         from md_framework.cache import ArtifactCache
         from md_framework.drivers import create_driver
@@ -200,7 +201,9 @@ class MechanisticBehavioralAnalyzer:
                                        enabled=config.plugins.enable)
         try:
             pair = trace_pair(
-                config.tracer, self._tracer_options(), config.base_model,
+                tracer or config.tracer,
+                self._tracer_options() if tracer is None else dict(tracer_options or {}),
+                config.base_model,
                 config.intervention_model, self._load_options(),
                 [p for p, _ in prompts], [f for _, f in prompts], cache=cache, executor=executor,
                 base_model=self.models["base"], intervention_model=self.models["intervention"],
@@ -214,6 +217,36 @@ class MechanisticBehavioralAnalyzer:
                                 "intervention": pair.intervention.stats.as_dict()}
             self.graphs = (base_graphs, intervention_graphs)
         return base_graphs, intervention_graphs
+
+    def screen(self, seeds: Sequence[tuple[str, str]], answers: Sequence[Any] | None,
+               hooks: Hooks) -> list[tuple[str, str]]:
+        """Two-stage tracing's first stage (:mod:`md_framework.pipeline.screen`): the cheap
+        screen tracer on every seed prompt, the builtin detectors over its diff (with the
+        answer traces), and the seed prompts that get attribution graphs. A tracer without a
+        dictionary is its own screen: every seed prompt is kept."""
+        from md_framework.drivers import create_driver
+        from md_framework.pipeline.diff import diff_graph_sets
+        from md_framework.pipeline.discovery import detect_patterns
+        from md_framework.pipeline.screen import ScreenResult, choose_prompts, flagged_families
+
+        config = self.config
+        main = create_driver("tracer", config.tracer, self._tracer_options())
+        if not getattr(main, "needs_dictionary", True) or config.screen_tracer == config.tracer:
+            return list(seeds)
+        started = time.perf_counter()
+        self.progress("screen", f"screening {len(seeds)} prompts with {config.screen_tracer}")
+        sb, si = self.trace(seeds, keep=False, tracer=config.screen_tracer, tracer_options={})
+        base, intervention = self.models["base"], self.models["intervention"]
+        screen_diff = diff_graph_sets(sb, si, base.model_id, intervention.model_id,
+                                      answers=answers)
+        patterns = detect_patterns(hooks, screen_diff, {}, config)
+        flagged = flagged_families(patterns)
+        chosen, checks = choose_prompts(seeds, flagged, config.screen_check_prompts, config.seed)
+        self.screen_result = ScreenResult(flagged, chosen, checks, [p.id for p in patterns],
+                                          time.perf_counter() - started)
+        self.progress("screen", f"flagged {', '.join(flagged) or 'no family'}: attribution graphs"
+                                f" for {len(chosen)} of {len(seeds)} prompts ({len(checks)} checks)")
+        return chosen
 
     def trace_answers(self, prompts: Sequence[tuple[str, str]]) -> list[Any] | None:
         """Answer-aware traces of ``prompts`` (both models' greedy answers teacher-forced
@@ -277,8 +310,15 @@ class MechanisticBehavioralAnalyzer:
         explore, confirm = split_universe(self.universe, config.explore_fraction, config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
-        base_graphs, intervention_graphs = self.trace(seeds)
         answers = self.trace_answers(seeds) if config.trace_answers else None
+        traced = seeds
+        self.screen_result = None
+        if config.two_stage_tracing:
+            traced = self.screen(seeds, answers, hooks)
+        base_graphs, intervention_graphs = self.trace(traced)
+        if len(traced) < len(seeds) and answers is not None:
+            keep = set(traced)
+            answers = [t for t, s in zip(answers, seeds) if s in keep]
         hooks.call("md_phase_finished", phase="trace",
                    summary={"prompts": len(seeds), "families": sorted({f for _, f in seeds})})
 
@@ -298,7 +338,7 @@ class MechanisticBehavioralAnalyzer:
                    summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
-        refiner = self.refiner(hooks, explore, seeds) if config.exploration.refine else None
+        refiner = self.refiner(hooks, explore, traced) if config.exploration.refine else None
         exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations, refiner)
         self.exploration = exploration
 
@@ -315,12 +355,15 @@ class MechanisticBehavioralAnalyzer:
             config=config.model_dump(mode="json"),
             base_model_id=base.model_id,
             intervention_model_id=intervention.model_id,
-            circuit_statistics=self.circuit_statistics(diff, base_graphs, intervention_graphs),
+            circuit_statistics={
+                **self.circuit_statistics(diff, base_graphs, intervention_graphs),
+                **({"two_stage": self.screen_result.summary(len(seeds))}
+                   if self.screen_result is not None else {})},
             patterns=patterns,
             hypotheses=exploration.hypotheses,  # with the refinements, in decision order
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
-                        traced_prompts=2 * (len(seeds) + (refiner.traced_prompts if refiner else 0)),
+                        traced_prompts=2 * (len(traced) + (refiner.traced_prompts if refiner else 0)),
                         wall_time_s=time.perf_counter() - started,
                         answer_generated_tokens=sum(t.generated_tokens for t in answers or []),
                         answer_teacher_forced_tokens=sum(t.teacher_forced_tokens
