@@ -381,7 +381,9 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
                   for h in report.hypotheses]
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
-            "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0}
+            "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0,
+            "answer_tokens": {"generated": report.costs.answer_generated_tokens,
+                              "teacher_forced": report.costs.answer_teacher_forced_tokens}}
 
 
 # --------------------------------------------------------------------------- driver
