@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from md_framework.runtime import LoadedModel, MetricReading
+from md_framework.runtime import LoadedModel
 from md_framework.types import TestCase
 
 from builtin_plugins.metrics.core import MetricOptions, _Generated
