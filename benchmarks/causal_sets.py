@@ -1,9 +1,10 @@
 """Feature sets that carry each planted change of a toy organism, next to a random control.
 
 For every planted change (family, metric) of the organism and every seed: search a set on
-``--search`` discovery prompts of the family (attribution patching + activation-patching
-sweep over MLP neurons capped at 5 % of the neurons, and one residual difference direction
-per layer; the better on the search prompts wins: ``ActivationDiffTracer.search_feature_set``),
+``--search`` discovery prompts of the family (attribution patching over MLP neurons capped
+at 5 % of the neurons; residual difference directions per layer at the decision point and
+over the whole answer; the candidates swept with the planted metric on the search prompts:
+``ActivationDiffTracer.search_feature_set(..., metric=)``),
 then measure on ``--fresh`` other prompts of the family (never searched on) with the planted
 metric: the causal share of patching the set back to the base (``mean(I - A) / mean(I - B)``,
 paired bootstrap CI), the share of a random control of the same size (random directions of
@@ -62,7 +63,7 @@ def main() -> None:
             prompts = rng.sample(pool, min(len(pool), args.search + args.fresh))
             search, fresh = prompts[:args.search], prompts[args.search:]
             t0 = time.time()
-            found = tracer.search_feature_set(base, inter, search)
+            found = tracer.search_feature_set(base, inter, search, metric=metric)
             search_s = time.time() - t0
             feats = list(found["features"])
             if not feats:
@@ -70,7 +71,7 @@ def main() -> None:
                              "error": found.get("reason")})
                 continue
             if all(is_direction(f) for f in feats):
-                controls = random_directions(sorted({f.layer for f in feats}), seed=seed)
+                controls = random_directions(sorted({f.layer for f in feats}), seed=seed + 1)
             else:
                 crng = random.Random(seed)
                 own = {(f.layer, f.feature) for f in feats}
@@ -107,6 +108,8 @@ def main() -> None:
                    "effect": round(est.mean_intervention - est.mean_base, 4),
                    "share": fmt(est.effect), "control_share": fmt(ctrl.effect),
                    "share_minus_control": fmt(diff), "search_passes": found.get("passes"),
+                   "sweep": [{"set": r["set"], "size": r["size"], "share": round(r["share"], 3)}
+                             for r in found.get("sweep", [])],
                    "search_s": round(search_s, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -141,15 +141,34 @@ class ActivationDiffTracer(Tracer):
                              dictionary_id="neurons")
 
     def search_feature_set(self, base: LoadedModel, intervention: LoadedModel,
-                           prompts: Sequence[str], max_share: float = 0.05) -> dict[str, Any]:
+                           prompts: Sequence[str], max_share: float = 0.05,
+                           metric: Any = None) -> dict[str, Any]:
         """A small neuron set (at most ``max_share`` of the neurons in the layers used), or one
         difference direction per layer, whose patching back to the base moves the answers
         most: attribution patching, then an activation-patching sweep; the better of the two
-        on the search prompts (:mod:`builtin_plugins.tracers.feature_search`)."""
+        on the search prompts (:mod:`builtin_plugins.tracers.feature_search`). With
+        ``metric`` the sweep measures that behaviour metric itself on the search prompts
+        (at most 12 of them)."""
         from builtin_plugins.tracers.feature_search import search_feature_set
 
+        behaviour = None
+        if metric is not None:
+            from md_framework.pipeline.causal import causal_share, measure_triplet
+            from md_framework.types import TestCase
+
+            cases = [TestCase(id=f"search-{i}", hypothesis_id="search", prompt=p)
+                     for i, p in enumerate(dict.fromkeys(prompts))][:12]
+            floor = float(getattr(metric, "min_change", 0.0) or 1e-9)
+
+            def behaviour(features: Sequence[FeatureRef]) -> float | None:
+                vb, vi, va = measure_triplet(
+                    metric, base, intervention,
+                    lambda: self.intervened_model(intervention, features, "base", base=base), cases)
+                est = causal_share(vb, vi, va, min_denominator=floor, n_bootstrap=0)
+                return est.effect.estimate if est.effect is not None else None
+
         return search_feature_set(base, intervention, prompts, layers=self.options.layers,
-                                  max_share=max_share)
+                                  max_share=max_share, behaviour=behaviour)
 
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],

@@ -211,6 +211,7 @@ def search_neurons(base: LoadedModel, intervention: LoadedModel, prompts: Sequen
     features = [FeatureRef(layer=lay, feature=f, dictionary_id="neurons")
                 for lay, f in (chosen["features"] if chosen else [])]
     return {"features": features, "search_share": chosen["share"] if chosen else None,
+            "ranked": [FeatureRef(layer=lay, feature=f, dictionary_id="neurons") for lay, f in ranked],
             "cap": cap, "n_prompts": len(seqs), "effect": effect,
             "sweep": [{k: v for k, v in s.items() if k != "features"} for s in sweep],
             "passes": passes,
@@ -355,24 +356,112 @@ def search_directions(base: LoadedModel, intervention: LoadedModel, prompts: Seq
                 "sweep": [{k: v for k, v in r.items() if k != "layers"} for r in sweep],
                 "passes": passes, "reason": "no direction moved the answers towards the base"}
     did = register_directions({layer: units[layer] for layer in chosen["layers"]})
+    all_id = register_directions(units)
     return {"features": [FeatureRef(layer=layer, feature=0, dictionary_id=did)
                          for layer in chosen["layers"]],
             "controls": random_directions(chosen["layers"], seed=0),
+            "all_directions": [FeatureRef(layer=layer, feature=0, dictionary_id=all_id)
+                               for layer in layers],
             "search_share": chosen["share"], "cap": len(layers), "n_prompts": len(seqs),
             "effect": effect, "kind": "difference directions (one per layer)",
             "sweep": [{k: v for k, v in r.items() if k != "layers"} for r in sweep],
             "passes": passes, "reason": ""}
 
 
+def answer_directions(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                      layers: Sequence[int], max_new_tokens: int = 24) -> dict[int, Any]:
+    """Answer-wide difference-of-means directions: the mean (intervention - base) residual
+    stream after each layer over every predicting position of both greedy answers
+    (teacher-forced), for changes that span the answer (a style) rather than one token."""
+    from builtin_plugins.metrics.core import encode_prompt, generate_answer_ids
+
+    tok = base.tokenizer
+    eos = tok.eos_token_id
+    end = [eos] if eos is not None else []
+    ans_b = generate_answer_ids(base, prompts, max_new_tokens, 8)
+    ans_i = generate_answer_ids(intervention, prompts, max_new_tokens, 8)
+    sums: dict[int, Any] = {}
+    count = 0
+    for prompt, (_, ib), (_, ii) in zip(prompts, ans_b, ans_i):
+        if list(ib) == list(ii):
+            continue
+        p_ids = encode_prompt(tok, prompt)
+        for answer in (list(ib) + end, list(ii) + end):
+            seq = p_ids + answer
+            _, ob = _mlp_outputs(base, seq, layers)
+            _, oi = _mlp_outputs(intervention, seq, layers)
+            for layer in layers:
+                d = (oi[layer] - ob[layer])[len(p_ids) - 1:].sum(0)
+                sums[layer] = d if layer not in sums else sums[layer] + d
+            count += len(seq) - len(p_ids) + 1
+    return {layer: (v / max(1, count)) / (v / max(1, count)).norm().clamp(min=1e-12)
+            for layer, v in sums.items()}
+
+
+def behaviour_sweep(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                    neurons: dict[str, Any], directions: dict[str, Any],
+                    layers: Sequence[int], behaviour: Any) -> dict[str, Any]:
+    """Activation-patching sweep measured with the behaviour metric itself on the search
+    prompts (``behaviour(features) -> share``): prefixes of the attribution ranking of
+    neurons, each layer's decision-point direction and all of them, each layer's answer-wide
+    direction and all of them. The smallest candidate within 90 % of the best share wins."""
+    candidates: list[tuple[str, list[FeatureRef], str]] = []
+    ranked = list(neurons.get("ranked") or [])
+    for n in sorted({n for n in (1, 2, 4, 8, 16, 32, 64, len(ranked)) if 0 < n <= len(ranked)}):
+        candidates.append((f"neurons top {n}", ranked[:n], "neurons"))
+    decision = list(directions.get("all_directions") or [])
+    for f in decision:
+        candidates.append((f"decision direction layer {f.layer}", [f], "directions"))
+    if len(decision) > 1:
+        candidates.append(("decision directions all layers", decision, "directions"))
+    wide = answer_directions(base, intervention, prompts, layers)
+    if wide:
+        wid = register_directions(wide)
+        refs = [FeatureRef(layer=layer, feature=0, dictionary_id=wid) for layer in sorted(wide)]
+        for f in refs:
+            candidates.append((f"answer-wide direction layer {f.layer}", [f], "directions"))
+        if len(refs) > 1:
+            candidates.append(("answer-wide directions all layers", refs, "directions"))
+    sweep = []
+    for name, feats, kind in candidates:
+        share = behaviour(feats)
+        sweep.append({"set": name, "size": len(feats), "share": float(share) if share is not None
+                      else float("nan"), "features": feats, "kind": kind})
+    ok = [r for r in sweep if r["share"] == r["share"]]
+    best = max((r["share"] for r in ok), default=0.0)
+    chosen = min((r for r in ok if r["share"] >= SWEEP_KEEP * best),
+                 key=lambda r: (r["size"], -r["share"])) if best > 0 else None
+    summary = [{k: v for k, v in r.items() if k not in ("features",)} for r in sweep]
+    if chosen is None:
+        return {"features": [], "search_share": None, "sweep": summary,
+                "reason": "no candidate set moved the behaviour towards the base"}
+    out = {"features": chosen["features"], "search_share": chosen["share"], "sweep": summary,
+           "kind": f"{chosen['set']} (behaviour-metric sweep)", "reason": ""}
+    if chosen["kind"] == "directions":
+        out["controls"] = random_directions([f.layer for f in chosen["features"]], seed=0)
+    return out
+
+
 def search_feature_set(base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str], *,
-                       layers: Sequence[int] | None = None, max_share: float = 0.05
-                       ) -> dict[str, Any]:
-    """Both searches on the same (discovery) prompts; the set with the larger search share
-    wins (neurons on a tie: they are the finer set). The loser's summary is kept under
-    ``alternative``."""
+                       layers: Sequence[int] | None = None, max_share: float = 0.05,
+                       behaviour: Any = None) -> dict[str, Any]:
+    """Both searches on the same (discovery) prompts. Without ``behaviour``, the set with
+    the larger decision-point search share wins (neurons on a tie: they are the finer set;
+    the loser's summary under ``alternative``). With ``behaviour(features) -> share`` (the
+    hypothesis' metric measured on the search prompts), the candidates of both searches and
+    the answer-wide directions are swept on it instead (:func:`behaviour_sweep`)."""
     neurons = search_neurons(base, intervention, prompts, layers=layers, max_share=max_share)
     neurons.setdefault("kind", f"MLP neurons (at most {max_share:.0%} of the layers' neurons)")
     directions = search_directions(base, intervention, prompts, layers=layers)
+    if behaviour is not None and (neurons.get("ranked") or directions.get("all_directions")):
+        n_layers = len(_hooks.decoder_layers(intervention.model))
+        use = list(range(n_layers)) if layers is None else list(layers)
+        swept = behaviour_sweep(base, intervention, prompts, neurons, directions, use, behaviour)
+        swept.update(cap=neurons.get("cap"), n_prompts=neurons.get("n_prompts"),
+                     passes=neurons.get("passes"))
+        swept["alternative"] = {"kind": "decision-point proxy", "neurons": neurons.get("search_share"),
+                                "directions": directions.get("search_share")}
+        return swept
     pick, other = ((directions, neurons)
                    if (directions.get("search_share") or 0.0) > (neurons.get("search_share") or 0.0)
                    else (neurons, directions))

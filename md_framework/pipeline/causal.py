@@ -509,9 +509,10 @@ def changed_features_by_layer(diff: Any) -> dict[int, list[FeatureRef]]:
 
 
 def _searcher(analyzer: Any, tracer: Any) -> Callable[[Hypothesis], Mapping[str, Any]] | None:
-    """The tracer's optional ``search_feature_set(base, intervention, prompts)`` capability
-    over the hypothesis' families' discovery (explore-split) prompts: the search never sees
-    the held-out prompts the share is measured on."""
+    """The tracer's optional ``search_feature_set(base, intervention, prompts[, metric=])``
+    capability over the hypothesis' families' discovery (explore-split) prompts, steered by
+    the hypothesis' own metric when the tracer accepts one: the search never sees the
+    held-out prompts the share is measured on."""
     method = getattr(tracer, "search_feature_set", None)
     if not callable(method) or not getattr(analyzer, "universe", None):
         return None
@@ -520,8 +521,15 @@ def _searcher(analyzer: Any, tracer: Any) -> Callable[[Hypothesis], Mapping[str,
     config = analyzer.config
     explore, _ = split_universe(analyzer.universe, config.explore_fraction, config.seed)
 
+    validator = getattr(analyzer, "_causal_inputs", (None, None))[0]
+
     def search(h: Hypothesis) -> Mapping[str, Any]:
         prompts = [p for f in (h.families or sorted(explore)) for p in explore.get(f, [])]
-        return method(analyzer.models["base"], analyzer.models["intervention"], prompts)
+        metric = getattr(validator, "metrics", {}).get(h.metric)
+        try:  # the hypothesis' own metric steers the sweep when the tracer accepts one
+            return method(analyzer.models["base"], analyzer.models["intervention"], prompts,
+                          metric=metric)
+        except TypeError:
+            return method(analyzer.models["base"], analyzer.models["intervention"], prompts)
 
     return search
