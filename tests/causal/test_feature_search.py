@@ -95,3 +95,26 @@ def test_direction_sites_need_a_known_direction(models) -> None:
     with pytest.raises(ConfigError, match="unknown direction"):
         with ActivationDiffTracer().intervened_model(inter, unknown, "base", base=base):
             pass
+
+
+def test_the_behaviour_metric_steers_the_sweep_to_a_set_that_carries_upper_casing(models) -> None:
+    """Upper-casing spans the whole answer: the decision-point proxy picks a direction that
+    fixes only the first token; with the metric, the sweep measures every candidate (neuron
+    prefixes, decision-point and answer-wide directions) and keeps one that carries it."""
+    from builtin_plugins.metrics.core import UppercaseRatio
+    from builtin_plugins.tracers.activation_diff import ActivationDiffTracer
+
+    base, inter = models
+    tracer = ActivationDiffTracer()
+    search, fresh = _split("greetings")
+    found = tracer.search_feature_set(base, inter, search, metric=UppercaseRatio())
+    assert "behaviour-metric sweep" in found["kind"] and found["search_share"] > 0.5
+    names = [r["set"] for r in found["sweep"]]
+    assert any(n.startswith("neurons top") for n in names)
+    assert any(n.startswith("answer-wide") for n in names) and any(n.startswith("decision") for n in names)
+    cases = [TestCase(id=f"c{i}", hypothesis_id="h", prompt=p) for i, p in enumerate(fresh)]
+    vb, vi, va = measure_triplet(
+        UppercaseRatio(), base, inter,
+        lambda: tracer.intervened_model(inter, found["features"], "base", base=base), cases)
+    assert causal_share(vb, vi, va, min_denominator=0.05).effect.estimate > 0.5
+    assert found["controls"] and all(c.dictionary_id.startswith("direction-random") for c in found["controls"])
