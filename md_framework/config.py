@@ -165,11 +165,22 @@ class AnalysisConfig(StrictModel):
     #: after validation, patch each validated hypothesis' features back to the base
     #: model's values and report the share of the effect they carry (docs/causal.md)
     causal_confirmation: bool = True
-    #: which evidence the builtin pattern detectors may use (an ablation switch for
-    #: ``md bench``): ``internal`` = only detectors that read the models' insides,
-    #: ``output`` = only the output-shift detector (next-token distributions of the traced
-    #: prompts), ``all`` = both
-    evidence: Literal["all", "internal", "output"] = "all"
+    #: answer-aware tracing: trace each seed prompt with both models' own greedy answers,
+    #: teacher-forced through both models, and diff the answer positions too, when the
+    #: tracer offers it (docs/discovery.md). Costs generated and teacher-forced tokens,
+    #: counted in the report's costs.
+    trace_answers: bool = True
+    #: which patterns may form hypotheses: ``all``; ``output`` (output evidence only: top-token
+    #: flips and answer edits, the ablation of the internal evidence); ``internal`` (feature
+    #: changes only: what the circuits say without looking at the outputs)
+    discovery_evidence: Literal["all", "output", "internal"] = "all"
+    #: two-stage tracing for dictionary tracers: screen every seed prompt with the cheap
+    #: ``screen_tracer`` and the answer traces, then build attribution graphs only for the
+    #: prompts of families the screen flags plus ``screen_check_prompts`` unflagged ones
+    #: (docs/discovery.md, "Two-stage tracing")
+    two_stage_tracing: bool = False
+    screen_tracer: str = "activation-diff"
+    screen_check_prompts: int = Field(default=4, ge=0)
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

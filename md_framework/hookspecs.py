@@ -76,6 +76,18 @@ def md_behaviour_metrics() -> list[BehaviourMetric]:
     """
 
 
+@hookspec(firstresult=True)
+def md_metric_from_name(name: str) -> BehaviourMetric | None:
+    """Build a behaviour metric that no plugin lists, from its name, or return ``None``.
+
+    Called by the pipeline for each hypothesis whose metric is not among the registered
+    ones (``md_behaviour_metrics``), e.g. a metric discovery made from what the diff saw:
+    ``signoff:<phrase>`` or ``exact_match:<phrase>``. **firstresult**: the first plugin that
+    returns a metric (whose ``name`` equals ``name``) wins; plugins that do not recognise
+    the name return ``None`` quickly.
+    """
+
+
 @hookspec
 def md_prompt_family_generators() -> list[PromptFamilyGenerator]:
     """Contribute named prompt-family generators (:class:`md_framework.runtime.PromptFamilyGenerator`).

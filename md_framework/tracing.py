@@ -580,3 +580,73 @@ def analyze_prompts_parallel(
     ) as executor:
         return trace_prompts(tracer_name, tracer_options, model_spec, load_options, prompts,
                              executor=executor, **call)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- answers
+
+#: Cache kind of answer-aware traces.
+ANSWER_KIND = "answer-trace"
+
+
+def answer_cache_key(base_id: str, intervention_id: str, tracer_identity: str, prompt: str,
+                     family: str | None, max_new_tokens: int) -> str:
+    from md_framework.cache import cache_key
+
+    return cache_key(
+        artifact="answer-trace", schema_version=SCHEMA_VERSION, base=base_id,
+        intervention=intervention_id, tracer=tracer_identity, prompt=prompt, family=family,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def trace_answer_pairs(
+    tracer: Tracer,
+    base: LoadedModel,
+    intervention: LoadedModel,
+    prompts: Sequence[str],
+    families: Sequence[str | None] | None = None,
+    cache: ArtifactCache | str | os.PathLike[str] | None = None,
+    *,
+    max_new_tokens: int = 24,
+) -> list[Any] | None:
+    """Answer-aware traces (:class:`~md_framework.types.AnswerTrace`, one per prompt, in
+    order) from the tracer's optional ``trace_answers(base, intervention, prompts, families,
+    max_new_tokens=...)`` capability; ``None`` when the tracer has none. Cached per (model
+    pair, tracer identity, prompt, family, max_new_tokens); a cached trace reports 0 cost
+    (nothing was run for it)."""
+    from md_framework.types import AnswerTrace
+
+    method = getattr(tracer, "trace_answers", None)
+    if not callable(method):
+        return None
+    fams = _families(prompts, families)
+    store = _open_cache(cache)
+    identity = tracer.identity()
+    keys = [answer_cache_key(base.model_id, intervention.model_id, identity, p, f, max_new_tokens)
+            for p, f in zip(prompts, fams)]
+    found: dict[str, AnswerTrace] = {}
+    if store is not None:
+        for key, prompt, family in zip(keys, prompts, fams):
+            trace = store.get_model(ANSWER_KIND, key, AnswerTrace)
+            if trace is not None and trace.prompt == prompt and trace.family == family:
+                found[key] = trace.model_copy(update={"generated_tokens": 0,
+                                                      "teacher_forced_tokens": 0})
+    todo = [(k, p, f) for k, p, f in zip(keys, prompts, fams) if k not in found]
+    todo = list({k: (k, p, f) for k, p, f in todo}.values())
+    if todo:
+        traces = method(base, intervention, [p for _, p, _ in todo], [f for _, _, f in todo],
+                        max_new_tokens=max_new_tokens)
+        for (key, _, _), trace in zip(todo, traces):
+            trace = trace if isinstance(trace, AnswerTrace) else AnswerTrace.model_validate(trace)
+            found[key] = trace
+            if store is not None:
+                store.put_model(ANSWER_KIND, key, trace)
+    out = []
+    seen: set[str] = set()
+    for key in keys:
+        trace = found[key]
+        if key in seen:  # a repeated prompt costs nothing the second time
+            trace = trace.model_copy(update={"generated_tokens": 0, "teacher_forced_tokens": 0})
+        seen.add(key)
+        out.append(trace)
+    return out

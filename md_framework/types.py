@@ -202,6 +202,58 @@ class EdgeChange(StrictModel):
     status: Literal["new", "removed", "reweighted", "unchanged"]
 
 
+class TokenShift(StrictModel):
+    """A token whose next-token probability moved between the two models at one position."""
+
+    token: str
+    base_probability: float = Field(ge=0.0, le=1.0)
+    intervention_probability: float = Field(ge=0.0, le=1.0)
+
+
+class AnswerPosition(StrictModel):
+    """One teacher-forced answer position: both models predict ``token`` from the same prefix."""
+
+    index: int = Field(ge=0)  # position in the answer (0 = first answer token)
+    token: str
+    #: Jensen-Shannon divergence (nats) between the two models' next-token distributions
+    divergence: float = Field(ge=0.0)
+    base_logprob: float
+    intervention_logprob: float
+    base_top: str = ""
+    intervention_top: str = ""
+    moved: list[TokenShift] = Field(default_factory=list)
+    #: ``layer:feature`` keys whose activation changed most at the predicting position
+    features: list[str] = Field(default_factory=list)
+
+
+class AnswerDiff(StrictModel):
+    """One answer (the base's or the intervention's own greedy answer) teacher-forced
+    through both models."""
+
+    source: Literal["base", "intervention"]
+    tokens: list[str] = Field(default_factory=list)
+    positions: list[AnswerPosition] = Field(default_factory=list)
+
+
+class AnswerTrace(StrictModel):
+    """Answer-aware trace of one prompt (docs/discovery.md, "Answer-aware tracing")."""
+
+    prompt: str
+    family: str | None = None
+    base_answer: str = ""
+    intervention_answer: str = ""
+    #: the answers' tokens; the end-of-sequence token is the last one when the answer ended
+    base_tokens: list[str] = Field(default_factory=list)
+    intervention_tokens: list[str] = Field(default_factory=list)
+    answers: list[AnswerDiff] = Field(default_factory=list)
+    #: per ``layer:feature``: the largest activation over the answer positions, per model
+    base_features: dict[str, float] = Field(default_factory=dict)
+    intervention_features: dict[str, float] = Field(default_factory=dict)
+    dictionary_id: str | None = None
+    generated_tokens: int = Field(default=0, ge=0)
+    teacher_forced_tokens: int = Field(default=0, ge=0)
+
+
 class PromptDiff(StrictModel):
     """The diff of one prompt's base and intervention graphs, matched by node id."""
 
@@ -216,6 +268,8 @@ class PromptDiff(StrictModel):
     #: In [0, 1]; 1 for fully faithful graph pairs, lower to discount unfaithful ones.
     faithfulness_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     notes: list[str] = Field(default_factory=list)
+    #: answer-aware trace of this prompt, when the tracer offers one
+    answer: AnswerTrace | None = None
 
 
 class SystematicChange(StrictModel):
@@ -425,6 +479,9 @@ class Costs(StrictModel):
     traced_prompts: int = 0
     #: forward passes spent choosing feature-driven test prompts (base model activations)
     selection_forward_passes: int = 0
+    #: answer-aware tracing: greedy tokens generated, tokens teacher-forced (all model passes)
+    answer_generated_tokens: int = 0
+    answer_teacher_forced_tokens: int = 0
     wall_time_s: float = 0.0
 
 

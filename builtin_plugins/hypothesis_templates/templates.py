@@ -30,7 +30,7 @@ KNOWN_METRICS = ("refusal_probability", "target_logprob", "exact_match", "refusa
                  "uppercase_ratio", "length", "signoff", "sentiment")
 
 TYPE_WEIGHT = {
-    "output_shift": 1.0, "family_specific_change": 0.9,
+    "output_shift": 1.0, "answer_change": 1.0, "family_specific_change": 0.9,
     "safety_degradation": 1.0, "safety_enhancement": 0.95, "systematic_suppression": 0.9,
     "capability_emergence": 0.9, "family_concentrated_change": 0.85, "computation_rerouting": 0.7,
     "late_layer_shift": 0.6,
@@ -153,20 +153,66 @@ OFF_OUTPUT = 0.5
 #: a pattern naming no family or at least half of the universe is not family-specific
 DIFFUSE = 0.3
 #: patterns judged on the family contrasts / outputs
-FAMILY_LEVEL_TYPES = frozenset({"output_shift", "family_specific_change", "computation_rerouting"})
+FAMILY_LEVEL_TYPES = frozenset({"output_shift", "family_specific_change", "computation_rerouting",
+                                "answer_change"})
 #: when family-level patterns were computed, feature-level patterns (screened on pooled
 #: per-feature tests, which a full fine-tune's drift makes tiny everywhere) only add
 #: lower-priority alternatives and corroboration
 FEATURE_LEVEL = 0.35
 
 
+#: a phrase-derived metric needs a phrase seen on at least this share of the edited answers
+PHRASE_CONSISTENCY = 0.5
+
+
+def derived_metric(base: str, phrase: str) -> str:
+    """The name of a metric made from what the diff saw: ``<builtin metric>:<phrase>``
+    (``signoff:have a nice day !``, ``exact_match:bell``); the builtin metrics plugin builds
+    it on demand (``md_metric_from_name``)."""
+    return f"{base}:{' '.join(phrase.split())}"
+
+
+def answer_choices(pattern: Pattern) -> list[tuple[str, str, str, float]]:
+    """(type, metric, direction, factor) for an ``answer_change`` pattern.
+
+    * words appended at the end: a style change, ``signoff:<phrase>`` should increase;
+    * words inserted mid-answer: ``exact_match:<phrase>`` (the answer contains it) increases;
+    * words removed or replaced: the answer states something else; ``exact_match:<removed>``
+      decreases (a knowledge update when mid-answer, a style change at the end);
+    * no consistent phrase, or only the distribution moved: the base's own answer becomes
+      less likely, ``target_logprob`` (base-anchored) should decrease.
+    """
+    ev = pattern.evidence
+    kind = str(ev.get("kind"))
+    added, removed = str(ev.get("added") or ""), str(ev.get("removed") or "")
+    consistent = float(ev.get("consistency") or 0.0) >= PHRASE_CONSISTENCY
+    fallback = (HT.KNOWLEDGE_UPDATE.value, "target_logprob", "decrease", 0.6)
+    if kind == "append" and added and consistent:
+        return [(HT.STYLE_CHANGE.value, derived_metric("signoff", added), "increase", 1.0)]
+    if kind in ("insert", "prepend") and added and consistent:
+        return [(HT.STYLE_CHANGE.value, derived_metric("exact_match", added), "increase", 1.0)]
+    if kind in ("replace", "delete") and removed and consistent:
+        area = HT.STYLE_CHANGE.value if ev.get("location") == "end" and kind == "delete" \
+            else HT.KNOWLEDGE_UPDATE.value
+        return [(area, derived_metric("exact_match", removed), "decrease", 1.0)]
+    if kind == "append":
+        return [(HT.STYLE_CHANGE.value, "length", "increase", 0.8)]
+    if kind == "delete":
+        return [(HT.STYLE_CHANGE.value, "length", "decrease", 0.8)]
+    return [fallback]
+
+
 def output_types(patterns: Sequence[Pattern]) -> dict[str, list[tuple[str, str, str, float]]]:
-    """Family -> candidate (type, metric, direction, factor) from ``output_shift`` patterns."""
+    """Family -> candidate (type, metric, direction, factor) from ``output_shift`` and
+    ``answer_change`` patterns (output evidence of the first answer token, or later)."""
     out: dict[str, list[tuple[str, str, str, float]]] = {}
-    for p in patterns:
-        if p.pattern_type != "output_shift":
+    for p in sorted(patterns, key=lambda p: p.pattern_type != "output_shift"):
+        if p.pattern_type == "answer_change":
+            choices = answer_choices(p)
+        elif p.pattern_type == "output_shift":
+            choices = OUTPUT_KIND.get(str(p.evidence.get("kind")), [])
+        else:
             continue
-        choices = OUTPUT_KIND.get(str(p.evidence.get("kind")), [])
         for fam in p.families or ["*"]:
             out.setdefault(fam, list(choices))
     return out
@@ -193,6 +239,8 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
         weight *= FEATURE_LEVEL
     if pattern.pattern_type == "output_shift":
         choices = list(OUTPUT_KIND.get(str(pattern.evidence.get("kind")), []))
+    elif pattern.pattern_type == "answer_change":
+        choices = answer_choices(pattern)
     elif pattern.pattern_type == "family_specific_change":
         from_outputs = [typed_families[f] for f in families if f in typed_families]
         if from_outputs:
@@ -217,6 +265,8 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
             choices = [(k, m, d, f * (1.0 if k in output_kinds else OFF_OUTPUT))
                        for k, m, d, f in choices]
     contexts = feature_contexts(pattern, interpretations)
+    if pattern.pattern_type == "answer_change" and pattern.evidence.get("edit"):
+        contexts = [f"the answer {pattern.evidence['edit']}", *contexts][:10]
     fam_text = ", ".join(f"'{f}'" for f in families) if families else "all"
     out = []
     for kind, metric, direction, factor in choices:

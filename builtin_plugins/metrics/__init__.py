@@ -37,3 +37,11 @@ __all__ = [
 @hookimpl
 def md_behaviour_metrics() -> list:
     return builtin_metrics()
+
+
+@hookimpl
+def md_metric_from_name(name: str):
+    """``signoff:<phrase>`` and ``exact_match:<phrase>`` (:mod:`builtin_plugins.metrics.derived`)."""
+    from builtin_plugins.metrics.derived import metric_from_name
+
+    return metric_from_name(name)

@@ -6,9 +6,9 @@ where a generator documents them — never the planted list nor the ground truth
 * ``pipeline`` – ``md_framework.pipeline.analyzer.MechanisticBehavioralAnalyzer``
   (circuits → hypotheses → validation) with :data:`DEFAULT_PIPELINE` or
   ``--pipeline-config``; ``pipeline-internal`` / ``pipeline-output`` are its ablations
-  (config ``evidence: internal`` — only pattern detectors reading the models' insides —
-  and ``evidence: output`` — only the output-shift detector reading next-token
-  distributions of the traced prompts). Each pipeline run gets a fresh artefact cache, so
+  (config ``discovery_evidence: internal`` — only patterns read from the models' insides —
+  and ``discovery_evidence: output`` — only patterns read from the outputs: next-token
+  flips of the traced prompts and answer edits). Each pipeline run gets a fresh artefact cache, so
   no run traces for free from an earlier one.
 * ``exhaustive``, ``sequential``, ``bandit``, ``output-screen`` – black-box baselines
   (:mod:`builtin_plugins.organisms.baselines`: fixed-n BH; e-processes with e-BH;
@@ -154,7 +154,7 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
             **cfg.pipeline_overrides,
         }
         if evidence != "all":
-            data["evidence"] = evidence
+            data["discovery_evidence"] = evidence
         data["statistics"] = {**dict(cfg.pipeline_overrides.get("statistics", {})), "alpha": cfg.alpha}
         config = AnalysisConfig.model_validate(data)
         report = MechanisticBehavioralAnalyzer(config).analyze()
@@ -172,7 +172,9 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
                   for h in report.hypotheses]
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
-            "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0}
+            "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0,
+            "answer_tokens": {"generated": report.costs.answer_generated_tokens,
+                              "teacher_forced": report.costs.answer_teacher_forced_tokens}}
 
 
 def run_method(method: str, spec_ref: str, base: Any, inter: Any,

@@ -58,7 +58,9 @@ def claimed_families(d: Discovery) -> list[str]:
 
 def claimed_units(d: Discovery) -> list[tuple[str, str, str]]:
     direction = discovery_direction(d)
-    return [(f, d.metric, direction) for f in claimed_families(d)]
+    # a metric made from what the diff saw (``signoff:<phrase>``) claims its builtin metric's unit
+    metric = d.metric.partition(":")[0]
+    return [(f, metric, direction) for f in claimed_families(d)]
 
 
 def _unit_key(u: dict[str, Any]) -> tuple[str, str, str]:

@@ -142,6 +142,58 @@ class TranscoderSite:
         return self.module.register_forward_hook(hook)
 
 
+def _hidden(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output: Any, hidden: Any) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class DirectionSite:
+    """One direction ``u`` (unit, d_model) in the residual stream after one decoder layer:
+    the feature is the projection ``a = resid @ u``; writing it adds ``(new - a) * u`` to the
+    layer's output (the rest of the residual stream is untouched). Used for per-layer
+    difference directions (:mod:`builtin_plugins.tracers.feature_search`)."""
+
+    name = "direction"
+
+    def __init__(self, hf: Any, layer: int, vector: Any) -> None:
+        import torch
+
+        blocks = _hooks.decoder_layers(hf)
+        if not 0 <= layer < len(blocks):
+            raise ConfigError(f"direction layer {layer} out of range (model has {len(blocks)} layers)")
+        self.layer = layer
+        self.module = blocks[layer]
+        v = torch.as_tensor(vector, dtype=torch.float32).flatten()
+        self.vector = v / v.norm().clamp(min=1e-12)
+        self.ids = [0]
+
+    def _acts(self, output: Any) -> Any:
+        return (output.float() @ self.vector.to(output.device))[..., None]
+
+    def decoder_vectors(self) -> Any:
+        return self.vector[None]
+
+    def read_hook(self, store: dict[str, Any]) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            if store["state"]["in_base"]:
+                store["value"] = self._acts(_hidden(output)).detach()
+        return self.module.register_forward_hook(hook)
+
+    def patch_hook(self, new_value: Any) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            hidden = _hidden(output)
+            acts = self._acts(hidden)
+            new = new_value(acts)
+            if new is None:
+                return None
+            u = self.vector.to(hidden.device, hidden.dtype)
+            return _with_hidden(output, hidden + (new.to(hidden.dtype) - acts.to(hidden.dtype)) * u)
+        return self.module.register_forward_hook(hook)
+
+
 def _base_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     inputs = dict(kwargs)
     if args:
@@ -221,7 +273,9 @@ def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float
 
 def _site_args(site: Any, model: LoadedModel) -> tuple[Any, ...]:
     layer = next(i for i, b in enumerate(_hooks.decoder_layers(model.model))
-                 if site.module is b.mlp or site.module is b.mlp.down_proj)
+                 if site.module is b or site.module is b.mlp or site.module is b.mlp.down_proj)
+    if isinstance(site, DirectionSite):
+        return layer, site.vector
     if isinstance(site, TranscoderSite):
         return layer, site.ids, site.tc
     return layer, site.ids

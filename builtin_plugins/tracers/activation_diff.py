@@ -128,6 +128,48 @@ class ActivationDiffTracer(Tracer):
         return site_directions([NeuronSite(model.model, layer, ids)
                                 for layer, ids in by_layer(features).items()])
 
+    def trace_answers(self, base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                      families: Sequence[str | None] | None = None, *,
+                      max_new_tokens: int = 24) -> list[Any]:
+        """Answer-aware trace (:mod:`builtin_plugins.tracers.answers`) with this tracer's
+        features: the MLP neurons at every answer position."""
+        from builtin_plugins.tracers.answers import neuron_reader, trace_answers
+
+        return trace_answers(base, intervention, prompts, families, max_new_tokens=max_new_tokens,
+                             feature_top_k=self.options.top_k,
+                             feature_reader=neuron_reader(self.options.layers),
+                             dictionary_id="neurons")
+
+    def search_feature_set(self, base: LoadedModel, intervention: LoadedModel,
+                           prompts: Sequence[str], max_share: float = 0.05,
+                           metric: Any = None) -> dict[str, Any]:
+        """A small neuron set (at most ``max_share`` of the neurons in the layers used), or one
+        difference direction per layer, whose patching back to the base moves the answers
+        most: attribution patching, then an activation-patching sweep; the better of the two
+        on the search prompts (:mod:`builtin_plugins.tracers.feature_search`). With
+        ``metric`` the sweep measures that behaviour metric itself on the search prompts
+        (at most 12 of them)."""
+        from builtin_plugins.tracers.feature_search import search_feature_set
+
+        behaviour = None
+        if metric is not None:
+            from md_framework.pipeline.causal import causal_share, measure_triplet
+            from md_framework.types import TestCase
+
+            cases = [TestCase(id=f"search-{i}", hypothesis_id="search", prompt=p)
+                     for i, p in enumerate(dict.fromkeys(prompts))][:12]
+            floor = float(getattr(metric, "min_change", 0.0) or 1e-9)
+
+            def behaviour(features: Sequence[FeatureRef]) -> float | None:
+                vb, vi, va = measure_triplet(
+                    metric, base, intervention,
+                    lambda: self.intervened_model(intervention, features, "base", base=base), cases)
+                est = causal_share(vb, vi, va, min_denominator=floor, n_bootstrap=0)
+                return est.effect.estimate if est.effect is not None else None
+
+        return search_feature_set(base, intervention, prompts, layers=self.options.layers,
+                                  max_share=max_share, behaviour=behaviour)
+
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
                          mode: str = "zero", scale: float = 0.0,
@@ -137,9 +179,16 @@ class ActivationDiffTracer(Tracer):
         same input (``base``: base-patching), at every position, inside the block.
         See :mod:`builtin_plugins.tracers._intervene`."""
         from builtin_plugins.tracers._intervene import NeuronSite, by_layer, intervened
+        from builtin_plugins.tracers.feature_search import direction_sites, is_direction
 
-        sites = [NeuronSite(model.model, layer, ids) for layer, ids in by_layer(features).items()]
-        with intervened(model, sites, mode, scale, base, "neurons", features) as patched:
+        neurons = [f for f in features if not is_direction(f)]
+        sites: list[Any] = [NeuronSite(model.model, layer, ids)
+                            for layer, ids in by_layer(neurons).items()]
+        sites += direction_sites(model, [f for f in features if is_direction(f)])
+        # directions are all "layer:0": their dictionary ids keep intervened models apart
+        site_name = "+".join(["neurons", *sorted({str(f.dictionary_id) for f in features
+                                                  if is_direction(f)})])
+        with intervened(model, sites, mode, scale, base, site_name, features) as patched:
             yield patched
 
 

@@ -209,6 +209,16 @@ class CircuitTracerTracer(Tracer):
                         features) as patched:
             yield patched
 
+    def trace_answers(self, base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                      families: Sequence[str | None] | None = None, *,
+                      max_new_tokens: int = 24) -> list[Any]:
+        """Answer-aware trace (:mod:`builtin_plugins.tracers.answers`): divergences and token
+        shifts at every answer position (plain forward passes; no attribution graph and no
+        transcoder features there, which keeps the screen cheap)."""
+        from builtin_plugins.tracers.answers import trace_answers
+
+        return trace_answers(base, intervention, prompts, families, max_new_tokens=max_new_tokens)
+
     def _sites(self, model: LoadedModel, features: Sequence[FeatureRef]) -> list[Any]:
         from builtin_plugins.tracers._intervene import TranscoderSite, by_layer
 

@@ -188,7 +188,8 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         self.models = {"base": base, "intervention": intervention}
         return base, intervention
 
-    def trace(self, prompts: Sequence[tuple[str, str]], *, keep: bool = True
+    def trace(self, prompts: Sequence[tuple[str, str]], *, keep: bool = True,
+              tracer: str | None = None, tracer_options: dict[str, Any] | None = None
               ) -> tuple[list[CircuitGraph], list[CircuitGraph]]:
         from md_framework.cache import ArtifactCache
         from md_framework.drivers import create_driver
@@ -203,7 +204,9 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                                        enabled=config.plugins.enable)
         try:
             pair = trace_pair(
-                config.tracer, self._tracer_options(), config.base_model,
+                tracer or config.tracer,
+                self._tracer_options() if tracer is None else dict(tracer_options or {}),
+                config.base_model,
                 config.intervention_model, self._load_options(),
                 [p for p, _ in prompts], [f for _, f in prompts], cache=cache, executor=executor,
                 base_model=self.models["base"], intervention_model=self.models["intervention"],
@@ -217,6 +220,52 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                                 "intervention": pair.intervention.stats.as_dict()}
             self.graphs = (base_graphs, intervention_graphs)
         return base_graphs, intervention_graphs
+
+    def screen(self, seeds: Sequence[tuple[str, str]], answers: Sequence[Any] | None,
+               hooks: Hooks) -> list[tuple[str, str]]:
+        """Two-stage tracing's first stage (:mod:`md_framework.pipeline.screen`): the cheap
+        screen tracer on every seed prompt, the builtin detectors over its diff (with the
+        answer traces), and the seed prompts that get attribution graphs. A tracer without a
+        dictionary is its own screen: every seed prompt is kept."""
+        from md_framework.drivers import create_driver
+        from md_framework.pipeline.diff import diff_graph_sets
+        from md_framework.pipeline.discovery import detect_patterns
+        from md_framework.pipeline.screen import ScreenResult, choose_prompts, flagged_families
+
+        config = self.config
+        main = create_driver("tracer", config.tracer, self._tracer_options())
+        if not getattr(main, "needs_dictionary", True) or config.screen_tracer == config.tracer:
+            return list(seeds)
+        started = time.perf_counter()
+        self.progress("screen", f"screening {len(seeds)} prompts with {config.screen_tracer}")
+        sb, si = self.trace(seeds, keep=False, tracer=config.screen_tracer, tracer_options={})
+        base, intervention = self.models["base"], self.models["intervention"]
+        screen_diff = diff_graph_sets(sb, si, base.model_id, intervention.model_id,
+                                      answers=answers)
+        patterns = detect_patterns(hooks, screen_diff, {}, config)
+        flagged = flagged_families(patterns)
+        chosen, checks = choose_prompts(seeds, flagged, config.screen_check_prompts, config.seed)
+        self.screen_result = ScreenResult(flagged, chosen, checks, [p.id for p in patterns],
+                                          time.perf_counter() - started)
+        self.progress("screen", f"flagged {', '.join(flagged) or 'no family'}: attribution graphs"
+                                f" for {len(chosen)} of {len(seeds)} prompts ({len(checks)} checks)")
+        return chosen
+
+    def trace_answers(self, prompts: Sequence[tuple[str, str]]) -> list[Any] | None:
+        """Answer-aware traces of ``prompts`` (both models' greedy answers teacher-forced
+        through both), when the tracer has the ``trace_answers`` capability."""
+        from md_framework.cache import ArtifactCache
+        from md_framework.drivers import create_driver
+        from md_framework.tracing import trace_answer_pairs
+
+        if self._context_tracer is None:
+            self._context_tracer = create_driver("tracer", self.config.tracer, self._tracer_options())
+        cache = ArtifactCache(self.config.cache_dir, max_bytes=self.config.cache_max_bytes)
+        self.progress("trace", f"tracing {len(prompts)} prompts with both models' answers")
+        return trace_answer_pairs(
+            self._context_tracer, self.models["base"], self.models["intervention"],
+            [p for p, _ in prompts], [f for _, f in prompts], cache,
+            max_new_tokens=int(os.environ.get("MD_METRIC_MAX_NEW_TOKENS", "24")))
 
     def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         from md_framework.drivers import create_driver
@@ -269,14 +318,23 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         explore, confirm = split_universe(self.universe, config.explore_fraction, config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
-        base_graphs, intervention_graphs = self.trace(seeds)
+        answers = self.trace_answers(seeds) if config.trace_answers else None
+        traced = seeds
+        self.screen_result = None
+        if config.two_stage_tracing:
+            traced = self.screen(seeds, answers, hooks)
+        base_graphs, intervention_graphs = self.trace(traced)
+        if len(traced) < len(seeds) and answers is not None:
+            keep = set(traced)
+            answers = [t for t, s in zip(answers, seeds) if s in keep]
         hooks.call("md_phase_finished", phase="trace",
                    summary={"prompts": len(seeds), "families": sorted({f for _, f in seeds})})
 
         self.progress("diff", "diffing graphs by node identity")
         diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
                                intervention.model_id,
-                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
+                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None,
+                               answers=answers)
         self.diff = diff
         hooks.call("md_phase_finished", phase="diff",
                    summary={"systematic_changes": len(diff.systematic_changes)})
@@ -288,7 +346,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                    summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
-        refiner = self.refiner(hooks, explore, seeds) if config.exploration.refine else None
+        refiner = self.refiner(hooks, explore, traced) if config.exploration.refine else None
         exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations, refiner)
         self.exploration = exploration
 
@@ -308,14 +366,20 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             config=config.model_dump(mode="json"),
             base_model_id=base.model_id,
             intervention_model_id=intervention.model_id,
-            circuit_statistics=self.circuit_statistics(diff, base_graphs, intervention_graphs),
+            circuit_statistics={
+                **self.circuit_statistics(diff, base_graphs, intervention_graphs),
+                **({"two_stage": self.screen_result.summary(len(seeds))}
+                   if self.screen_result is not None else {})},
             patterns=patterns,
             hypotheses=exploration.hypotheses,  # with the refinements, in decision order
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
                         selection_forward_passes=self._selection_finder.forward_passes,
-                        traced_prompts=2 * (len(seeds) + (refiner.traced_prompts if refiner else 0)),
-                        wall_time_s=time.perf_counter() - started),
+                        traced_prompts=2 * (len(traced) + (refiner.traced_prompts if refiner else 0)),
+                        wall_time_s=time.perf_counter() - started,
+                        answer_generated_tokens=sum(t.generated_tokens for t in answers or []),
+                        answer_teacher_forced_tokens=sum(t.teacher_forced_tokens
+                                                         for t in answers or [])),
             circuit_diff=diff,
             fdr_trace=exploration.fdr_trace,
             bandit_rounds=exploration.rounds,
@@ -342,6 +406,9 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         config, stats = self.config, self.config.statistics
         assert self.resolved is not None
         metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
+        from md_framework.pipeline.discovery import add_derived_metrics
+
+        add_derived_metrics(hooks, hypotheses, metrics)
         ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
         if ledger is not None:  # readings of other weights are never reused
             ledger.bind_models(base=self.models["base"].model_id,
@@ -402,7 +469,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
     def refiner(self, hooks: Hooks, explore: Mapping[str, Sequence[str]],
                 seeds: Sequence[tuple[str, str]]) -> Any:
         from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import discover
+        from md_framework.pipeline.discovery import add_derived_metrics, discover
         from md_framework.pipeline.refine import Refiner
 
         base, intervention = self.models["base"], self.models["intervention"]
@@ -412,7 +479,10 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
                                    intervention.model_id,
                                    dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
-            return discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
+            found = discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
+            if getattr(self, "_causal_inputs", None):  # the validator of this run
+                add_derived_metrics(hooks, found, self._causal_inputs[0].metrics)
+            return found
 
         return Refiner(
             explore=explore, traced=seeds, graphs=self.graphs,

@@ -53,7 +53,10 @@ from md_framework.tracing_api import can_intervene
 from md_framework.types import EffectSize, FeatureRef, Hypothesis, TestCase, ValidationResult
 
 __all__ = ["CausalEstimate", "causal_share", "confirm_causally", "control_features",
-           "measure_triplet"]
+           "measure_triplet", "share_difference"]
+
+#: issue #15: a causal share is estimated on at least this many held-out prompts
+MIN_CAUSAL_PROMPTS = 10
 
 
 @dataclass
@@ -105,6 +108,35 @@ def causal_share(base: Sequence[float], intervention: Sequence[float], ablated: 
     return CausalEstimate(EffectSize(name="causal_share", estimate=estimate, ci_low=ci_low,
                                      ci_high=ci_high, confidence=confidence),
                           n, *means, dropped_replicates=dropped)
+
+
+def share_difference(base: Sequence[float], intervention: Sequence[float],
+                     ablated: Sequence[float], control: Sequence[float], *,
+                     min_denominator: float = 1e-9, n_bootstrap: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> EffectSize | None:
+    """Paired difference ``share(A) - share(C)`` of a feature set's causal share and a
+    random control set's, measured on the same prompts: ``(mean(I - A) - mean(I - C)) /
+    mean(I - B)`` = ``mean(C - A) / mean(I - B)``, with a paired percentile-bootstrap CI
+    (each prompt's (B, I, A, C) resampled together, so the prompts' shared noise cancels).
+    None when the effect ``|mean(I - B)|`` is below ``min_denominator``."""
+    b, i, a, c = (np.asarray(x, dtype=float) for x in (base, intervention, ablated, control))
+    den, num = i - b, c - a
+    d = float(den.mean()) if den.size else 0.0
+    if den.size == 0 or abs(d) < max(min_denominator, 0.0) or d == 0.0:
+        return None
+    lo = hi = None
+    n = den.size
+    if n >= 2 and n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_bootstrap, n))
+        dens = den[idx].mean(axis=1)
+        ok = np.abs(dens) >= max(min_denominator, 1e-300)
+        if ok.sum() >= n_bootstrap / 2:
+            ratios = num[idx][ok].mean(axis=1) / dens[ok]
+            tail = (1.0 - confidence) / 2.0
+            lo, hi = (float(v) for v in np.quantile(ratios, [tail, 1.0 - tail]))
+    return EffectSize(name="causal_share_minus_control", estimate=float(num.mean()) / d,
+                      ci_low=lo, ci_high=hi, confidence=confidence)
 
 
 class _Readings:
@@ -215,7 +247,10 @@ def control_features(hypothesis: Hypothesis, pool: Mapping[int, Sequence[Feature
 
 
 def _features_key(features: Sequence[FeatureRef], mode: str, scale: float) -> str:
-    text = ",".join(f"{f.layer}:{f.feature}" for f in sorted(features, key=lambda f: (f.layer, f.feature)))
+    # a direction's dictionary id is its identity (every direction is "layer:0")
+    text = ",".join(f"{f.layer}:{f.feature}" + (f"@{f.dictionary_id}" if str(
+        f.dictionary_id or "").startswith("direction") else "")
+        for f in sorted(features, key=lambda f: (f.layer, f.feature, str(f.dictionary_id))))
     return f"{mode}:{scale:g}:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -237,10 +272,11 @@ def confirm_causally(
     n_bootstrap: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
-    min_prompts: int = 2,
+    min_prompts: int = MIN_CAUSAL_PROMPTS,
     on_measured: Callable[[int], None] | None = None,
     control_pool: Mapping[int, Sequence[FeatureRef]] | None = None,
     store: Any = None,
+    search: Callable[[Hypothesis], Mapping[str, Any]] | None = None,
 ) -> list[ValidationResult]:
     """Fill ``causal_share`` (and ``causal_control_share``) of the validated feature-based
     results (others pass unchanged).
@@ -254,6 +290,14 @@ def confirm_causally(
     the control). ``control_pool``: candidate features per layer for the random-feature
     control (none: no control). ``store``: the run ledger (readings recorded and reused).
     A hypothesis whose measurement fails gets a note instead of a share; the run goes on.
+
+    ``search(h)``: a feature-set search (e.g. the activation-diff tracer's
+    ``search_feature_set``: attribution patching, then an activation-patching sweep, on the
+    hypothesis' discovery prompts) returning ``{"features": [...], ...}``; when it finds a
+    set, that set is patched instead of ``h.source_features`` (a note names it and the
+    search's own numbers), and the control draws as many random features from the same
+    layers. With a control, the paired difference share - control share and its interval
+    go into the notes (:func:`share_difference`).
     """
     if not can_intervene(tracer):
         return list(results)
@@ -261,7 +305,8 @@ def confirm_causally(
     out = []
     for k, result in enumerate(results):
         h = result.hypothesis
-        if not result.decision or not h.source_features or h.metric not in metrics:
+        if not result.decision or (not h.source_features and search is None) \
+                or h.metric not in metrics:
             out.append(result)
             continue
         metric = metrics[h.metric]
@@ -273,14 +318,39 @@ def confirm_causally(
             first.setdefault(c.prompt, c)
         cases = [c.model_copy(update={"id": f"causal/{h.id}/" + hashlib.sha256(
             prompt.encode()).hexdigest()[:16]}) for prompt, c in first.items()]
+        if len(cases) < min_prompts:
+            out.append(result.model_copy(update={"notes": [
+                *result.notes, f"causal confirmation skipped: {len(cases)} held-out prompt(s)"
+                f" (at least {min_prompts} needed)"]}))
+            continue
+        search_note = ""
+        searched_controls: list[FeatureRef] = []
+        if search is not None:
+            try:
+                found = dict(search(h))
+            except Exception as exc:  # noqa: BLE001 - fall back to the named features
+                found = {"features": [], "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            if found.get("features"):
+                sweep = ", ".join(f"{r['set']}: {r['share']:.2f}" for r in found.get("sweep", []))
+                search_note = (
+                    f"feature set searched ({found.get('kind', 'features')}) by attribution"
+                    f" patching + activation-patching sweep"
+                    f" (cap {found.get('cap')}, {found.get('n_prompts')} discovery prompts;"
+                    f" search share {found.get('search_share', 0.0):.2f}; sweep: {sweep}):"
+                    f" {', '.join(f.key for f in found['features'])}")
+                h = h.model_copy(update={"source_features": list(found["features"])})
+                searched_controls = list(found.get("controls") or [])
+            else:
+                search_note = (f"feature-set search found nothing ({found.get('reason', '')});"
+                               " patching the hypothesis' own features")
+        if not h.source_features:
+            out.append(result.model_copy(update={"notes": [*result.notes, search_note]}))
+            continue
         layers = sorted({f.layer for f in h.source_features})
         what = (f"{mode}-patching {len(h.source_features)} feature(s) at layer(s) "
                 f"{', '.join(map(str, layers))}")
-        if len(cases) < min_prompts:
-            out.append(result.model_copy(update={"notes": [
-                *result.notes, f"causal confirmation skipped: {len(cases)} held-out prompt(s)"]}))
-            continue
-        controls = control_features(h, control_pool, seed) if control_pool else []
+        controls = searched_controls or (control_features(h, control_pool, seed)
+                                         if control_pool else [])
 
         def intervene(features: Sequence[FeatureRef]) -> Callable[[], Any]:
             return lambda: tracer.intervened_model(intervention, list(features), mode, scale,
@@ -312,14 +382,21 @@ def confirm_causally(
         else:
             note = (f"causal share {_fmt(est.effect)} ({what}, n={est.n} {source}); {means}")
         update: dict[str, Any] = {"causal_share": est.effect}
-        notes = [*result.notes, note]
+        notes = [*result.notes, *([search_note] if search_note else []), note]
         if vc is not None:
             ctrl = causal_share(vb, vi, vc, min_denominator=min_den, n_bootstrap=n_bootstrap,
                                 seed=seed + k, confidence=confidence)
             update["causal_control_share"] = ctrl.effect
             if ctrl.effect is not None:
-                notes.append(f"random-feature control ({len(controls)} other changed feature(s) "
-                             f"of the same layers): share {_fmt(ctrl.effect)}")
+                what_ctrl = ("random direction(s) of the same layers" if searched_controls else
+                             "other changed feature(s) of the same layers")
+                notes.append(f"random-feature control ({len(controls)} {what_ctrl}):"
+                             f" share {_fmt(ctrl.effect)}")
+            diff_share = share_difference(vb, vi, va, vc, min_denominator=min_den,
+                                          n_bootstrap=n_bootstrap, seed=seed + k,
+                                          confidence=confidence)
+            if diff_share is not None:
+                notes.append(f"share - control share (paired): {_fmt(diff_share)}")
         elif control_pool is not None:
             notes.append("random-feature control skipped: no other changed features in "
                          "these layers")
@@ -338,7 +415,7 @@ def _family_prompt(case: TestCase, scope: set[str]) -> bool:
 
 
 def held_out_prompts(hypothesis: Hypothesis, hooks: Any, context: Any,
-                     used: Sequence[TestCase | str], n: int, *, min_fresh: int = 5
+                     used: Sequence[TestCase | str], n: int, *, min_fresh: int = MIN_CAUSAL_PROMPTS
                      ) -> tuple[list[TestCase], str]:
     """Test cases for causal confirmation: fresh ones (confirm split, never the prompts that
     formed ``hypothesis`` nor the ``used`` validation cases), up to ``n``, that are prompts
@@ -387,7 +464,8 @@ def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> None:
         return
     if not can_intervene(tracer):
         return
-    n = int(config.n_test_prompts_per_hypothesis)
+    n = max(MIN_CAUSAL_PROMPTS, int(config.n_test_prompts_per_hypothesis))
+    search = _searcher(analyzer, tracer)
 
     def prompts_for(h: Hypothesis) -> tuple[list[TestCase], str]:
         ev = validator.evidence.get(h.id)
@@ -410,7 +488,8 @@ def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> None:
         exploration.results = confirm_causally(
             exploration.results, tracer, analyzer.models, validator.metrics, prompts_for,
             seed=int(config.seed), on_measured=count,
-            control_pool=changed_features_by_layer(getattr(analyzer, "diff", None)), store=store)
+            control_pool=changed_features_by_layer(getattr(analyzer, "diff", None)), store=store,
+            search=search)
     finally:
         if store is not None:
             store.close()
@@ -427,3 +506,30 @@ def changed_features_by_layer(diff: Any) -> dict[int, list[FeatureRef]]:
                 pool.setdefault(change.layer, {})[change.feature] = FeatureRef(
                     layer=change.layer, feature=change.feature, dictionary_id=dictionary_id)
     return {layer: [feats[i] for i in sorted(feats)] for layer, feats in sorted(pool.items())}
+
+
+def _searcher(analyzer: Any, tracer: Any) -> Callable[[Hypothesis], Mapping[str, Any]] | None:
+    """The tracer's optional ``search_feature_set(base, intervention, prompts[, metric=])``
+    capability over the hypothesis' families' discovery (explore-split) prompts, steered by
+    the hypothesis' own metric when the tracer accepts one: the search never sees the
+    held-out prompts the share is measured on."""
+    method = getattr(tracer, "search_feature_set", None)
+    if not callable(method) or not getattr(analyzer, "universe", None):
+        return None
+    from md_framework.pipeline.testgen import split_universe
+
+    config = analyzer.config
+    explore, _ = split_universe(analyzer.universe, config.explore_fraction, config.seed)
+
+    validator = getattr(analyzer, "_causal_inputs", (None, None))[0]
+
+    def search(h: Hypothesis) -> Mapping[str, Any]:
+        prompts = [p for f in (h.families or sorted(explore)) for p in explore.get(f, [])]
+        metric = getattr(validator, "metrics", {}).get(h.metric)
+        try:  # the hypothesis' own metric steers the sweep when the tracer accepts one
+            return method(analyzer.models["base"], analyzer.models["intervention"], prompts,
+                          metric=metric)
+        except TypeError:
+            return method(analyzer.models["base"], analyzer.models["intervention"], prompts)
+
+    return search

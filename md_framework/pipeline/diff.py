@@ -30,7 +30,9 @@ from typing import Literal
 
 import numpy as np
 
+from md_framework.pipeline.answers import add_answer_features, match_answers
 from md_framework.types import (
+    AnswerTrace,
     CircuitDiff,
     CircuitGraph,
     EdgeChange,
@@ -516,6 +518,7 @@ def diff_graph_sets(
     aggregate: Aggregate = "max",
     test: PairedTest = "t",
     top_k_paths: int = DEFAULT_TOP_K_PATHS,
+    answers: Sequence[AnswerTrace | None] | None = None,
 ) -> CircuitDiff:
     """Diff each prompt's pair of graphs and find systematic feature changes.
 
@@ -528,6 +531,13 @@ def diff_graph_sets(
     diluted by the others, at a price for looking). BH q-values over all features follow.
     ``families`` holds the faithfulness-weighted mean delta per family. All of this is
     exploratory ranking, not confirmation.
+
+    ``answers`` (answer-aware traces, :class:`~md_framework.types.AnswerTrace`, matched to
+    the graphs by prompt and family) adds the answer positions: each trace is attached to
+    its prompt's diff (``PromptDiff.answer``) and, when it reads the graphs' dictionary,
+    its per-feature activations over the teacher-forced answers enter the table with the
+    prompt positions' (the same aggregate: a feature's value on a prompt is its largest
+    activation over prompt and answer positions).
     """
     from statsmodels.stats.multitest import multipletests
 
@@ -539,15 +549,24 @@ def diff_graph_sets(
         dictionary_id = ids.pop() if len(ids) == 1 else None
         if ids:
             notes.append("graphs use more than one dictionary: features are not comparable")
+    traces = match_answers(pairs, answers, notes)
+    if traces:
+        prompt_diffs = [pd.model_copy(update={"answer": t}) if t is not None else pd
+                        for pd, t in zip(prompt_diffs, traces)]
+    answer_feats = [t if t is not None and t.dictionary_id is not None
+                    and t.dictionary_id == dictionary_id else None for t in traces] \
+        if traces else [None] * len(pairs)
 
     keys = sorted({
         _feature_key(n) for pair in pairs for g in pair for n in g.nodes if n.kind == "feature"
-    }, key=lambda k: tuple(int(x) for x in k.split(":")))
+    } | {k for t in answer_feats if t is not None for k in (*t.base_features, *t.intervention_features)},
+        key=lambda k: tuple(int(x) for x in k.split(":")))
     changes: list[SystematicChange] = []
     if keys and pairs:
         index = {k: r for r, k in enumerate(keys)}
         base_t = _feature_table([b for b, _ in pairs], index, len(keys), aggregate)
         inter_t = _feature_table([i for _, i in pairs], index, len(keys), aggregate)
+        add_answer_features(base_t, inter_t, answer_feats, index, aggregate)
         deltas = inter_t - base_t
         weights = np.array([d.faithfulness_weight for d in prompt_diffs])
         families = [d.family for d in prompt_diffs]
@@ -599,6 +618,11 @@ def diff_graph_sets(
                 " against the rest, BH over all (feature, family) pairs (exploratory), see"
                 " family_contrasts(diff)"
             )
+    if any(t is not None for t in answer_feats):
+        notes.append(
+            "answer positions: features over both models' own greedy answers, teacher-forced"
+            f" through both models, enter the table ({sum(t is not None for t in answer_feats)}"
+            f" of {len(pairs)} prompts)")
     discounted = sum(1 for d in prompt_diffs if d.faithfulness_weight < 1.0)
     if discounted:
         notes.append(f"{discounted} of {len(prompt_diffs)} prompt diffs discounted for faithfulness")
@@ -648,6 +672,11 @@ def prompt_diff_deltas(prompt_diffs: Sequence[PromptDiff]) -> tuple[list[str], n
             cur = acc.setdefault(key, [0.0, 0.0])
             cur[0] = max(cur[0], fc.base_activation)
             cur[1] = max(cur[1], fc.intervention_activation)
+        if pd.answer is not None and pd.answer.dictionary_id is not None:
+            for side, values in ((0, pd.answer.base_features), (1, pd.answer.intervention_features)):
+                for key, value in values.items():
+                    cur = acc.setdefault(key, [0.0, 0.0])
+                    cur[side] = max(cur[side], value)
         per_prompt.append({k: (v[0], v[1]) for k, v in acc.items()})
         keys.update(acc)
     ordered = sorted(keys, key=lambda k: tuple(int(x) for x in k.split(":")))

@@ -295,7 +295,56 @@ def discover(
     context.setdefault("config", config)
     features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
     interpretations = interpret_features(hooks, features, context)
-    patterns = detect_patterns(hooks, diff, interpretations, config)
+    patterns = select_evidence(detect_patterns(hooks, diff, interpretations, config),
+                               getattr(config, "discovery_evidence", "all"))
     floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
     hypotheses = hypotheses_to_test(patterns, interpretations, hooks, config, floor)
     return interpretations, patterns, hypotheses
+
+
+#: pattern types read from the models' outputs (next-token flips, answer edits); every
+#: other pattern type is internal evidence (feature changes)
+OUTPUT_PATTERN_TYPES = frozenset({"output_shift", "answer_change"})
+
+
+def is_output_evidence(pattern: Pattern) -> bool:
+    return pattern.pattern_type in OUTPUT_PATTERN_TYPES
+
+
+def select_evidence(patterns: Sequence[Pattern], evidence: str = "all") -> list[Pattern]:
+    """Patterns allowed to form hypotheses: ``all``, ``output`` (output evidence only) or
+    ``internal`` (feature changes only); config ``discovery_evidence``. Output patterns
+    dropped under ``internal`` also stop typing families for the internal ones."""
+    if evidence == "output":
+        return [p for p in patterns if is_output_evidence(p)]
+    if evidence == "internal":
+        return [p for p in patterns if not is_output_evidence(p)]
+    return list(patterns)
+
+
+def evidence_of(hypothesis: Hypothesis, patterns: Sequence[Pattern]) -> str:
+    """``output``, ``internal`` or ``both``: the kinds of the hypothesis' source patterns."""
+    by_id = {p.id: p for p in patterns}
+    kinds = {"output" if is_output_evidence(by_id[i]) else "internal"
+             for i in hypothesis.source_patterns if i in by_id}
+    return "both" if len(kinds) == 2 else kinds.pop() if kinds else "internal"
+
+
+def add_derived_metrics(hooks: Hooks | None, hypotheses: Sequence[Hypothesis],
+                        metrics: dict[str, Any]) -> list[str]:
+    """Add to ``metrics`` the metrics hypotheses name that no plugin registered, built from
+    their names through ``md_metric_from_name`` (``signoff:<phrase>``, ``exact_match:<phrase>``:
+    metrics made from what the diff saw). Returns the names added; names no plugin builds stay
+    missing (the validator reports them with a did-you-mean)."""
+    if hooks is None:
+        return []
+    added = []
+    for h in hypotheses:
+        if h.metric in metrics:
+            continue
+        found = hooks.first("md_metric_from_name", name=h.metric)
+        metric = found.value if found is not None else None
+        if metric is not None and getattr(metric, "name", None) == h.metric:
+            metrics[h.metric] = metric
+            added.append(h.metric)
+    return added

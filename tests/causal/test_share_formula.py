@@ -100,14 +100,14 @@ def _result(hid: str, decision: bool, features: list[FeatureRef]) -> ValidationR
 def test_confirm_causally_fills_only_validated_feature_hypotheses() -> None:
     f = [FeatureRef(layer=0, feature=1)]
     results = [_result("a", True, f), _result("b", False, f), _result("c", True, [])]
-    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
     tracer = FakeTracer()
     spent = []
     out = confirm_causally(results, tracer, _models(), {"m": FakeMetric()},
                            lambda h: (cases, "fresh"), on_measured=spent.append)
     assert out[0].causal_share.estimate == pytest.approx(0.4)
     assert out[1].causal_share is None and out[2].causal_share is None
-    assert tracer.calls == [("base", tuple(f))] and spent == [15]
+    assert tracer.calls == [("base", tuple(f))] and spent == [30]
     assert "causal share 0.40" in out[0].notes[-1]
 
 
@@ -149,7 +149,7 @@ def test_random_feature_control_draws_other_changed_features_of_the_same_layers(
     f = [FeatureRef(layer=0, feature=1)]
     pool = {0: [FeatureRef(layer=0, feature=i) for i in (1, 2, 3)],
             5: [FeatureRef(layer=5, feature=9)]}
-    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
     tracer, spent = SelectiveTracer(), []
     out = confirm_causally([_result("a", True, f)], tracer, _models(), {"m": FakeMetric()},
                            lambda h: (cases, "fresh"), on_measured=spent.append, control_pool=pool)
@@ -157,7 +157,8 @@ def test_random_feature_control_draws_other_changed_features_of_the_same_layers(
     assert out[0].causal_control_share.estimate == pytest.approx(0.0)
     (_, patched), (_, control) = tracer.calls
     assert patched == tuple(f) and len(control) == 1 and control[0].feature in (2, 3)
-    assert spent == [20] and "random-feature control" in out[0].notes[-1]
+    assert spent == [40] and "random-feature control" in out[0].notes[-2]
+    assert "share - control share (paired): 0.40" in out[0].notes[-1]
     # seeded: the same draw every time; never the hypothesis' own features
     h = out[0].hypothesis
     assert control_features(h, pool, 0) == control_features(h, pool, 0)
@@ -168,7 +169,7 @@ def test_causal_readings_are_recorded_and_served_from_the_ledger(tmp_path) -> No
     from md_framework.pipeline.ledger import Ledger
 
     f = [FeatureRef(layer=0, feature=1)]
-    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(5)]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
     pool = {0: [FeatureRef(layer=0, feature=i) for i in (1, 2)]}
     runs = []
     for _ in range(2):
@@ -178,7 +179,76 @@ def test_causal_readings_are_recorded_and_served_from_the_ledger(tmp_path) -> No
                                    lambda h: (cases, "fresh"), control_pool=pool, store=ledger)
         runs.append((metric.measured, len(tracer.calls), out[0]))
     (first_n, first_calls, first), (second_n, second_calls, second) = runs
-    assert first_n == 20 and first_calls == 2          # base, intervention, patched, control
+    assert first_n == 40 and first_calls == 2          # base, intervention, patched, control
     assert second_n == 0 and second_calls == 0         # everything came from the ledger
     assert second.causal_share == first.causal_share
     assert second.causal_control_share == first.causal_control_share
+
+
+def test_share_minus_control_is_paired_and_needs_an_effect() -> None:
+    from md_framework.pipeline.causal import share_difference
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.0, 0.1, 30)
+    inter = base + 1.0 + rng.normal(0.0, 0.2, 30)
+    ablated = inter - 0.7 * (inter - base)
+    control = inter - 0.1 * (inter - base) + rng.normal(0.0, 0.01, 30)
+    d = share_difference(base, inter, ablated, control, seed=2)
+    a = causal_share(base, inter, ablated).effect.estimate
+    c = causal_share(base, inter, control).effect.estimate
+    assert d.estimate == pytest.approx(a - c) and d.name == "causal_share_minus_control"
+    assert d.ci_low < d.estimate < d.ci_high and d.ci_low > 0.4
+    assert share_difference(base, base + 1e-6, ablated, control, min_denominator=0.01) is None
+
+
+def test_fewer_than_ten_prompts_give_no_share() -> None:
+    f = [FeatureRef(layer=0, feature=1)]
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(9)]
+    out = confirm_causally([_result("a", True, f)], FakeTracer(), _models(), {"m": FakeMetric()},
+                           lambda h: (cases, "fresh"))
+    assert out[0].causal_share is None and "at least 10 needed" in out[0].notes[-1]
+
+
+class DirectionTracer(SelectiveTracer):
+    """A searched set (feature 1) carries the effect; a hypothesis' own feature 7 does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.searched = []
+
+    def search(self, h):
+        self.searched.append(h.id)
+        return {"features": [FeatureRef(layer=0, feature=1)], "search_share": 0.9, "cap": 2,
+                "n_prompts": 6, "kind": "test set", "sweep": [{"set": "top 1", "share": 0.9}],
+                "controls": [FeatureRef(layer=0, feature=5)]}
+
+
+def test_a_searched_feature_set_replaces_the_named_features_with_its_own_control() -> None:
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
+    tracer = DirectionTracer()
+    own = [FeatureRef(layer=0, feature=7)]
+    out = confirm_causally([_result("a", True, own), _result("b", True, [])], tracer, _models(),
+                           {"m": FakeMetric()}, lambda h: (cases, "fresh"),
+                           control_pool={0: [FeatureRef(layer=0, feature=9)]}, search=tracer.search)
+    assert tracer.searched == ["a", "b"]  # a hypothesis without named features is searched too
+    for r in out:
+        assert r.causal_share.estimate == pytest.approx(0.4)
+        assert r.causal_control_share.estimate == pytest.approx(0.0)
+        assert any("feature set searched (test set)" in n for n in r.notes)
+    patched = [c[1] for c in tracer.calls]
+    assert (FeatureRef(layer=0, feature=5),) in patched  # the search's own control
+    assert all(FeatureRef(layer=0, feature=7) not in p for p in patched)
+
+
+def test_a_failed_search_falls_back_to_the_named_features() -> None:
+    cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
+    f = [FeatureRef(layer=0, feature=1)]
+
+    def broken(h):
+        raise RuntimeError("no answers differ")
+
+    out = confirm_causally([_result("a", True, f), _result("b", True, [])], SelectiveTracer(),
+                           _models(), {"m": FakeMetric()}, lambda h: (cases, "fresh"), search=broken)
+    assert out[0].causal_share.estimate == pytest.approx(0.4)
+    assert any("found nothing" in n for n in out[0].notes)
+    assert out[1].causal_share is None and "found nothing" in out[1].notes[-1]
