@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TRAIN = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 20_000, "epochs": 6, "n_samples": 256,
+TRAIN = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 40_000, "epochs": 20, "n_samples": 4096,
          "sample_tokens": 32, "seed": 0}
 
 

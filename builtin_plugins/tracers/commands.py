@@ -156,8 +156,9 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--tokens", type=int, default=50_000, show_default=True)
     @click.option("--epochs", type=int, default=4, show_default=True)
     @click.option("--lr", type=float, default=2e-3, show_default=True)
-    @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples of both models for the corpus.")
-    @click.option("--corpus", type=click.Choice(["samples", "stdlib", "samples+stdlib"]), default="samples", show_default=True)
+    @click.option("--n-samples", type=int, default=2048, show_default=True, help="Samples of both models for the corpus.")
+    @click.option("--corpus", default="samples", show_default=True,
+                  help="'+'-joined sources: samples (unprompted), chat (generic questions), stdlib.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Output directory (default: content-addressed under CACHE_DIR/crosscoders).")

@@ -76,10 +76,11 @@ class CrosscoderTrainConfig(StrictModel):
     epochs: int = Field(default=4, ge=1)
     lr: float = Field(default=2e-3, gt=0)
     heldout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    #: corpus: samples of both models (from BOS and from generic questions) and/or the
-    #: standard library's docstrings (for real tokenizers; a toy vocabulary makes them UNK)
-    corpus: list[Literal["samples", "stdlib"]] = Field(default_factory=lambda: ["samples"])
-    n_samples: int = Field(default=256, ge=0)
+    #: corpus: both models' unprompted samples (``samples``), their answers to generic
+    #: questions (``chat``) and/or the standard library's docstrings (``stdlib``); the last
+    #: two are English, so only for real tokenizers (a toy vocabulary makes them UNK)
+    corpus: list[Literal["samples", "chat", "stdlib"]] = Field(default_factory=lambda: ["samples"])
+    n_samples: int = Field(default=2048, ge=0)
     sample_tokens: int = Field(default=48, ge=4)
     outlier_factor: float = Field(default=20.0, gt=1)
     norm_threshold: float = Field(default=0.1, gt=0, lt=0.5)
@@ -92,44 +93,41 @@ class CrosscoderTrainConfig(StrictModel):
 
 
 def model_samples(model: Any, tokenizer: Any, n: int, max_new_tokens: int, seed: int) -> list[str]:
-    """``n`` sampled texts from ``model``: half from BOS alone (what the model writes
-    unprompted, so a toy vocabulary is covered), half answers to generic questions
-    (:func:`builtin_plugins.tracers.transcoders.generated_texts`)."""
+    """``n`` texts ``model`` writes unprompted (sampled from BOS at temperature 1): its own
+    distribution, whatever its vocabulary (a toy tokenizer makes English text UNK)."""
     import torch
-
-    from builtin_plugins.tracers.transcoders import generated_texts
 
     if n <= 0:
         return []
-    torch.manual_seed(seed)
-    out: list[str] = []
     bos = tokenizer.bos_token_id
-    n_free = n // 2 if bos is not None else 0
+    if bos is None:
+        raise ConfigError("corpus 'samples' needs a tokenizer with a BOS token; use 'chat' or 'stdlib'")
+    torch.manual_seed(seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, n_free, 64):
-        m = min(64, n_free - start)
+    out: list[str] = []
+    for start in range(0, n, 64):
+        m = min(64, n - start)
         ids = torch.full((m, 1), bos, dtype=torch.long)
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
                                  pad_token_id=pad)
         out += [tokenizer.decode(row[1:], skip_special_tokens=True) for row in gen]
-    try:
-        out += generated_texts(model, tokenizer, n - n_free, max_new_tokens, seed)
-    except Exception:  # noqa: BLE001 - a tokenizer without padding/chat support: BOS samples only
-        pass
     return [t for t in out if t.strip()]
 
 
 def corpus_texts(base: Any, intervention: Any, cfg: CrosscoderTrainConfig) -> list[str]:
     """The default training corpus (both models' samples, then stdlib docstrings), shuffled."""
-    from builtin_plugins.tracers.transcoders import stdlib_docstrings
+    from builtin_plugins.tracers.transcoders import generated_texts, stdlib_docstrings
 
     texts: list[str] = []
-    if "samples" in cfg.corpus:
-        for i, m in enumerate((base, intervention)):
+    for i, m in enumerate((base, intervention)):
+        if "samples" in cfg.corpus:
             texts += model_samples(m.model, m.tokenizer, cfg.n_samples // 2, cfg.sample_tokens,
                                    cfg.seed * 10 + i)
+        if "chat" in cfg.corpus:
+            texts += generated_texts(m.model, m.tokenizer, cfg.n_samples // 2, cfg.sample_tokens,
+                                     cfg.seed * 10 + i)
     if "stdlib" in cfg.corpus:
         texts += stdlib_docstrings(max_chars=cfg.tokens * 8)
     random.Random(cfg.seed).shuffle(texts)
@@ -241,7 +239,7 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
                 thr_n += 1
             step += 1
         if log:
-            log(f"  layer {layer} epoch {epoch + 1}/{cfg.epochs}: loss {float(loss):.4f}")
+            log(f"  layer {layer} epoch {epoch + 1}/{cfg.epochs}: loss {float(loss.detach()):.4f}")
     threshold = thr_sum / max(thr_n, 1)
     with torch.no_grad():
         scale = torch.stack([sb, si])

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 #: small and quick: the toy models are 2 layers x 64 wide
-TRAIN = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 20_000, "epochs": 6, "n_samples": 256,
+TRAIN = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 40_000, "epochs": 20, "n_samples": 4096,
          "sample_tokens": 32, "seed": 0}
 
 
