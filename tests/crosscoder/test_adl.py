@@ -40,31 +40,72 @@ def test_generic_prompts_are_fixed_per_seed_and_at_most_32() -> None:
     assert set(generic_prompts(8, 1)) <= set(GENERIC_PROMPTS)
 
 
+@pytest.fixture(scope="module")
+def narrow_pair(safety_pair, toy_safety):
+    """A *narrow* fine-tune made by hand: the toy-safety base model with a constant vector
+    added to its residual stream after layer 1, along the direction in which the
+    ``harmful_hacking`` prompts' base activations stand out from the other families' (the
+    kind of bias Minder et al. find narrow fine-tunes leave). The built toy organisms are
+    full fine-tunes replaying every family, which the ADL does not name (benchmarks/README.md)."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from builtin_plugins.adl.lens import _ids, _residuals
+    from builtin_plugins.metrics.core import format_prompt
+
+    base, _ = safety_pair
+    tok = base.tokenizer
+
+    def mean_act(prompts):
+        rows = [_residuals(base.model, _ids(tok, format_prompt(tok, p)), [1])[1][1:].mean(0)
+                for p in prompts]
+        return torch.stack(rows).mean(0)
+
+    fam = "harmful_hacking"
+    others = [p for f, ps in toy_safety.universe.items() if f != fam for p in sorted(ps)[:4]]
+    v = mean_act(sorted(toy_safety.universe[fam])[:8]) - mean_act(others)
+    hf = copy.deepcopy(base.model)
+    hf.model.layers[1].register_forward_hook(
+        lambda m, a, o: ((o[0] + v,) + tuple(o[1:])) if isinstance(o, tuple) else o + v)
+    inter = dataclasses.replace(base, model=hf, model_id=base.model_id + "-narrow")
+    return base, inter, fam, v
+
+
 @pytest.mark.slow
-def test_adl_names_the_planted_family_of_toy_safety(safety_pair, toy_safety) -> None:
+def test_adl_names_the_family_of_a_narrow_toy_fine_tune(narrow_pair, toy_safety) -> None:
+    import torch
+
     from md_framework.pipeline.testgen import split_universe
 
     from builtin_plugins.adl.lens import activation_difference_lens
 
-    base, inter = safety_pair
+    base, inter, fam, v = narrow_pair
     explore, _ = split_universe(toy_safety.universe, 0.5, 0)
     res = activation_difference_lens(base, inter, explore,
-                                     ActivationDifferenceLensConfig(enabled=True), seed=0)
-    planted = {p["family"] for p in toy_safety.ground_truth()["planted"]}
-    assert res.named_families[0] in planted
-    assert res.hypotheses[0][1] == "refusal_probability"
+                                     ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
+    (d,) = res.directions
+    assert float(torch.nn.functional.cosine_similarity(torch.tensor(d.direction), v, dim=0)) > 0.99
+    assert res.named_families == [fam]
+    assert d.lens_tokens and len(d.steered) == 4
     # fixed cost: 2 passes per generic prompt, plus one base pass per mapping prompt
-    n_map = sum(len(v) for v in explore.values())
+    n_map = sum(len(p) for p in explore.values())
     assert res.cost["forward_passes"] == 2 * res.cost["generic_prompts"] + n_map
     # the direction part does not grow with the universe: a one-family universe costs the same
     small = activation_difference_lens(base, inter, {"x": explore["cooking"][:1]},
-                                       ActivationDifferenceLensConfig(enabled=True), seed=0)
+                                       ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
     assert small.cost["forward_passes"] - 1 == res.cost["forward_passes"] - n_map
-    assert small.directions[0].direction == res.directions[0].direction
+    assert small.directions[0].direction == d.direction
+    # an unchanged pair has no direction to read: its norm is zero
+    same = activation_difference_lens(base, base, {"x": explore["cooking"][:1]},
+                                      ActivationDifferenceLensConfig(enabled=True, layers=[1],
+                                                                     steer_prompts=0), seed=0)
+    assert same.directions[0].norm == 0.0
 
 
 @pytest.mark.slow
-def test_adl_patterns_become_self_typed_hypotheses(safety_pair, toy_safety) -> None:
+def test_adl_patterns_become_self_typed_hypotheses(narrow_pair, toy_safety) -> None:
     from md_framework.pipeline.discovery import generate_hypotheses
     from md_framework.plugins import Hooks, get_plugin_manager
     from md_framework.pipeline.testgen import split_universe
@@ -72,10 +113,10 @@ def test_adl_patterns_become_self_typed_hypotheses(safety_pair, toy_safety) -> N
     from builtin_plugins.adl import PATTERN_TYPE, patterns_from_result
     from builtin_plugins.adl.lens import activation_difference_lens
 
-    base, inter = safety_pair
+    base, inter, _, _ = narrow_pair
     explore, _ = split_universe(toy_safety.universe, 0.5, 0)
     res = activation_difference_lens(base, inter, explore,
-                                     ActivationDifferenceLensConfig(enabled=True), seed=0)
+                                     ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
     patterns = patterns_from_result(res)
     assert patterns and all(p.pattern_type == PATTERN_TYPE for p in patterns)
     hyps = generate_hypotheses(patterns, {}, hooks=Hooks(get_plugin_manager()))
