@@ -413,19 +413,23 @@ def train_crosscoders(base: Any, intervention: Any, cfg: CrosscoderTrainConfig, 
     return report
 
 
-def crosscoder_key(base_id: str, intervention_id: str, cfg: CrosscoderTrainConfig) -> str:
-    return hashlib.sha256(f"{base_id}|{intervention_id}|{cfg.model_dump_json()}".encode()
+def crosscoder_key(base_id: str, intervention_id: str, cfg: CrosscoderTrainConfig,
+                   texts: Sequence[str] | None = None) -> str:
+    extra = "" if texts is None else "|texts:" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    return hashlib.sha256(f"{base_id}|{intervention_id}|{cfg.model_dump_json()}{extra}".encode()
                           ).hexdigest()[:24]
 
 
 def ensure_crosscoder(base: Any, intervention: Any, cfg: CrosscoderTrainConfig,
-                      cache_dir: Path | str, *, log: Callable[[str], None] | None = None) -> Path:
+                      cache_dir: Path | str, *, texts: Sequence[str] | None = None,
+                      log: Callable[[str], None] | None = None) -> Path:
     """The cached crosscoder directory for this pair and config under
-    ``cache_dir/crosscoders/`` (content-addressed by both model ids and the config), trained
-    on first use."""
-    out = Path(cache_dir) / "crosscoders" / crosscoder_key(base.model_id, intervention.model_id, cfg)
+    ``cache_dir/crosscoders/`` (content-addressed by both model ids, the config and, when
+    given, the corpus ``texts`` that replace the default one), trained on first use."""
+    key = crosscoder_key(base.model_id, intervention.model_id, cfg, texts)
+    out = Path(cache_dir) / "crosscoders" / key
     if not (out / META_FILE).exists():
-        train_crosscoders(base, intervention, cfg, out, log=log or (lambda s: None))
+        train_crosscoders(base, intervention, cfg, out, texts=texts, log=log or (lambda s: None))
     return out
 
 
