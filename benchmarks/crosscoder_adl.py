@@ -5,13 +5,16 @@ Four measurements per organism, all judged against the organism's measured groun
 
 1. **crosscoder**: train (cached) one BatchTopK crosscoder on the pair; FVU per model on
    held-out tokens and the share of latents per class.
-2. **patching share**: for each planted change, the latents classified intervention-only or
-   changed that fire most on the planted family's *explore* prompts (intervention side; up to
-   ``--n-latents``) are patched back to the base side (``base`` mode) and the planted
+2. **patching share**: for each planted change, up to ``--n-latents`` latents chosen on
+   the planted family's *explore* prompts, either (``class``) the latents classified
+   intervention-only or changed that write most into the intervention model there, or
+   (``diff``) the latents whose contribution changed most between the models there (what
+   the circuit diff ranks), are patched to the base side (``base`` mode) and the planted
    metric measured on the family's *confirm* prompts on base (B), intervention (I) and the
    patched model (A): share = mean(I - A) / mean(I - B) with a paired bootstrap CI
    (:func:`md_framework.pipeline.causal.causal_share`). Control: as many latents drawn at
-   random (``--control-draws`` seeds) among the *shared* latents active on the same prompts.
+   random (``--control-draws`` seeds) among the other latents active on the same prompts
+   (``class``: the shared ones).
 3. **pipeline**: ``MechanisticBehavioralAnalyzer`` with ``tracer: crosscoder`` and with
    ``tracer: activation-diff`` (same config otherwise), scored with md bench's rule
    (:func:`builtin_plugins.organisms.bench.score`).
@@ -84,50 +87,62 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
     for planted in built.ground_truth()["planted"]:
         fam, metric_name = planted["family"], planted["metrics"][0]
         (metric,) = registered_metrics([metric_name])
-        contrib = family_contribution(tracer, inter, explore[fam])
-        chosen, pool = [], []
-        for layer, c in contrib.items():
-            for j in c.argsort(descending=True).tolist():
-                if float(c[j]) <= 0:
-                    break
-                cls = xc.classes[layer][j]
-                if cls in ("intervention-only", "changed"):
-                    chosen.append((float(c[j]), FeatureRef(layer=layer, feature=j)))
-                elif cls == "shared":
-                    pool.append(FeatureRef(layer=layer, feature=j))
-        chosen = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:n_latents]]
+        contrib_i = family_contribution(tracer, inter, explore[fam])
+        contrib_b = family_contribution(tracer, base, explore[fam])
         cases = [TestCase(id=f"{fam}:{i}", hypothesis_id="patch", prompt=p, family=fam, target=target.get(p))
                  for i, p in enumerate(confirm[fam][:n_confirm])]
-        row: dict[str, Any] = {"organism": built.name, "planted": planted["id"], "family": fam,
-                               "metric": metric_name, "n_latents": len(chosen),
-                               "n_prompts": len(cases)}
-        if not chosen:
-            row["note"] = "no intervention-only/changed latent fires on the family"
+        vb = vi = None
+        for selection in ("class", "diff"):
+            chosen, pool = [], []
+            for layer, c in contrib_i.items():
+                delta = (c - contrib_b[layer]).abs()
+                score = c if selection == "class" else delta
+                for j in score.argsort(descending=True).tolist():
+                    if float(score[j]) <= 0:
+                        break
+                    ref = FeatureRef(layer=layer, feature=j)
+                    cls = xc.classes[layer][j]
+                    if selection == "class" and cls in ("intervention-only", "changed"):
+                        chosen.append((float(score[j]), ref))
+                    elif selection == "diff":
+                        chosen.append((float(score[j]), ref))
+                    if float(c[j]) > 0 and (selection == "diff" or cls == "shared"):
+                        pool.append(ref)
+            chosen = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:n_latents]]
+            pool = [f for f in pool if f not in chosen]
+            row: dict[str, Any] = {"organism": built.name, "planted": planted["id"], "family": fam,
+                                   "metric": metric_name, "selection": selection,
+                                   "n_latents": len(chosen), "n_prompts": len(cases),
+                                   "classes": sorted({xc.classes[f.layer][f.feature] for f in chosen})}
+            if not chosen:
+                row["note"] = "no latent selected"
+                rows.append(row)
+                continue
+            intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
+            if vb is None:
+                vb, vi, va = measure_triplet(metric, base, inter, intervene(chosen), cases)
+            else:
+                _, _, va = measure_triplet(metric, base, inter, intervene(chosen), cases)
+            min_den = float(getattr(metric, "min_change", 0) or 1e-9)
+            est = causal_share(vb, vi, va, min_denominator=min_den, seed=seed)
+            row.update(mean_base=sum(vb) / len(vb), mean_intervention=sum(vi) / len(vi),
+                       mean_patched=sum(va) / len(va))
+            if est.effect is not None:
+                row.update(share=round(est.effect.estimate, 3), ci=[est.effect.ci_low, est.effect.ci_high])
+            else:
+                row["note"] = est.reason
+            controls = []
+            for d in range(draws):
+                rng = random.Random(f"{seed}:{d}:{fam}:{selection}")
+                if len(pool) < len(chosen):
+                    break
+                ctrl = rng.sample(pool, len(chosen))
+                _, _, vc = measure_triplet(metric, base, inter, intervene(ctrl), cases)
+                c = causal_share(vb, vi, vc, n_bootstrap=0, min_denominator=min_den)
+                if c.effect is not None:
+                    controls.append(round(c.effect.estimate, 3))
+            row["control_shares"] = controls
             rows.append(row)
-            continue
-        intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
-        vb, vi, va = measure_triplet(metric, base, inter, intervene(chosen), cases)
-        est = causal_share(vb, vi, va, min_denominator=float(getattr(metric, "min_change", 0) or 1e-9),
-                           seed=seed)
-        row.update(mean_base=sum(vb) / len(vb), mean_intervention=sum(vi) / len(vi),
-                   mean_patched=sum(va) / len(va))
-        if est.effect is not None:
-            row.update(share=round(est.effect.estimate, 3), ci=[est.effect.ci_low, est.effect.ci_high])
-        else:
-            row["note"] = est.reason
-        controls = []
-        for d in range(draws):
-            rng = random.Random(f"{seed}:{d}:{fam}")
-            if len(pool) < len(chosen):
-                break
-            ctrl = rng.sample(pool, len(chosen))
-            _, _, vc = measure_triplet(metric, base, inter, intervene(ctrl), cases)
-            c = causal_share(vb, vi, vc, n_bootstrap=0,
-                             min_denominator=float(getattr(metric, "min_change", 0) or 1e-9))
-            if c.effect is not None:
-                controls.append(round(c.effect.estimate, 3))
-        row["control_shares"] = controls
-        rows.append(row)
     return rows
 
 
@@ -231,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.n_confirm)
             results["patch"] += rows
             for r in rows:
-                print(f"[{spec}] patch {r['planted']}: share {r.get('share')} {r.get('ci')} "
+                print(f"[{spec}] patch {r['planted']} ({r['selection']}): share {r.get('share')} {r.get('ci')} "
                       f"control {r.get('control_shares')} ({r['n_latents']} latents) {r.get('note', '')}",
                       flush=True)
         if "adl" in parts:

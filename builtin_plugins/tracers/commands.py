@@ -178,13 +178,21 @@ def md_register_commands(cli: click.Group) -> None:
             META_FILE, CrosscoderTrainConfig, ensure_crosscoder, report_table, train_crosscoders,
         )
 
+        from md_framework.errors import did_you_mean
+
+        sources = corpus.split("+")
+        for name in sources:
+            if name not in ("samples", "chat", "stdlib"):
+                raise click.BadParameter(f"unknown corpus source {name!r}"
+                                         f"{did_you_mean(name, ['samples', 'chat', 'stdlib'])}",
+                                         param_hint="--corpus")
         _threads(threads)
         options = ModelLoadOptions(cache_dir=cache_dir)
         base = load_model(ModelSpec(source=base_source), options)
         intervention = load_model(ModelSpec(source=intervention_source), options)
         cfg = CrosscoderTrainConfig(
             layers=_parse_layers(layers, base.model.config.num_hidden_layers), d_sae=d_sae, k=k,
-            tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=corpus.split("+"),
+            tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=sources,
             seed=seed)
         log = (lambda s: click.echo(s, err=True)) if as_json else click.echo
         if out is None:

@@ -149,3 +149,38 @@ def test_graphs_flow_through_the_diff_and_the_detectors(tracer, safety_pair, toy
             if xc.classes[n.layer][n.feature] == "intervention-only"}
     in_base = {(n.layer, n.feature) for g in gb for n in g.feature_nodes()}
     assert not (only & in_base)
+
+
+def test_crosscoders_train_cli_and_trace_cli(toy_safety, artefact_cache_dir, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from md_framework.cli import _register_plugin_commands, cli
+    from md_framework.types import CircuitGraph
+
+    _register_plugin_commands()
+    runner = CliRunner()
+    out = tmp_path / "xc"
+    res = runner.invoke(cli, [
+        "crosscoders", "train", "--base", str(toy_safety.base_dir),
+        "--intervention", str(toy_safety.intervention_dir), "--layers", "0,1", "--d-sae", "32",
+        "--k", "4", "--tokens", "600", "--epochs", "1", "--n-samples", "64", "--out", str(out),
+        "--cache-dir", str(artefact_cache_dir), "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert [m["layer"] for m in report["layer_metrics"]] == [0, 1]
+    assert {"fvu_base", "fvu_intervention", "class_shares"} <= set(report["layer_metrics"][0])
+    assert (out / "layer_1.safetensors").exists()
+    res = runner.invoke(cli, ["crosscoders", "train", "--base", "toy", "--intervention", "toy",
+                              "--corpus", "samples+nope", "--out", str(tmp_path / "bad"),
+                              "--cache-dir", str(artefact_cache_dir)])
+    assert res.exit_code != 0 and "nope" in res.output
+
+    graph_file = tmp_path / "g.json"
+    prompt = sorted(toy_safety.universe["harmful_hacking"])[0]
+    res = runner.invoke(cli, [
+        "trace", "--model", str(toy_safety.intervention_dir), "--tracer", "crosscoder",
+        "--option", f"crosscoder={out}", "--prompt", prompt, "--out", str(graph_file),
+        "--cache-dir", str(artefact_cache_dir), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    graph = CircuitGraph.model_validate_json(graph_file.read_text())
+    assert graph.dictionary_id == report["dictionary_id"] and graph.feature_nodes()
