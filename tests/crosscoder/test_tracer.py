@@ -184,3 +184,21 @@ def test_crosscoders_train_cli_and_trace_cli(toy_safety, artefact_cache_dir, tmp
     assert res.exit_code == 0, res.output
     graph = CircuitGraph.model_validate_json(graph_file.read_text())
     assert graph.dictionary_id == report["dictionary_id"] and graph.feature_nodes()
+
+
+def test_tracer_trains_its_crosscoder_from_the_two_sources(toy_safety, tmp_path) -> None:
+    from builtin_plugins.organisms.build import load_dir
+    from builtin_plugins.tracers.crosscoder import CrosscoderTracer
+
+    tracer = CrosscoderTracer({
+        "base_model": str(toy_safety.base_dir), "intervention_model": str(toy_safety.intervention_dir),
+        "train": {"layers": [0], "d_sae": 32, "k": 4, "tokens": 500, "epochs": 1, "n_samples": 64},
+        "cache_dir": str(tmp_path)})
+    path = tracer.crosscoder().path
+    assert path.parent == tmp_path / "crosscoders"
+    inter = load_dir(toy_safety.intervention_dir)
+    (graph,) = tracer.trace(inter, [sorted(toy_safety.universe["cooking"])[0]])
+    assert graph.dictionary_id == tracer.dictionary_id and {n.layer for n in graph.feature_nodes()} == {0}
+    # the same options find the cached directory again
+    again = CrosscoderTracer(tracer.options.model_dump())
+    assert again.crosscoder().path == path
