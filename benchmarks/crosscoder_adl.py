@@ -52,7 +52,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (round(centre - half, 3), round(centre + half, 3))
+    return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
 
 
 def family_contribution(tracer: Any, model: Any, prompts: list[str]) -> dict[int, Any]:
@@ -197,6 +197,49 @@ def pipeline(built: Any, spec: str, tracer: str, options: dict[str, Any], seed: 
             "wall_s": round(time.time() - t0, 1)}
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The README tables from a results.json."""
+    out = ["| organism | layer | FVU base | FVU intervention | L0 | shared | base-only | "
+           "intervention-only | changed | dead | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in results["train"]:
+        for m in t["layers"]:
+            c = m["class_shares"]
+            out.append(f"| {t['organism']} | {m['layer']} | {m['fvu_base']:.3f} | {m['fvu_intervention']:.3f} | "
+                       f"{m['l0']:.1f} | {c['shared']:.3f} | {c['base-only']:.3f} | "
+                       f"{c['intervention-only']:.3f} | {c['changed']:.3f} | {c['dead']:.3f} | {t['seconds']:.0f} |")
+    out += ["", "| organism | planted | metric | selection | latents (classes) | share [95 % CI] | "
+            "control shares: median (min–max, n) |", "|---|---|---|---|---|---|---|"]
+    for r in results["patch"]:
+        ci = r.get("ci") or [None, None]
+        share = (f"{r['share']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if r.get("share") is not None and ci[0] is not None
+                 else str(r.get("share", r.get("note", ""))))
+        cs = sorted(r.get("control_shares", []))
+        ctrl = (f"{cs[len(cs) // 2]:.3f} ({cs[0]:.3f}–{cs[-1]:.3f}, {len(cs)})" if cs else "–")
+        out.append(f"| {r['organism']} | {r['planted']} | {r['metric']} | {r['selection']} | "
+                   f"{r['n_latents']} ({', '.join(r.get('classes', []))}) | {share} | {ctrl} |")
+    out += ["", "| organism | ADL hits / seeds | Wilson 95 % | families named | forward passes / run | generated tokens / run |",
+            "|---|---|---|---|---|---|"]
+    for a in results["adl"]:
+        named: dict[str, int] = {}
+        for r in a["runs"]:
+            named[r["named"][0]] = named.get(r["named"][0], 0) + 1
+        cost = a["runs"][0]["cost"]
+        out.append(f"| {a['organism']} | {a['hits']}/{a['seeds']} | {a['interval'][0]:.2f}–{a['interval'][1]:.2f} | "
+                   f"{', '.join(f'{k} x{v}' for k, v in sorted(named.items(), key=lambda t: -t[1]))} | "
+                   f"{cost['forward_passes']} | {cost['generated_tokens']} |")
+    out += ["", "| organism | seed | tracer | recall | precision | recovered | false disc. | queries | traced prompts | causal share (control) of validated feature hypotheses | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["pipeline"]:
+        causal = "; ".join(f"{h.split(':')[1]}/{h.split(':')[-1]}: "
+                           f"{'–' if s is None else f'{s:.2f}'} ({'–' if c is None else f'{c:.2f}'})"
+                           for h, s, c in r["causal"] if s is not None) or "–"
+        fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        out.append(f"| {r['organism']} | {r['seed']} | {r['tracer']} | {fmt(r['recall'])} | "
+                   f"{fmt(r['precision'])} | {', '.join(r['recovered']) or '–'} | {r['false_discoveries']} | "
+                   f"{r['queries']} | {r['traced_prompts']} | {causal} | {r['wall_s']:.0f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--specs", default="toy-safety,toy-style,toy-knowledge,toy-multi")
@@ -208,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-latents", type=int, default=8)
     ap.add_argument("--control-draws", type=int, default=10)
     ap.add_argument("--n-confirm", type=int, default=12)
+    ap.add_argument("--markdown", action="store_true", help="print the tables of OUT/results.json and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads((args.out / "results.json").read_text())))
+        return 0
 
     import torch
 
