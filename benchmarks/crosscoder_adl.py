@@ -201,7 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
     """The README tables from a results.json."""
     out = ["| organism | layer | FVU base | FVU intervention | L0 | shared | base-only | "
            "intervention-only | changed | dead | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for t in results["train"]:
+    for t in results.get("train", []):
         for m in t["layers"]:
             c = m["class_shares"]
             out.append(f"| {t['organism']} | {m['layer']} | {m['fvu_base']:.3f} | {m['fvu_intervention']:.3f} | "
@@ -209,7 +209,7 @@ def markdown(results: dict[str, Any]) -> str:
                        f"{c['intervention-only']:.3f} | {c['changed']:.3f} | {c['dead']:.3f} | {t['seconds']:.0f} |")
     out += ["", "| organism | planted | metric | selection | latents (classes) | share [95 % CI] | "
             "control shares: median (min–max, n) |", "|---|---|---|---|---|---|---|"]
-    for r in results["patch"]:
+    for r in results.get("patch", []):
         ci = r.get("ci") or [None, None]
         share = (f"{r['share']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if r.get("share") is not None and ci[0] is not None
                  else str(r.get("share", r.get("note", ""))))
@@ -219,12 +219,13 @@ def markdown(results: dict[str, Any]) -> str:
                    f"{r['n_latents']} ({', '.join(r.get('classes', []))}) | {share} | {ctrl} |")
     out += ["", "| organism | ADL hits / seeds | Wilson 95 % | families named | forward passes / run | generated tokens / run |",
             "|---|---|---|---|---|---|"]
-    for a in results["adl"]:
+    for a in results.get("adl", []):
         named: dict[str, int] = {}
         for r in a["runs"]:
             named[r["named"][0]] = named.get(r["named"][0], 0) + 1
         cost = a["runs"][0]["cost"]
-        out.append(f"| {a['organism']} | {a['hits']}/{a['seeds']} | {a['interval'][0]:.2f}–{a['interval'][1]:.2f} | "
+        lo, hi = wilson(a["hits"], a["seeds"])
+        out.append(f"| {a['organism']} | {a['hits']}/{a['seeds']} | {lo:.2f}–{hi:.2f} | "
                    f"{', '.join(f'{k} x{v}' for k, v in sorted(named.items(), key=lambda t: -t[1]))} | "
                    f"{cost['forward_passes']} | {cost['generated_tokens']} |")
     out += ["", "| organism | seed | tracer | recall | precision | recovered | false disc. | queries | traced prompts | causal share (control) of validated feature hypotheses | wall s |",
