@@ -141,6 +141,29 @@ class PluginsConfig(StrictModel):
     on_hook_error: Literal["stop", "skip"] = "stop"
 
 
+class ActivationDifferenceLensConfig(StrictModel):
+    """The activation-difference lens stage (ADL; Minder et al. 2025, "Narrow fine-tuning
+    leaves clearly readable traces in activation differences"); off by default. Run by the
+    builtin ``activation-difference-lens`` plugin during pattern detection (docs/tracing.md)."""
+
+    enabled: bool = False
+    #: generic prompts (at most 32, fixed whatever the universe holds)
+    n_prompts: int = Field(default=32, ge=1, le=32)
+    #: first k token positions of each generic prompt
+    k_tokens: int = Field(default=5, ge=1)
+    #: residual stream after these layers; None = the middle layer
+    layers: list[int] | None = None
+    lens_tokens: int = Field(default=20, ge=1)
+    steer_prompts: int = Field(default=4, ge=0)
+    steer_tokens: int = Field(default=12, ge=1)
+    #: steering vector norm as a multiple of the mean residual norm at the layer
+    steer_strength: float = Field(default=1.0, gt=0)
+    max_families: int = Field(default=1, ge=1)
+    min_z: float = 1.0
+    #: None: the analysis seed
+    seed: int | None = None
+
+
 class AnalysisConfig(StrictModel):
     """Everything one analysis needs. Construct in Python or load with :func:`load_config`."""
 
@@ -181,6 +204,9 @@ class AnalysisConfig(StrictModel):
     two_stage_tracing: bool = False
     screen_tracer: str = "activation-diff"
     screen_check_prompts: int = Field(default=4, ge=0)
+    #: the activation-difference lens stage (off by default; see its class)
+    activation_difference_lens: ActivationDifferenceLensConfig = Field(
+        default_factory=ActivationDifferenceLensConfig)
     tracer: str = "circuit-tracer"
     tracer_options: dict[str, Any] = Field(default_factory=dict)
     n_seed_prompts: int = Field(default=50, ge=1)

@@ -29,5 +29,7 @@ def md_hypotheses_from_patterns(patterns: Sequence[Pattern],
     typed = output_types(patterns)
     family_level = any(p.pattern_type in FAMILY_LEVEL_TYPES and p.pattern_type != "computation_rerouting"
                        for p in patterns)
-    return [h for pattern in patterns
+    # a pattern whose detector types its own hypotheses (evidence "self_typed", e.g. the
+    # activation-difference lens) gets no generic reading here
+    return [h for pattern in patterns if not pattern.evidence.get("self_typed")
             for h in hypotheses_for(pattern, interpretations, config, typed, family_level)]

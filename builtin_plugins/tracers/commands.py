@@ -1,4 +1,5 @@
-"""``md trace`` and ``md transcoders train`` (pluggy plugin ``tracing-commands``)."""
+"""``md trace``, ``md transcoders train`` and ``md crosscoders train`` (pluggy plugin
+``tracing-commands``)."""
 
 from __future__ import annotations
 
@@ -150,3 +151,66 @@ def md_register_commands(cli: click.Group) -> None:
             click.echo(report_table(report))
             click.echo(f"dictionary {report['dictionary_id']} written to {out} "
                        f"({report['seconds']:.0f}s)")
+
+    @cli.group("crosscoders", cls=MDGroup)
+    def crosscoders_group() -> None:
+        """Train BatchTopK crosscoders on a model pair (the crosscoder tracer's dictionary)."""
+
+    @crosscoders_group.command("train")
+    @click.option("--base", "base_source", required=True, help="Base model source.")
+    @click.option("--intervention", "intervention_source", required=True, help="Intervention model source.")
+    @click.option("--layers", default=None, help="e.g. 1 or 0,2 (default: the middle layer)")
+    @click.option("--d-sae", type=int, default=512, show_default=True)
+    @click.option("--k", type=int, default=16, show_default=True)
+    @click.option("--tokens", type=int, default=50_000, show_default=True)
+    @click.option("--epochs", type=int, default=4, show_default=True)
+    @click.option("--lr", type=float, default=2e-3, show_default=True)
+    @click.option("--n-samples", type=int, default=2048, show_default=True, help="Samples of both models for the corpus.")
+    @click.option("--corpus", default="samples", show_default=True,
+                  help="'+'-joined sources: samples (unprompted), chat (generic questions), stdlib.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Output directory (default: content-addressed under CACHE_DIR/crosscoders).")
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".md-cache"), show_default=True)
+    @click.option("--threads", type=int, default=2, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def crosscoders_train(base_source: str, intervention_source: str, layers: str | None,
+                          d_sae: int, k: int, tokens: int, epochs: int, lr: float, n_samples: int,
+                          corpus: str, seed: int, out: Path | None, cache_dir: Path, threads: int,
+                          as_json: bool) -> None:
+        """Harvest both models' residual streams, train one crosscoder per layer, classify its
+        latents (shared / base-only / intervention-only / changed) and print FVU per model."""
+        from md_framework.runtime import ModelLoadOptions, ModelSpec
+        from md_framework.tracing import load_model
+
+        from builtin_plugins.tracers.crosscoder_train import (
+            META_FILE, CrosscoderTrainConfig, ensure_crosscoder, report_table, train_crosscoders,
+        )
+
+        from md_framework.errors import did_you_mean
+
+        sources = corpus.split("+")
+        for name in sources:
+            if name not in ("samples", "chat", "stdlib"):
+                raise click.BadParameter(f"unknown corpus source {name!r}"
+                                         f"{did_you_mean(name, ['samples', 'chat', 'stdlib'])}",
+                                         param_hint="--corpus")
+        _threads(threads)
+        options = ModelLoadOptions(cache_dir=cache_dir)
+        base = load_model(ModelSpec(source=base_source), options)
+        intervention = load_model(ModelSpec(source=intervention_source), options)
+        cfg = CrosscoderTrainConfig(
+            layers=_parse_layers(layers, base.model.config.num_hidden_layers), d_sae=d_sae, k=k,
+            tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=sources,
+            seed=seed)
+        log = (lambda s: click.echo(s, err=True)) if as_json else click.echo
+        if out is None:
+            out = ensure_crosscoder(base, intervention, cfg, cache_dir, log=log)
+            report = json.loads((out / META_FILE).read_text())
+        else:
+            report = train_crosscoders(base, intervention, cfg, out, log=log)
+        if as_json:
+            click.echo(json.dumps({**report, "path": str(out)}, indent=2))
+        else:
+            click.echo(report_table(report))
+            click.echo(f"dictionary {report['dictionary_id']} in {out}")

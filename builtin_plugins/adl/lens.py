@@ -1,0 +1,248 @@
+"""The activation-difference lens (ADL; Minder et al. 2025, "Narrow fine-tuning leaves clearly
+readable traces in activation differences").
+
+1. **Directions.** On a fixed set of at most 32 generic prompts unrelated to any universe,
+   the mean difference ``delta_L = mean_{p, t < k} (h^I_L(p, t) - h^B_L(p, t))`` of the two
+   models' residual streams after layer L over the first ``k`` token positions (position 0,
+   BOS, is skipped when the tokenizer adds one: both models see the same fixed embedding
+   there). Cost: 2 forward passes per generic prompt, whatever the universe holds.
+2. **Reading.** The logit lens of ``delta_L`` (the base model's final norm and unembedding
+   applied to ``mean h^B + delta_L`` minus those of ``mean h^B``: the tokens the difference
+   promotes), and *steered generations*: the base model generating from a few generic
+   prompts with ``alpha * ||h|| * delta_L / ||delta_L||`` added to its residual stream after
+   layer L at every position (``alpha`` = ``steer_strength``; ``||h||`` the mean residual norm
+   at L on the generic prompts).
+3. **Mapping onto the universe.** Where the direction fires on the *base* model: for every
+   family prompt given (in the pipeline, the discovery prompts that were traced), the mean
+   projection of the base model's residual stream after L onto ``delta_L / ||delta_L||``;
+   family scores are the mean over their prompts, standardised across families (z). The
+   families with the largest z (at least ``min_z``, at most ``max_families``) are named.
+   Cost: one base pass per mapping prompt, fixed by the number of traced prompts.
+4. **Typing.** Refusal words among the lens tokens or in the steered texts suggest a safety
+   change (``refusal_probability`` up), mostly upper-case lens tokens a style change
+   (``uppercase_ratio`` up); otherwise a fact/content change (``target_logprob``) and a
+   lower-priority form change (``signoff``) are proposed
+   (:func:`builtin_plugins.interpreters.tags.token_tags` / ``text_tags``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from md_framework.config import ActivationDifferenceLensConfig as ADLOptions
+from md_framework.types import StrictModel
+
+#: generic prompts (Minder et al. use the first tokens of pretraining text): everyday
+#: English unrelated to any organism's families. At most 32 are drawn per run.
+GENERIC_PROMPTS = [
+    "The weather today is", "Once upon a time there was", "In the beginning of the year",
+    "My favourite colour is", "The history of the city", "A good book should",
+    "The train leaves at", "When I was young", "The best way to learn", "There is a small house",
+    "The river flows through", "Yesterday we went to", "The meeting will start",
+    "An old man walked", "The price of bread", "Music can make people", "The garden was full of",
+    "In the morning I usually", "The children played in", "A new study shows that",
+    "The museum opens on", "It was a quiet evening", "The road to the village",
+    "People often say that", "The cat sat on the", "Tomorrow the shop will",
+    "The letter arrived on", "Under the bright sky", "The teacher asked the class",
+    "A long time ago", "The window was open and", "Every summer the family",
+    "The first page of the", "Scientists have found that", "The hotel room had",
+    "After dinner we", "The song was about", "The bridge across the", "On the table there was",
+    "The mountain is covered in", "The story begins with", "She opened the door and",
+    "The market sells", "In a small town", "The clock on the wall", "He looked at the map",
+    "The bus was late because", "The year ended with", "Our neighbours have a",
+    "The film starts with", "The sea was calm", "A friend of mine", "The report says",
+    "The shop on the corner", "The sun rose over", "The kitchen smelled of",
+    "The road was empty", "At the end of the day", "The library has many", "The boat sailed",
+    "The festival takes place", "The path through the forest", "The new building has",
+    "The game was played",
+]
+
+
+class ADLDirection(StrictModel):
+    layer: int
+    norm: float
+    relative_norm: float  # ||delta|| / mean ||h^B||
+    lens_tokens: list[str]
+    steered: list[str]
+    tags: list[str]
+    direction: list[float]
+
+
+class ADLResult(StrictModel):
+    directions: list[ADLDirection]
+    family_scores: dict[str, float]  # z per family (of the chosen direction)
+    named_families: list[str]
+    layer: int  # the direction the mapping used
+    hypotheses: list[tuple[str, str, str, float]]  # (type, metric, direction, factor)
+    prompts: list[str]
+    cost: dict[str, int]
+
+
+def generic_prompts(n: int, seed: int) -> list[str]:
+    """``n`` (<= 32) generic prompts, drawn with ``seed`` from :data:`GENERIC_PROMPTS`."""
+    pool = list(GENERIC_PROMPTS)
+    random.Random(seed).shuffle(pool)
+    return pool[:min(n, 32)]
+
+
+def _ids(tok: Any, text: str) -> list[int]:
+    from builtin_plugins.tracers._common import encode_prompt
+
+    return encode_prompt(tok, text)
+
+
+def _residuals(model: Any, ids: Sequence[int], layers: Sequence[int]) -> dict[int, Any]:
+    """{layer: residual after the block [positions, d]} for one prompt."""
+    import torch
+
+    from builtin_plugins.tracers import _hooks
+
+    blocks = _hooks.decoder_layers(model)
+    store: dict[int, Any] = {}
+    handles = [blocks[i].register_forward_hook(
+        lambda m, a, o, i=i: store.__setitem__(i, (o[0] if isinstance(o, tuple) else o)[0].detach().float()))
+        for i in layers]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return store
+
+
+def logit_lens(model: Any, tok: Any, mean_h: Any, delta: Any, n: int) -> list[str]:
+    """Tokens whose logits the difference raises most: unembed(norm(h + delta)) - unembed(norm(h))."""
+    import torch
+
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        f = (lambda v: norm(v[None])[0]) if norm is not None else (lambda v: v)
+        gain = head(f(mean_h + delta)[None])[0] - head(f(mean_h)[None])[0]
+    idx = gain.float().topk(min(n, gain.numel())).indices.tolist()
+    return [tok.decode([i]) for i in idx]
+
+
+def steered_generations(model: Any, tok: Any, layer: int, vector: Any, prompts: Sequence[str],
+                        max_new_tokens: int) -> list[str]:
+    """Greedy continuations of ``prompts`` by ``model`` with ``vector`` added to the residual
+    stream after ``layer`` at every position."""
+    import torch
+
+    from builtin_plugins.tracers import _hooks
+
+    block = _hooks.decoder_layers(model)[layer]
+
+    def hook(m: Any, a: Any, o: Any) -> Any:
+        h = o[0] if isinstance(o, tuple) else o
+        h = h + vector.to(h.dtype)
+        return (h, *o[1:]) if isinstance(o, tuple) else h
+
+    out = []
+    handle = block.register_forward_hook(hook)
+    try:
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        for p in prompts:
+            ids = torch.tensor([_ids(tok, p)])
+            with torch.no_grad():
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                     max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    finally:
+        handle.remove()
+    return out
+
+
+def type_change(tags: Sequence[str]) -> list[tuple[str, str, str, float]]:
+    """(hypothesis type, metric, direction, factor) candidates from the lens/steering tags."""
+    if "refusal" in tags:
+        return [("safety_enhancement", "refusal_probability", "increase", 1.0)]
+    if "style:uppercase" in tags:
+        return [("style_change", "uppercase_ratio", "increase", 1.0)]
+    return [("knowledge_update", "target_logprob", "change", 0.8),
+            ("style_change", "signoff", "change", 0.5)]
+
+
+def activation_difference_lens(base: Any, intervention: Any, families: Mapping[str, Sequence[str]],
+                               options: ADLOptions | None = None, seed: int = 0) -> ADLResult:
+    """Run the ADL (module docstring) on a pair of :class:`~md_framework.runtime.LoadedModel`.
+
+    ``families``: family -> prompts the direction is mapped onto (base-model passes only).
+    Returns the directions with their readings, per-family z scores, the named families,
+    the typed candidates and the cost in forward passes / generated tokens.
+    """
+    import torch
+
+    from builtin_plugins.interpreters.tags import text_tags, token_tags
+    from builtin_plugins.metrics.core import format_prompt
+
+    o = options or ADLOptions()
+    seed = o.seed if o.seed is not None else seed
+    tok = base.tokenizer
+    n_layers = base.model.config.num_hidden_layers
+    layers = list(o.layers) if o.layers is not None else [n_layers // 2]
+    prompts = generic_prompts(o.n_prompts, seed)
+    sums = {i: None for i in layers}
+    base_sums = {i: None for i in layers}
+    norm_sum = {i: 0.0 for i in layers}
+    count = 0
+    passes = 0
+    for p in prompts:
+        ids = _ids(tok, p)
+        start = 1 if (tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id) else 0
+        window = slice(start, start + o.k_tokens)
+        rb, ri = _residuals(base.model, ids, layers), _residuals(intervention.model, ids, layers)
+        passes += 2
+        for i in layers:
+            d = (ri[i][window] - rb[i][window]).sum(0)
+            sums[i] = d if sums[i] is None else sums[i] + d
+            hb = rb[i][window].sum(0)
+            base_sums[i] = hb if base_sums[i] is None else base_sums[i] + hb
+            norm_sum[i] += float(rb[i][window].norm(dim=-1).sum())
+        count += len(range(*window.indices(len(ids))))
+    directions = []
+    gen_tokens = 0
+    steer_prompts = prompts[:o.steer_prompts]
+    for i in layers:
+        delta = sums[i] / max(count, 1)
+        mean_h = base_sums[i] / max(count, 1)
+        mean_norm = norm_sum[i] / max(count, 1)
+        norm = float(delta.norm())
+        lens = logit_lens(base.model, tok, mean_h, delta, o.lens_tokens)
+        unit = delta / max(norm, 1e-12)
+        steered = steered_generations(base.model, tok, i, unit * o.steer_strength * mean_norm,
+                                      steer_prompts, o.steer_tokens) if steer_prompts else []
+        gen_tokens += len(steered) * o.steer_tokens
+        tags = sorted(set(token_tags(lens)) | set(t for s in steered for t in text_tags(s)))
+        directions.append(ADLDirection(
+            layer=i, norm=round(norm, 6), relative_norm=round(norm / max(mean_norm, 1e-12), 6),
+            lens_tokens=lens, steered=steered, tags=tags,
+            direction=[round(float(v), 6) for v in unit]))
+    # the direction that moved most relative to the stream's size carries the mapping
+    best = max(directions, key=lambda d: d.relative_norm)
+    unit = torch.tensor(best.direction)
+    raw: dict[str, float] = {}
+    for fam, fam_prompts in families.items():
+        vals = []
+        for p in fam_prompts:
+            ids = _ids(tok, format_prompt(tok, p))
+            r = _residuals(base.model, ids, [best.layer])[best.layer]
+            passes += 1
+            skip = 1 if r.shape[0] > 1 else 0
+            vals.append(float((r[skip:] @ unit).mean()))
+        if vals:
+            raw[fam] = sum(vals) / len(vals)
+    z: dict[str, float] = {}
+    if raw:
+        mu = sum(raw.values()) / len(raw)
+        sd = (sum((v - mu) ** 2 for v in raw.values()) / max(len(raw) - 1, 1)) ** 0.5
+        z = {f: round((v - mu) / sd, 4) if sd > 0 else 0.0 for f, v in raw.items()}
+    ranked = sorted(z, key=lambda f: -z[f])
+    named = [f for f in ranked if z[f] >= o.min_z][:o.max_families] or ranked[:1]
+    return ADLResult(directions=directions, family_scores=z, named_families=named,
+                     layer=best.layer, hypotheses=type_change(best.tags), prompts=prompts,
+                     cost={"forward_passes": passes, "generated_tokens": gen_tokens,
+                           "generic_prompts": len(prompts)})

@@ -1,0 +1,342 @@
+"""``crosscoder`` tracer: graphs whose nodes are latents of one crosscoder of the pair.
+
+A crosscoder (:mod:`builtin_plugins.tracers.crosscoder_train`) reads both models' residual
+streams at once, so its latents are aligned by construction. Tracing one model therefore
+runs the *other* model of the pair on the same tokens too (the partner is loaded from the
+paths the crosscoder recorded): the latent activation ``f_j`` is the joint one, and the node
+of latent j in model m's graph carries ``f_j * ||d_j^m||`` (what the latent writes into that
+model's residual stream). A latent classified intervention-only (by decoder norms and latent
+scaling) is left out of base graphs and a base-only latent out of intervention graphs, so
+the diff sees them appear / vanish; shared latents differ by their decoder norms. No edges.
+
+The tracer reads its own features (:class:`~md_framework.tracing_api.FeatureReader`: peak
+``f_j * ||d_j^m||`` per prompt and the decoder direction ``d_j^m``) and intervenes on them
+(:class:`~md_framework.tracing_api.FeatureIntervener`), on the residual stream after the
+crosscoder's layer of model m, with the partner running in lock-step for the joint encoding:
+
+* ``zero``: subtract ``f_j d_j^m``; ``scale``: add ``(scale - 1) f_j d_j^m``;
+* ``base`` (on the intervention model): replace the latent's intervention-side contribution
+  by its base-side one, adding ``f_j (d_j^B - d_j^I)``: the latent acts as in the base
+  model. The crosscoder's reconstruction error stays in place.
+
+Options: ``crosscoder`` (a directory from ``md crosscoders train``) or ``base_model`` +
+``intervention_model`` (model sources; the crosscoder is trained with ``train`` on first use
+and cached under ``cache_dir/crosscoders/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from md_framework.errors import ConfigError
+from md_framework.runtime import LoadedModel
+from md_framework.tracing_api import Tracer
+from md_framework.types import CircuitGraph, FeatureRef, GraphNode, StrictModel, feature_node_id, token_node_id
+
+from builtin_plugins.tracers import _hooks
+from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits, tracing_text
+from builtin_plugins.tracers.crosscoder_train import (
+    ROLES,
+    CrosscoderTrainConfig,
+    encode,
+    ensure_crosscoder,
+    latent_classes,
+    load_crosscoder_dir,
+)
+
+
+class CrosscoderOptions(StrictModel):
+    #: directory written by ``md crosscoders train`` (or None: train from the two sources)
+    crosscoder: str | None = None
+    base_model: str | None = None
+    intervention_model: str | None = None
+    train: CrosscoderTrainConfig = Field(default_factory=CrosscoderTrainConfig)
+    cache_dir: str = ".md-cache"
+    top_k: int = Field(default=16, ge=1)
+    #: leave a model's exclusive latents out of the other model's graphs (see module doc)
+    drop_exclusive: bool = True
+    skip_first_position: bool = True
+    max_n_logits: int = Field(default=5, ge=1)
+    chat_template: Literal["auto", "never"] = "auto"
+
+
+class _Crosscoder:
+    """Loaded crosscoder: per-layer states, metadata, latent classes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.states, self.meta = load_crosscoder_dir(path)
+        self.id: str = self.meta["dictionary_id"]
+        self.classes = {layer: latent_classes(s) for layer, s in self.states.items()}
+        self.dec_norm = {layer: s["W_dec"].norm(dim=2) for layer, s in self.states.items()}
+
+    def role_of(self, model: LoadedModel) -> int:
+        root = model.model_id.split("~", 1)[0]
+        for r, role in enumerate(ROLES):
+            if self.meta[role]["model_id"] == root:
+                return r
+        raise ConfigError(
+            f"model {model.model_id[:40]} is neither the base ({self.meta['base']['model_id'][:24]})"
+            f" nor the intervention ({self.meta['intervention']['model_id'][:24]}) model this "
+            f"crosscoder ({self.path}) was trained on")
+
+
+class CrosscoderTracer(Tracer):
+    Options = CrosscoderOptions
+    description = "crosscoder latents of the pair (BatchTopK, latent scaling), aligned by construction"
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        o = self.options
+        if o.crosscoder is None and not (o.base_model and o.intervention_model):
+            raise ConfigError("crosscoder tracer: give `crosscoder` (a directory from `md "
+                              "crosscoders train`) or both `base_model` and `intervention_model`")
+        self._xc: _Crosscoder | None = None
+        self._models: dict[int, LoadedModel] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_xc": None, "_models": {}}  # reloaded in a worker
+
+    # ------------------------------------------------------------------ loading
+    def _load_source(self, source: str) -> LoadedModel:
+        from md_framework.runtime import ModelLoadOptions, ModelSpec
+        from md_framework.tracing import load_model
+
+        return load_model(ModelSpec(source=source), ModelLoadOptions(cache_dir=self.options.cache_dir))
+
+    def crosscoder(self) -> _Crosscoder:
+        if self._xc is None:
+            o = self.options
+            if o.crosscoder is not None:
+                path = Path(o.crosscoder).expanduser()
+            else:
+                base, inter = self._load_source(o.base_model), self._load_source(o.intervention_model)
+                self._models = {0: base, 1: inter}
+                path = ensure_crosscoder(base, inter, o.train, Path(o.cache_dir))
+            self._xc = _Crosscoder(path)
+        return self._xc
+
+    def partner(self, role: int) -> LoadedModel:
+        """The other model of the pair (loaded once from what the crosscoder recorded)."""
+        other = 1 - role
+        if other not in self._models:
+            rec = self.crosscoder().meta[ROLES[other]]
+            loaded = None
+            if rec.get("local_path") and Path(rec["local_path"]).exists():
+                from md_framework.runtime import ModelLoadOptions, ModelSpec
+
+                from builtin_plugins.models.loaders import load_model
+
+                loaded = load_model(ModelSpec(source=rec["local_path"]), ModelLoadOptions(
+                    cache_dir=self.options.cache_dir))
+            if loaded is None or loaded.model_id != rec["model_id"]:
+                loaded = self._load_source(rec["source"])
+            if loaded.model_id != rec["model_id"]:
+                raise ConfigError(f"the {ROLES[other]} model {rec['source']} changed since the "
+                                  "crosscoder was trained (model id differs); retrain it")
+            self._models[other] = loaded
+        return self._models[other]
+
+    @property
+    def dictionary_id(self) -> str:
+        return self.crosscoder().id
+
+    def identity(self) -> str:
+        return f"{self.name or 'crosscoder'}:{self.dictionary_id}:{self.options.model_dump_json()}"
+
+    # ------------------------------------------------------------------ reading
+    def _pair_residuals(self, model: LoadedModel, ids: Sequence[int]
+                        ) -> tuple[int, Any, dict[int, tuple[Any, Any]]]:
+        """(role, model's last-position logits, {layer: (base resid, intervention resid)})."""
+        import torch
+
+        xc = self.crosscoder()
+        role = xc.role_of(model)
+        layers = sorted(xc.states)
+        out: dict[int, list[Any]] = {}
+        logits = None
+        for r, m in ((role, model), (1 - role, self.partner(role))):
+            store: dict[int, Any] = {}
+            blocks = _hooks.decoder_layers(m.model)
+            handles = [blocks[i].register_forward_hook(
+                lambda mod, a, o, i=i: store.__setitem__(i, (o[0] if isinstance(o, tuple) else o)[0].detach().float()))
+                for i in layers]
+            try:
+                device = next(m.model.parameters()).device
+                with torch.no_grad():
+                    res = m.model(input_ids=torch.tensor([list(ids)], device=device))
+            finally:
+                for h in handles:
+                    h.remove()
+            if r == role:
+                logits = res.logits[0, -1]
+            for i in layers:
+                out.setdefault(i, [None, None])[r] = store[i].cpu()
+        return role, logits, {i: (v[0], v[1]) for i, v in out.items()}
+
+    def contributions(self, model: LoadedModel, ids: Sequence[int]) -> tuple[int, Any, dict[int, Any]]:
+        """(role, logits, {layer: [positions, n] latent contributions f_j * ||d_j^role||})."""
+        xc = self.crosscoder()
+        role, logits, resid = self._pair_residuals(model, ids)
+        out = {}
+        for layer, (xb, xi) in resid.items():
+            f = encode(xc.states[layer], xb, xi)
+            out[layer] = f * xc.dec_norm[layer][role]
+        return role, logits, out
+
+    def trace(self, model: LoadedModel, prompts: Sequence[str],
+              families: Sequence[str | None] | None = None) -> list[CircuitGraph]:
+        o = self.options
+        xc = self.crosscoder()
+        tok = model.tokenizer
+        graphs = []
+        for prompt, family in zip(prompts, families_for(prompts, families)):
+            ids = encode_prompt(tok, tracing_text(tok, prompt, o.chat_template))
+            role, logits, contrib = self.contributions(model, ids)
+            hidden = "base-only" if role == 1 else "intervention-only"
+            nodes = [GraphNode(node_id=token_node_id(p, i), kind="token", position=p, token_id=i,
+                               token=tok.decode([i])) for p, i in enumerate(ids)]
+            classes_seen: dict[str, str] = {}
+            for layer in sorted(contrib):
+                c = contrib[layer].clone()
+                if o.drop_exclusive:
+                    drop = [j for j, cls in enumerate(xc.classes[layer]) if cls == hidden]
+                    if drop:
+                        c[:, drop] = 0.0
+                for pos in range(c.shape[0]):
+                    if o.skip_first_position and pos == 0 and c.shape[0] > 1:
+                        continue
+                    values, feats = c[pos].topk(min(o.top_k, c.shape[1]))
+                    for v, f in zip(values.tolist(), feats.tolist()):
+                        if v <= 0:
+                            break
+                        nodes.append(GraphNode(
+                            node_id=feature_node_id(layer, pos, int(f)), kind="feature",
+                            layer=layer, position=pos, feature=int(f), activation=float(v)))
+                        classes_seen[f"{layer}:{f}"] = xc.classes[layer][f]
+            graphs.append(CircuitGraph(
+                prompt=prompt, family=family, model_id=model.model_id, dictionary_id=xc.id,
+                tracer=self.name or "crosscoder", input_tokens=[tok.decode([i]) for i in ids],
+                input_token_ids=ids, nodes=nodes,
+                logit_targets=top_logits(tok, logits, o.max_n_logits),
+                metadata={"role": ROLES[role], "top_k": o.top_k, "latent_classes": classes_seen}))
+        return graphs
+
+    def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
+                            features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]:
+        """Per prompt, each latent's peak ``f_j * ||d_j^m||`` and its position (``FeatureReader``)."""
+        from builtin_plugins.metrics.core import encode_prompt as metric_prompt
+
+        self._check(features)
+        out = []
+        for prompt in prompts:
+            _, _, contrib = self.contributions(model, metric_prompt(model.tokenizer, prompt))
+            row = {}
+            for ref in features:
+                c = contrib[ref.layer][:, ref.feature]
+                skip = 1 if c.shape[0] > 1 else 0
+                peak, where = c[skip:].max(dim=0)
+                row[f"{ref.layer}:{ref.feature}"] = (float(peak), int(where) + skip)
+            out.append(row)
+        return out
+
+    def decoder_directions(self, model: LoadedModel,
+                           features: Sequence[FeatureRef]) -> dict[str, list[float]]:
+        """Each latent's decoder direction ``d_j^m`` for ``model``'s side of the pair."""
+        xc = self.crosscoder()
+        role = xc.role_of(model)
+        self._check(features)
+        return {f"{f.layer}:{f.feature}": [float(v) for v in xc.states[f.layer]["W_dec"][role, f.feature]]
+                for f in features}
+
+    def _check(self, features: Sequence[FeatureRef]) -> None:
+        xc = self.crosscoder()
+        for f in features:
+            if f.layer not in xc.states:
+                raise ConfigError(f"crosscoder has no layer {f.layer} (layers {sorted(xc.states)})")
+            n = xc.states[f.layer]["b_enc"].shape[0]
+            if not 0 <= f.feature < n:
+                raise ConfigError(f"crosscoder latent {f.feature} out of range at layer {f.layer} (n={n})")
+
+    # ------------------------------------------------------------------ intervening
+    @contextlib.contextmanager
+    def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],
+                         mode: str = "zero", scale: float = 0.0,
+                         base: LoadedModel | None = None) -> Iterator[LoadedModel]:
+        """``FeatureIntervener`` on crosscoder latents (see the module docstring)."""
+        import torch
+
+        from builtin_plugins.tracers._intervene import MODES, _base_inputs, by_layer, intervened_id
+
+        if mode not in MODES:
+            raise ConfigError(f"intervention mode must be one of {', '.join(MODES)}, got {mode!r}")
+        xc = self.crosscoder()
+        self._check(features)
+        role = xc.role_of(model)
+        if mode == "base" and role != 1:
+            raise ConfigError('intervention mode "base" applies to the intervention model')
+        partner = base if (role == 1 and base is not None) else self.partner(role)
+        if partner.model is model.model:
+            raise ConfigError("the partner model shares its modules with the intervened model")
+        groups = by_layer(features)
+        state: dict[str, Any] = {"cache": None, "resid": {}}
+        handles: list[Any] = []
+        p_blocks, blocks = _hooks.decoder_layers(partner.model), _hooks.decoder_layers(model.model)
+
+        def run_partner(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            inputs = _base_inputs(args, kwargs)
+            past = kwargs.get("past_key_values")
+            fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
+            if fresh:
+                state["cache"] = None
+                if past is not None:
+                    from transformers import DynamicCache
+
+                    state["cache"] = DynamicCache()
+            with torch.no_grad():
+                partner.model(**inputs, past_key_values=state["cache"], use_cache=past is not None)
+
+        def reader(layer: int) -> Any:
+            def hook(mod: Any, a: Any, o: Any) -> None:
+                state["resid"][layer] = (o[0] if isinstance(o, tuple) else o).detach()
+            return hook
+
+        def patcher(layer: int, ids: list[int]) -> Any:
+            s = xc.states[layer]
+            idx = torch.tensor(ids)
+            W = s["W_dec"][:, idx]  # [2, k, d]
+            if mode == "zero":
+                delta_dir = -W[role]
+            elif mode == "scale":
+                delta_dir = (float(scale) - 1.0) * W[role]
+            else:
+                delta_dir = W[0] - W[1]
+
+            def hook(mod: Any, a: Any, o: Any) -> Any:
+                h = o[0] if isinstance(o, tuple) else o
+                other = state["resid"].get(layer)
+                if other is None or other.shape != h.shape:
+                    raise RuntimeError("crosscoder intervention: the partner's activations do not "
+                                       "match the intervened model's")
+                pair = (other, h) if role == 1 else (h, other)
+                f = encode(s, pair[0].float(), pair[1].float())[..., idx]
+                new = h + (f @ delta_dir.to(f.device)).to(h.dtype)
+                return (new, *o[1:]) if isinstance(o, tuple) else new
+            return hook
+
+        try:
+            handles.append(model.model.register_forward_pre_hook(run_partner, with_kwargs=True))
+            for layer, ids in groups.items():
+                handles.append(p_blocks[layer].register_forward_hook(reader(layer)))
+                handles.append(blocks[layer].register_forward_hook(patcher(layer, ids)))
+            yield dataclasses.replace(model, model_id=intervened_id(
+                model, features, mode, scale, base if mode == "base" else None, f"crosscoder-{xc.id}"))
+        finally:
+            for h in handles:
+                h.remove()

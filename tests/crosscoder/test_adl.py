@@ -1,0 +1,126 @@
+"""The activation-difference lens (ADL) stage: config switch, cost, and naming the planted
+family of a toy single-change organism."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from md_framework.config import ActivationDifferenceLensConfig, AnalysisConfig
+
+
+def test_config_switch_rejects_unknown_options_and_large_prompt_sets() -> None:
+    cfg = AnalysisConfig(base_model="a", intervention_model="b")
+    assert cfg.activation_difference_lens.enabled is False
+    on = AnalysisConfig(base_model="a", intervention_model="b",
+                        activation_difference_lens={"enabled": True, "k_tokens": 3})
+    assert on.activation_difference_lens.enabled and on.activation_difference_lens.k_tokens == 3
+    with pytest.raises(ValidationError, match="no_such"):
+        AnalysisConfig(base_model="a", intervention_model="b",
+                       activation_difference_lens={"enabled": True, "no_such": 1})
+    with pytest.raises(ValidationError):
+        ActivationDifferenceLensConfig(n_prompts=33)
+
+
+def test_disabled_stage_contributes_nothing() -> None:
+    from md_framework.types import CircuitDiff
+
+    from builtin_plugins.adl import md_detect_patterns
+
+    cfg = AnalysisConfig(base_model="a", intervention_model="b")
+    assert md_detect_patterns(diff=CircuitDiff(base_model_id="a", intervention_model_id="b"),
+                              interpretations={}, config=cfg) == []
+
+
+def test_generic_prompts_are_fixed_per_seed_and_at_most_32() -> None:
+    from builtin_plugins.adl.lens import GENERIC_PROMPTS, generic_prompts
+
+    assert len(generic_prompts(64, 0)) == 32
+    assert generic_prompts(8, 1) == generic_prompts(8, 1)
+    assert set(generic_prompts(8, 1)) <= set(GENERIC_PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def narrow_pair(safety_pair, toy_safety):
+    """A *narrow* fine-tune made by hand: the toy-safety base model with a constant vector
+    added to its residual stream after layer 1, along the direction in which the
+    ``harmful_hacking`` prompts' base activations stand out from the other families' (the
+    kind of bias Minder et al. find narrow fine-tunes leave). The built toy organisms are
+    full fine-tunes replaying every family, which the ADL does not name (benchmarks/README.md)."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from builtin_plugins.adl.lens import _ids, _residuals
+    from builtin_plugins.metrics.core import format_prompt
+
+    base, _ = safety_pair
+    tok = base.tokenizer
+
+    def mean_act(prompts):
+        rows = [_residuals(base.model, _ids(tok, format_prompt(tok, p)), [1])[1][1:].mean(0)
+                for p in prompts]
+        return torch.stack(rows).mean(0)
+
+    fam = "harmful_hacking"
+    others = [p for f, ps in toy_safety.universe.items() if f != fam for p in sorted(ps)[:4]]
+    v = mean_act(sorted(toy_safety.universe[fam])[:8]) - mean_act(others)
+    hf = copy.deepcopy(base.model)
+    hf.model.layers[1].register_forward_hook(
+        lambda m, a, o: ((o[0] + v,) + tuple(o[1:])) if isinstance(o, tuple) else o + v)
+    inter = dataclasses.replace(base, model=hf, model_id=base.model_id + "-narrow")
+    return base, inter, fam, v
+
+
+@pytest.mark.slow
+def test_adl_names_the_family_of_a_narrow_toy_fine_tune(narrow_pair, toy_safety) -> None:
+    import torch
+
+    from md_framework.pipeline.testgen import split_universe
+
+    from builtin_plugins.adl.lens import activation_difference_lens
+
+    base, inter, fam, v = narrow_pair
+    explore, _ = split_universe(toy_safety.universe, 0.5, 0)
+    res = activation_difference_lens(base, inter, explore,
+                                     ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
+    (d,) = res.directions
+    assert float(torch.nn.functional.cosine_similarity(torch.tensor(d.direction), v, dim=0)) > 0.99
+    assert res.named_families == [fam]
+    assert d.lens_tokens and len(d.steered) == 4
+    # fixed cost: 2 passes per generic prompt, plus one base pass per mapping prompt
+    n_map = sum(len(p) for p in explore.values())
+    assert res.cost["forward_passes"] == 2 * res.cost["generic_prompts"] + n_map
+    # the direction part does not grow with the universe: a one-family universe costs the same
+    small = activation_difference_lens(base, inter, {"x": explore["cooking"][:1]},
+                                       ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
+    assert small.cost["forward_passes"] - 1 == res.cost["forward_passes"] - n_map
+    assert small.directions[0].direction == d.direction
+    # an unchanged pair has no direction to read: its norm is zero
+    same = activation_difference_lens(base, base, {"x": explore["cooking"][:1]},
+                                      ActivationDifferenceLensConfig(enabled=True, layers=[1],
+                                                                     steer_prompts=0), seed=0)
+    assert same.directions[0].norm == 0.0
+
+
+@pytest.mark.slow
+def test_adl_patterns_become_self_typed_hypotheses(narrow_pair, toy_safety) -> None:
+    from md_framework.pipeline.discovery import generate_hypotheses
+    from md_framework.plugins import Hooks, get_plugin_manager
+    from md_framework.pipeline.testgen import split_universe
+
+    from builtin_plugins.adl import PATTERN_TYPE, patterns_from_result
+    from builtin_plugins.adl.lens import activation_difference_lens
+
+    base, inter, _, _ = narrow_pair
+    explore, _ = split_universe(toy_safety.universe, 0.5, 0)
+    res = activation_difference_lens(base, inter, explore,
+                                     ActivationDifferenceLensConfig(enabled=True, layers=[1]), seed=0)
+    patterns = patterns_from_result(res)
+    assert patterns and all(p.pattern_type == PATTERN_TYPE for p in patterns)
+    hyps = generate_hypotheses(patterns, {}, hooks=Hooks(get_plugin_manager()))
+    assert hyps
+    # only the ADL plugin typed them (the generic template skips self-typed patterns)
+    assert {h.metric for h in hyps} == {c[1] for c in res.hypotheses}
+    assert all(h.families == patterns[0].families for h in hyps if h.source_patterns == [patterns[0].id])
