@@ -291,3 +291,47 @@ def test_a_ledger_is_keyed_by_the_models_weights(tmp_path: Path) -> None:
     with Ledger(run, {"seed": 0}) as ledger:  # changed weights: its readings are not reused
         with pytest.raises(LedgerMismatchError, match="the weights changed since the run started"):
             ledger.bind_models(base="sha256:aaa", intervention="sha256:ccc")
+
+
+# ------------------------------------------------------------------- md analyze's next step
+
+
+def _storage_fault(exc, run: Path) -> str:
+    from builtin_plugins.analysis_commands import storage_fault
+
+    return str(storage_fault(exc, run, f"md analyze c.yaml --resume {run}"))
+
+
+def test_md_analyze_advice_names_the_resume_command_once_a_run_exists(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with Ledger(run, {"seed": 0}):
+        pass
+    full = OSError(errno.ENOSPC, "No space left on device", str(run / "report.json"))
+    assert _storage_fault(full, run) == (
+        f"{run / 'report.json'}: no space left on device. Free space, then continue with:"
+        f" md analyze c.yaml --resume {run} (every query and decision committed so far is kept)")
+    ledger_full = sqlite3.OperationalError("database or disk is full")
+    assert _storage_fault(ledger_full, run).startswith(
+        f"{run / 'ledger.sqlite'}: no space left on device (database or disk is full). Free space,"
+        f" then continue with: md analyze c.yaml --resume {run}")
+
+
+def test_md_analyze_advice_before_the_ledger_exists_is_to_run_again(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    cache_full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache"))
+    assert _storage_fault(cache_full, run) == (
+        f"{tmp_path / 'cache'}: no space left on device. Free space, then run the same command again")
+
+
+def test_md_analyze_advice_for_a_read_only_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    read_only = OSError(errno.EROFS, "Read-only file system", str(run / "graphs"))
+    assert _storage_fault(read_only, run) == (
+        f"{run / 'graphs'}: read-only file system. Choose another --out directory"
+        " (or make this one writable)")
+    elsewhere = OSError(errno.EACCES, "Permission denied", str(tmp_path / "cache" / "tmp" / "x"))
+    assert _storage_fault(elsewhere, run) == (
+        f"{tmp_path / 'cache' / 'tmp' / 'x'}: permission denied. Make it writable (or choose"
+        " another location), then run the same command again")
