@@ -207,6 +207,25 @@ def _evidence(result: ValidationResult) -> tuple[float | None, float | None, str
     return None, None, "no test"
 
 
+def _result_labels(results: Sequence[ValidationResult], limit: int = 48) -> list[str]:
+    """Row labels that tell hypotheses apart: type and families (a refinement's split names
+    fewer families than its parent), numbered when two would still read the same."""
+    labels = []
+    for r in results:
+        h = r.hypothesis
+        families = ", ".join(h.families) or "all families"
+        label = _txt(f"{str(h.hypothesis_type).replace('_', ' ')} · {families}", limit)
+        if "/split:" in h.id:
+            label = _txt(f"{str(h.hypothesis_type).replace('_', ' ')} · {families} (split)", limit)
+        labels.append(label)
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 else f"{label} #{seen[label]}")
+    return out
+
+
 def plot_validation_dashboard(results: Sequence[ValidationResult]) -> Any:
     """Left: effect sizes with CIs; right: evidence vs the FDR test level; decision coloured."""
     fig = _figure(10.0, max(2.8, 1.3 + 0.55 * len(results)))
@@ -214,7 +233,7 @@ def plot_validation_dashboard(results: Sequence[ValidationResult]) -> Any:
         return _empty(fig, fig.add_subplot(), "No hypotheses were validated or rejected")
     ax_eff, ax_ev = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
     rows = list(range(len(results)))[::-1]
-    names = [_txt(f"{r.hypothesis.id}: {r.hypothesis.description}", 48) for r in results]
+    names = _result_labels(results)
     for y, result in zip(rows, results):
         colour = VALIDATED_COLOUR if result.decision else REJECTED_COLOUR
         es = result.effect_size

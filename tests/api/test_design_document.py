@@ -132,18 +132,18 @@ def transcoders(cache_env: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def ns(cache_env: Path, transcoders: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def ns(cache_env: Path, transcoders: str, tmp_path_factory: pytest.TempPathFactory):
     """The reader's namespace, shared by the snippets in document order. The document's
     snippets use the package's public names without importing each of them."""
     import md_framework
 
-    os.environ.pop("DISPLAY", None)
-    os.environ.pop("WAYLAND_DISPLAY", None)
+    displays = {k: os.environ.pop(k) for k in ("DISPLAY", "WAYLAND_DISPLAY") if k in os.environ}
     workdir = tmp_path_factory.mktemp("reader")
     namespace = {name: getattr(md_framework, name) for name in md_framework.__all__
                  if not name.startswith("__")}
     namespace["__name__"] = "reader"
-    return {"ns": namespace, "dir": workdir, "transcoders": transcoders}
+    yield {"ns": namespace, "dir": workdir, "transcoders": transcoders}
+    os.environ.update(displays)
 
 
 def run(state: dict, heading: str, capsys: pytest.CaptureFixture | None = None) -> str:
