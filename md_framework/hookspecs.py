@@ -189,7 +189,9 @@ def md_generate_tests(
     more). Return up to ``n_tests`` :class:`~md_framework.types.TestCase` objects, or an
     empty list when the hypothesis is outside this generator's domain; the kernel fills
     ``source`` with the plugin's name, removes prompts that formed the hypothesis and
-    samples across generators. All implementations contribute. Not firstresult.
+    samples across generators. For a hypothesis naming families only held-out prompts of
+    those families count; other contributions are dropped (docs/validation.md). All
+    implementations contribute. Not firstresult.
     """
 
 

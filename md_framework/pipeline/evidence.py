@@ -35,7 +35,8 @@ import numpy as np
 from md_framework.stats_api import Alternative, PairedTest, PairedTestResult
 from md_framework.types import EffectSize
 
-__all__ = ["CS_METHOD", "RelevanceTest", "confidence_sequence", "mean_difference_cs"]
+__all__ = ["CS_METHOD", "RelevanceTest", "confidence_sequence", "mean_difference_cs",
+           "not_validated_reason"]
 
 CS_METHOD = ("confidence sequence (predictable plug-in empirical Bernstein; Waudby-Smith &"
              " Ramdas 2024, JRSS-B, Thm 2), valid at every n")
@@ -188,3 +189,34 @@ def mean_difference_cs(base: Sequence[float], intervention: Sequence[float],
     low, high = confidence_sequence(d, -width, width, confidence)
     return EffectSize(name="mean_difference", estimate=est, ci_low=low, ci_high=high,
                       confidence=confidence, method=CS_METHOD)
+
+
+def not_validated_reason(ev: Any, level: float, *, floor_ok: bool = True) -> str:
+    """Why the evidence ``ev`` (a validator's ``HypothesisEvidence``) did not validate its
+    hypothesis at ``level``: "not enough tests" (no pairs; or fewer held-out prompts than
+    asked for while the mean change exceeds min_change in the hypothesised direction),
+    "budget" (the budget ended before the planned n, no early stop), "effect below
+    relevance" (``floor_ok`` is False, or "no change" would have been rejected at ``level``
+    while "effect <= min_change" was not), otherwise "level not reached"."""
+    if ev.n == 0:
+        return "not enough tests"
+    delta = ev.relevance.delta if ev.relevance is not None else 0.0
+    differences = [o.difference for o in ev.observations]
+    if ev.short:  # more prompts might have confirmed a relevant-looking estimate
+        mean = float(np.mean(differences))
+        side = {"increase": mean, "decrease": -mean}.get(ev.hypothesis.direction, abs(mean))
+        if side > delta:
+            return "not enough tests"
+    if ev.n < ev.n_planned and not ev.stopped_early:
+        return "budget"
+    if not floor_ok:
+        return "effect below relevance"
+    if delta > 0:
+        base = [o.base_value for o in ev.observations]
+        inter = [o.intervention_value for o in ev.observations]
+        plain = ev.test.test(base, inter, ev.alternative)
+        p0 = float(plain.details.get("anytime_p_value", plain.p_value)
+                   if ev.anytime_valid else plain.p_value)
+        if p0 <= level:  # "no change" would have been rejected; "<= min_change" was not
+            return "effect below relevance"
+    return "level not reached"

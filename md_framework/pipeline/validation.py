@@ -50,7 +50,11 @@ import numpy as np
 from pydantic import ValidationError as PydanticValidationError
 
 from md_framework.errors import MDError
-from md_framework.pipeline.evidence import RelevanceTest, mean_difference_cs
+from md_framework.pipeline.evidence import (
+    RelevanceTest,
+    mean_difference_cs,
+    not_validated_reason,
+)
 from md_framework.runtime import BehaviourMetric, LoadedModel, MetricReading
 from md_framework.stats_api import Alternative, FDRProcedure, PairedTest, PairedTestResult
 from md_framework.types import (
@@ -572,29 +576,7 @@ class Validator:
 
     def _reason(self, ev: HypothesisEvidence, effect: EffectSize, level: float) -> str:
         """Why a result is not validated (docs/validation.md, "Reasons")."""
-        if ev.n == 0:
-            return "not enough tests"
-        if ev.short:  # fewer held-out prompts than asked for: the reason if the estimate
-            # looks relevant (more prompts might have confirmed it), not if it is null
-            delta = ev.relevance.delta if ev.relevance is not None else 0.0
-            mean = float(np.mean([o.difference for o in ev.observations]))
-            side = {"increase": mean, "decrease": -mean}.get(ev.hypothesis.direction, abs(mean))
-            if side > delta:
-                return "not enough tests"
-        if ev.n < ev.n_planned and not ev.stopped_early:
-            return "budget"
-        if not self._effect_ok(ev, effect):
-            return "effect below relevance"
-        relevance = ev.relevance
-        if relevance is not None and relevance.delta > 0:
-            base = [o.base_value for o in ev.observations]
-            inter = [o.intervention_value for o in ev.observations]
-            plain = ev.test.test(base, inter, ev.alternative)
-            p0 = float(plain.details.get("anytime_p_value", plain.p_value)
-                       if ev.anytime_valid else plain.p_value)
-            if p0 <= level:  # "no change" would have been rejected; "<= min_change" was not
-                return "effect below relevance"
-        return "level not reached"
+        return not_validated_reason(ev, level, floor_ok=self._effect_ok(ev, effect))
 
     def decide(self, hypothesis_id: str) -> ValidationResult:
         """The one online FDR decision for a hypothesis whose evidence is final.
