@@ -108,6 +108,7 @@ def main() -> None:
                    "effect": round(est.mean_intervention - est.mean_base, 4),
                    "share": fmt(est.effect), "control_share": fmt(ctrl.effect),
                    "share_minus_control": fmt(diff), "search_passes": found.get("passes"),
+                   "search_queries": found.get("queries"),
                    "sweep": [{"set": r["set"], "size": r["size"], "share": round(r["share"], 3)}
                              for r in found.get("sweep", [])],
                    "search_s": round(search_s, 2)}

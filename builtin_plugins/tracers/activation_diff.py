@@ -159,16 +159,35 @@ class ActivationDiffTracer(Tracer):
             cases = [TestCase(id=f"search-{i}", hypothesis_id="search", prompt=p)
                      for i, p in enumerate(dict.fromkeys(prompts))][:12]
             floor = float(getattr(metric, "min_change", 0.0) or 1e-9)
+            readings: dict[str, list[float]] = {}
+            spent = [0]
 
             def behaviour(features: Sequence[FeatureRef]) -> float | None:
-                vb, vi, va = measure_triplet(
-                    metric, base, intervention,
-                    lambda: self.intervened_model(intervention, features, "base", base=base), cases)
-                est = causal_share(vb, vi, va, min_denominator=floor, n_bootstrap=0)
+                # base and intervention once; each candidate costs one patched reading per prompt
+                def patched() -> Any:
+                    return self.intervened_model(intervention, features, "base", base=base)
+
+                if not readings:
+                    vb, vi, va = measure_triplet(metric, base, intervention, patched, cases)
+                    readings.update(base=vb, intervention=vi)
+                    spent[0] += 3 * len(cases)
+                else:
+                    with patched() as model:
+                        if callable(getattr(metric, "measure_pair", None)):
+                            got = metric.measure_pair(base, model, cases)[1]
+                        else:
+                            got = metric.measure(model, cases)
+                    va = [float(r.value) for r in got]
+                    spent[0] += len(cases)
+                est = causal_share(readings["base"], readings["intervention"], va,
+                                   min_denominator=floor, n_bootstrap=0)
                 return est.effect.estimate if est.effect is not None else None
 
-        return search_feature_set(base, intervention, prompts, layers=self.options.layers,
-                                  max_share=max_share, behaviour=behaviour)
+        found = search_feature_set(base, intervention, prompts, layers=self.options.layers,
+                                   max_share=max_share, behaviour=behaviour)
+        if behaviour is not None:
+            found["queries"] = spent[0]
+        return found
 
     @contextlib.contextmanager
     def intervened_model(self, model: LoadedModel, features: Sequence[FeatureRef],

@@ -235,6 +235,9 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         config = self.config
         main = create_driver("tracer", config.tracer, self._tracer_options())
         if not getattr(main, "needs_dictionary", True) or config.screen_tracer == config.tracer:
+            why = f"tracer {config.tracer} has no dictionary: it is its own screen"
+            self.progress("screen", f"two-stage tracing skipped ({why})")
+            self.screen_result = ScreenResult([], list(seeds), [], [f"skipped: {why}"])
             return list(seeds)
         started = time.perf_counter()
         self.progress("screen", f"screening {len(seeds)} prompts with {config.screen_tracer}")

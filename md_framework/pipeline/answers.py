@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +38,31 @@ def match_answers(pairs: Sequence[tuple[CircuitGraph, CircuitGraph]],
     if missing:
         notes.append(f"{missing} of {len(pairs)} prompts have no answer trace")
     return out
+
+
+def attach_answers(pairs: Sequence[tuple[CircuitGraph, CircuitGraph]], prompt_diffs: list[Any],
+                   answers: Sequence[AnswerTrace | None] | None, dictionary_id: str | None,
+                   notes: list[str]) -> tuple[list[Any], list[AnswerTrace | None]]:
+    """(prompt diffs with ``answer`` attached, per pair the trace whose features join the
+    table: those that read ``dictionary_id``, else None)."""
+    traces = match_answers(pairs, answers, notes)
+    if not traces:
+        return prompt_diffs, [None] * len(pairs)
+    attached = [pd.model_copy(update={"answer": t}) if t is not None else pd
+                for pd, t in zip(prompt_diffs, traces)]
+    feats = [t if t is not None and t.dictionary_id is not None and t.dictionary_id == dictionary_id
+             else None for t in traces]
+    return attached, feats
+
+
+def answer_maxima(pd: Any, acc: dict[str, list[float]]) -> None:
+    """Fold a prompt diff's answer activations into ``acc[key] = [base max, intervention max]``."""
+    if pd.answer is None or pd.answer.dictionary_id is None:
+        return
+    for side, values in ((0, pd.answer.base_features), (1, pd.answer.intervention_features)):
+        for key, value in values.items():
+            cur = acc.setdefault(key, [0.0, 0.0])
+            cur[side] = max(cur[side], value)
 
 
 def add_answer_features(base_t: np.ndarray, inter_t: np.ndarray,

@@ -330,12 +330,17 @@ def confirm_causally(
                 found = dict(search(h))
             except Exception as exc:  # noqa: BLE001 - fall back to the named features
                 found = {"features": [], "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            # the search's metric readings are behavioural queries like any other
+            if on_measured is not None and found.get("queries"):
+                on_measured(int(found["queries"]))
             if found.get("features"):
                 sweep = ", ".join(f"{r['set']}: {r['share']:.2f}" for r in found.get("sweep", []))
                 search_note = (
                     f"feature set searched ({found.get('kind', 'features')}) by attribution"
                     f" patching + activation-patching sweep"
-                    f" (cap {found.get('cap')}, {found.get('n_prompts')} discovery prompts;"
+                    f" (cap {found.get('cap')}, {found.get('n_prompts')} discovery prompts,"
+                    f" {found.get('queries', 0)} behavioural queries,"
+                    f" passes {found.get('passes')};"
                     f" search share {found.get('search_share', 0.0):.2f}; sweep: {sweep}):"
                     f" {', '.join(f.key for f in found['features'])}")
                 h = h.model_copy(update={"source_features": list(found["features"])})

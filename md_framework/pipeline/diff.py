@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from md_framework.pipeline.answers import add_answer_features, match_answers
+from md_framework.pipeline.answers import add_answer_features, answer_maxima, attach_answers
 from md_framework.types import (
     AnswerTrace,
     CircuitDiff,
@@ -532,12 +532,9 @@ def diff_graph_sets(
     ``families`` holds the faithfulness-weighted mean delta per family. All of this is
     exploratory ranking, not confirmation.
 
-    ``answers`` (answer-aware traces, :class:`~md_framework.types.AnswerTrace`, matched to
-    the graphs by prompt and family) adds the answer positions: each trace is attached to
-    its prompt's diff (``PromptDiff.answer``) and, when it reads the graphs' dictionary,
-    its per-feature activations over the teacher-forced answers enter the table with the
-    prompt positions' (the same aggregate: a feature's value on a prompt is its largest
-    activation over prompt and answer positions).
+    ``answers`` (:class:`~md_framework.types.AnswerTrace` per prompt, matched by prompt and
+    family) adds the answer positions: attached as ``PromptDiff.answer``; with the graphs'
+    dictionary, their per-feature answer activations join the table (same aggregate).
     """
     from statsmodels.stats.multitest import multipletests
 
@@ -549,13 +546,7 @@ def diff_graph_sets(
         dictionary_id = ids.pop() if len(ids) == 1 else None
         if ids:
             notes.append("graphs use more than one dictionary: features are not comparable")
-    traces = match_answers(pairs, answers, notes)
-    if traces:
-        prompt_diffs = [pd.model_copy(update={"answer": t}) if t is not None else pd
-                        for pd, t in zip(prompt_diffs, traces)]
-    answer_feats = [t if t is not None and t.dictionary_id is not None
-                    and t.dictionary_id == dictionary_id else None for t in traces] \
-        if traces else [None] * len(pairs)
+    prompt_diffs, answer_feats = attach_answers(pairs, prompt_diffs, answers, dictionary_id, notes)
 
     keys = sorted({
         _feature_key(n) for pair in pairs for g in pair for n in g.nodes if n.kind == "feature"
@@ -619,10 +610,8 @@ def diff_graph_sets(
                 " family_contrasts(diff)"
             )
     if any(t is not None for t in answer_feats):
-        notes.append(
-            "answer positions: features over both models' own greedy answers, teacher-forced"
-            f" through both models, enter the table ({sum(t is not None for t in answer_feats)}"
-            f" of {len(pairs)} prompts)")
+        notes.append(f"answer positions in the table ({sum(t is not None for t in answer_feats)}"
+                     f" of {len(pairs)} prompts: both answers teacher-forced through both models)")
     discounted = sum(1 for d in prompt_diffs if d.faithfulness_weight < 1.0)
     if discounted:
         notes.append(f"{discounted} of {len(prompt_diffs)} prompt diffs discounted for faithfulness")
@@ -672,11 +661,7 @@ def prompt_diff_deltas(prompt_diffs: Sequence[PromptDiff]) -> tuple[list[str], n
             cur = acc.setdefault(key, [0.0, 0.0])
             cur[0] = max(cur[0], fc.base_activation)
             cur[1] = max(cur[1], fc.intervention_activation)
-        if pd.answer is not None and pd.answer.dictionary_id is not None:
-            for side, values in ((0, pd.answer.base_features), (1, pd.answer.intervention_features)):
-                for key, value in values.items():
-                    cur = acc.setdefault(key, [0.0, 0.0])
-                    cur[side] = max(cur[side], value)
+        answer_maxima(pd, acc)
         per_prompt.append({k: (v[0], v[1]) for k, v in acc.items()})
         keys.update(acc)
     ordered = sorted(keys, key=lambda k: tuple(int(x) for x in k.split(":")))

@@ -220,17 +220,19 @@ class DirectionTracer(SelectiveTracer):
         self.searched.append(h.id)
         return {"features": [FeatureRef(layer=0, feature=1)], "search_share": 0.9, "cap": 2,
                 "n_prompts": 6, "kind": "test set", "sweep": [{"set": "top 1", "share": 0.9}],
-                "controls": [FeatureRef(layer=0, feature=5)]}
+                "controls": [FeatureRef(layer=0, feature=5)], "queries": 7}
 
 
 def test_a_searched_feature_set_replaces_the_named_features_with_its_own_control() -> None:
     cases = [TestCase(id=str(i), hypothesis_id="a", prompt=f"p{i}") for i in range(10)]
     tracer = DirectionTracer()
     own = [FeatureRef(layer=0, feature=7)]
+    spent: list[int] = []
     out = confirm_causally([_result("a", True, own), _result("b", True, [])], tracer, _models(),
-                           {"m": FakeMetric()}, lambda h: (cases, "fresh"),
+                           {"m": FakeMetric()}, lambda h: (cases, "fresh"), on_measured=spent.append,
                            control_pool={0: [FeatureRef(layer=0, feature=9)]}, search=tracer.search)
     assert tracer.searched == ["a", "b"]  # a hypothesis without named features is searched too
+    assert spent == [7, 40, 7, 40]  # the search's own metric readings are counted
     for r in out:
         assert r.causal_share.estimate == pytest.approx(0.4)
         assert r.causal_control_share.estimate == pytest.approx(0.0)
