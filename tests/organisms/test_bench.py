@@ -43,10 +43,10 @@ def test_unknown_method_gets_a_did_you_mean():
         BenchConfig(specs=["toy-multi"], methods=["sequentail"])
 
 
-def test_evidence_switch_filters_pattern_detectors():
+def test_evidence_switch_is_the_pipeline_ablation():
     from md_framework.config import AnalysisConfig
 
-    cfg = AnalysisConfig(base_model="toy", intervention_model="toy", evidence="internal")
-    assert cfg.evidence == "internal"
-    with pytest.raises(Exception, match="evidence"):
-        AnalysisConfig(base_model="toy", intervention_model="toy", evidence="outputs")
+    cfg = AnalysisConfig(base_model="toy", intervention_model="toy", discovery_evidence="internal")
+    assert cfg.discovery_evidence == "internal"
+    with pytest.raises(Exception, match="discovery_evidence"):
+        AnalysisConfig(base_model="toy", intervention_model="toy", discovery_evidence="outputs")

@@ -85,7 +85,7 @@ SPEC_CASES = [
     ("spec-empty-family", SPEC_OK + "universe: {families: [{name: a, prompts: []}]}\n",
      ["universe.families.0: family 'a' needs at least 2 prompts"]),
     ("spec-no-families", SPEC_OK + "universe: {families: []}\n",
-     ["universe.families: List should have at least 1 item"]),
+     ["universe: the universe needs at least one family (families or sources)"]),
     ("spec-unknown-field", SPEC_OK + "universe: {families: [{name: a, promts: [p, q]}]}\n",
      ['universe.families.0.promts: unknown field. Did you mean "prompts"?']),
     ("spec-unknown-kind", SPEC_OK + "universe: {families: [{name: a, prompts: [p, q]}]}\n"
