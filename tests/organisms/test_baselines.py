@@ -72,7 +72,7 @@ def _run(method, arms, alpha, rep, shifts, rng, monkeypatch):
         fam = prompts[0].split()[0]
         return max(abs(shifts[(fam, m)]) for m in ("m1", "m2")) + rng.random() * 0.01
     monkeypatch.setattr(B, "family_divergence", fake_divergence)
-    return B.run_output_screen(arms, alpha, 12)
+    return B.run_output_screen(arms, alpha, 12, k_max=3)  # default cap K/3 = 2 of 8 families
 
 
 def _simulate(method, relevance, null_shift, monkeypatch, reps=30, alpha=0.1):
