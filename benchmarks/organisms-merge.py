@@ -34,6 +34,7 @@ def main() -> None:
             if args.max_seed is not None and r["seed"] >= args.max_seed:
                 continue
             seen.add(key)
+            (r.get("details") or {}).pop("records", None)  # per-arm records stay in the run dirs
             rows.append(r)
     rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
     out_dir = Path(args.out)

@@ -60,7 +60,10 @@ class Arms:
     (model, prompt, model call)."""
 
     def __init__(self, base: Any, inter: Any, cases: dict[str, list[tuple[str, str | None]]],
-                 metrics: list[Any]) -> None:
+                 metrics: list[Any], relevance: str = "gate") -> None:
+        if relevance not in ("gate", "shifted"):
+            raise ValueError(f"relevance must be 'gate' or 'shifted', got {relevance!r}")
+        self.relevance = relevance
         self.base, self.inter, self.cases = base, inter, cases
         self.metrics = {m.name: m for m in metrics}
         self._seen: set[tuple[str, str, str]] = set()
@@ -101,11 +104,40 @@ class Arms:
         return float(_PAIRED_TESTS[name].test(list(b), list(i)).p_value)
 
     def gated_p(self, metric: str, b: Sequence[float], i: Sequence[float]) -> tuple[float, float]:
-        """(p, mean difference) with the relevance floor applied as p := 1 before any FDR step."""
+        """(p, mean difference) with the relevance floor applied before any FDR step:
+        ``relevance="gate"``: p := 1 when |mean difference| < min_change, else the paired
+        test of "no difference" (valid for arms that did not change at all: a larger p is
+        still a p-value; an arm with a real shift just below min_change can pass the gate
+        about half the time at n = 12, see tests/organisms/test_baselines.py);
+        ``relevance="shifted"``: :func:`shifted_p`, a test of |mean| <= min_change itself."""
         effect = mean_diff(b, i)
-        if abs(effect) < min_effect(self.metrics[metric]):
+        delta = min_effect(self.metrics[metric])
+        if self.relevance == "shifted":
+            return shifted_p([y - x for x, y in zip(b, i)], delta), effect
+        if abs(effect) < delta:
             return 1.0, effect
         return self.test(metric, b, i), effect
+
+
+def shifted_p(diffs: Sequence[float], delta: float) -> float:
+    """p-value of H0: |E[D]| <= δ — two one-sided t-tests (Schuirmann 1987's TOST turned
+    round: H0⁺: μ <= δ tested on D − δ, H0⁻: μ >= −δ on D + δ), Bonferroni-combined:
+    p = min(1, 2 min(p⁺, p⁻)). Assumes the mean of the n differences is approximately normal
+    (bounded differences, n >= ~10); with zero spread, p is 0 when every difference lies
+    beyond ±δ on one side, else 1."""
+    n = len(diffs)
+    if n < 2:
+        return 1.0
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    if var <= 0:
+        return 0.0 if (min(diffs) > delta or max(diffs) < -delta) else 1.0
+    from scipy.stats import t
+
+    se = math.sqrt(var / n)
+    p_up = float(t.sf((mean - delta) / se, n - 1))
+    p_down = float(t.cdf((mean + delta) / se, n - 1))
+    return min(1.0, 2 * min(p_up, p_down))
 
 
 def mean_diff(b: Sequence[float], i: Sequence[float]) -> float:

@@ -88,12 +88,17 @@ class BenchConfig:
     threads: int = 2
     max_new_tokens: int = 24
     plots: bool = True
+    #: how the fixed-n baselines apply min_change before FDR: ``gate`` (p := 1 below it, as
+    #: the pipeline's validator) or ``shifted`` (a test of |mean| <= min_change)
+    relevance: str = "gate"
     #: AnalysisConfig keys for the pipeline method (models and universe are set per organism)
     pipeline_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
 
     def __post_init__(self) -> None:
         from md_framework.errors import ConfigError, did_you_mean
 
+        if self.relevance not in ("gate", "shifted"):
+            raise ConfigError(f"relevance must be 'gate' or 'shifted', got {self.relevance!r}")
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError(f"unknown bench method {m!r}.{did_you_mean(m, METHODS)} "
@@ -182,7 +187,7 @@ def run_method(method: str, spec_ref: str, base: Any, inter: Any,
                metrics: list[Any], cfg: BenchConfig, seed: int) -> dict[str, Any]:
     from builtin_plugins.organisms import baselines as B
 
-    arms = B.Arms(base, inter, cases, metrics)
+    arms = B.Arms(base, inter, cases, metrics, relevance=cfg.relevance)
     if method == "exhaustive":
         return B.run_exhaustive(arms, cfg.alpha, cfg.n_prompts)
     if method == "sequential":

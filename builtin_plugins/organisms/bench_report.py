@@ -32,7 +32,8 @@ def _share(stat: dict[str, Any]) -> str:
 
 
 def summary_table(summary: list[dict[str, Any]]) -> list[str]:
-    lines = ["Means over seeds with 95 % t-intervals; shares with 95 % Wilson intervals. "
+    lines = ["Means over seeds with 95 % t-intervals (clipped to the statistic's range); shares "
+             "with 95 % Wilson intervals. "
              "`tokens` = prompt + generated + 2 × backward tokens (md_framework.costs).", "",
              "| organism | families | method | seeds | planted recall | real-unit recall | precision "
              "| FDP | runs with a false discovery | runs with any discovery | tokens | queries "

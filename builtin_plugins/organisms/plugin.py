@@ -144,12 +144,16 @@ def md_register_commands(cli: Any) -> None:
     @click.option("--metrics", default=None,
                   help="comma-separated behaviour metrics (default: every registered one)")
     @click.option("--threads", default=2, show_default=True, type=int)
+    @click.option("--relevance", type=click.Choice(["gate", "shifted"]), default="gate",
+                  show_default=True,
+                  help="fixed-n baselines: min_change as p := 1 below it (gate, as the "
+                       "pipeline's validator) or a shifted test of |mean| <= min_change")
     @click.option("--no-plots", is_flag=True, help="write no plots next to bench.json")
     @click.option("--pipeline-config", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="analysis config (YAML/TOML) for the pipeline method; its models and "
                        "universe are replaced by each organism's")
     def bench_cmd(specs, seeds, first_seed, out_dir, cache_dir, methods, alpha, n_prompts,
-                  metrics, threads, no_plots, pipeline_config) -> None:
+                  metrics, threads, relevance, no_plots, pipeline_config) -> None:
         """Run discovery methods on organisms and judge them by measured ground truth."""
         from builtin_plugins.organisms.bench import DEFAULT_PIPELINE, BenchConfig, run_bench
 
@@ -168,7 +172,7 @@ def md_register_commands(cli: Any) -> None:
                              methods=[m.strip() for m in methods.split(",") if m.strip()],
                              alpha=alpha, n_prompts=n_prompts,
                              metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
-                             threads=threads, plots=not no_plots,
+                             threads=threads, plots=not no_plots, relevance=relevance,
                              pipeline_overrides=overrides)
         result = run_bench(config, log=click.echo)
         click.echo(result["markdown"])

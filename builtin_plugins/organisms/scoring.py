@@ -183,7 +183,11 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "null": bool(rs[0].get("null")),
                                  "families": rs[0].get("families")}
         for f in SUMMARY_FIELDS:
-            entry[f] = mean_ci([r.get(f) for r in rs])
+            ci = mean_ci([r.get(f) for r in rs])
+            if ci["lo"] is not None:  # a t-interval can leave the statistic's range: clip it
+                top = 1.0 if f in ("planted_recall", "real_recall", "precision", "fdp") else math.inf
+                ci["lo"], ci["hi"] = max(0.0, ci["lo"]), min(top, ci["hi"])
+            entry[f] = ci
         entry["any_discovery"] = wilson(sum(bool(r.get("any_discovery")) for r in rs), len(rs))
         entry["any_false"] = wilson(sum(bool(r.get("any_false")) for r in rs), len(rs))
         out.append(entry)
