@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from md_framework.cache_files import _sha256_file
 from md_framework.storage_errors import DamagedFileError, StorageError, from_os_error
 
 if TYPE_CHECKING:
@@ -64,14 +65,6 @@ def weight_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise from_os_error(exc, directory, what="the model directory") from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_sha256(path: str | os.PathLike[str], cache: ArtifactCache | None = None) -> str:
     """sha256 of ``path``'s bytes, memoised in ``cache`` by (path, size, mtime, inode)."""
     from md_framework.cache import cache_key
@@ -88,7 +81,7 @@ def file_sha256(path: str | os.PathLike[str], cache: ArtifactCache | None = None
         if isinstance(found, dict) and isinstance(found.get("sha256"), str):
             return found["sha256"]
     try:
-        digest = _sha256(path)
+        digest = _sha256_file(path)
     except OSError as exc:
         raise DamagedFileError(path, f"cannot be read ({from_os_error(exc).cause})",
                                "Restore the file or rebuild the model directory") from None

@@ -140,6 +140,7 @@ def harvest_residuals(model: Any, windows: Sequence[Sequence[int]], layers: Sequ
     import torch
 
     from builtin_plugins.tracers import _hooks
+    from builtin_plugins.tracers.transcoders import padded_batches
 
     blocks = _hooks.decoder_layers(model)
     store: dict[int, list[Any]] = {i: [] for i in layers}
@@ -147,14 +148,7 @@ def harvest_residuals(model: Any, windows: Sequence[Sequence[int]], layers: Sequ
         lambda m, a, o, i=i: store[i].append((o[0] if isinstance(o, tuple) else o).detach()))
         for i in layers]
     try:
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start:start + batch_size]
-            width = max(len(w) for w in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, w in enumerate(chunk):
-                ids[row, :len(w)] = torch.tensor(list(w))
-                mask[row, :len(w)] = 1
+        for ids, mask in padded_batches(windows, batch_size, pad_id):
             with torch.no_grad():
                 model(input_ids=ids, attention_mask=mask)
             keep = mask.bool().clone()

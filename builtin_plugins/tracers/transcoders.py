@@ -27,7 +27,7 @@ import json
 import random
 import sysconfig
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,21 @@ def token_windows(tokenizer: Any, texts: Sequence[str], seq_len: int, max_tokens
 # --------------------------------------------------------------------------- harvest
 
 
+def padded_batches(windows: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> Iterator[tuple[Any, Any]]:
+    """Right-padded ``(input_ids, attention_mask)`` batches of token windows, in order."""
+    import torch
+
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        width = max(len(w) for w in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, w in enumerate(chunk):
+            ids[row, :len(w)] = torch.tensor(list(w))
+            mask[row, :len(w)] = 1
+        yield ids, mask
+
+
 def harvest(model: Any, windows: Sequence[Sequence[int]], layers: Sequence[int],
             batch_size: int = 16, pad_id: int = 0) -> dict[int, tuple[Any, Any]]:
     """MLP-in / MLP-out activations (fp16) of ``layers`` for every non-pad position > 0."""
@@ -168,14 +183,7 @@ def harvest(model: Any, windows: Sequence[Sequence[int]], layers: Sequence[int],
         handles.append(blocks[i].mlp.register_forward_hook(
             lambda m, a, o, i=i: outs[i].append(o.detach())))
     try:
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start:start + batch_size]
-            width = max(len(w) for w in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, w in enumerate(chunk):
-                ids[row, :len(w)] = torch.tensor(w)
-                mask[row, :len(w)] = 1
+        for ids, mask in padded_batches(windows, batch_size, pad_id):
             with torch.no_grad():
                 model(input_ids=ids, attention_mask=mask)
             keep = mask.bool().clone()

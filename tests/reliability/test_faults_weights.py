@@ -99,8 +99,8 @@ def test_weights_are_hashed_once_per_file_version(tmp_path: Path, monkeypatch) -
 
     model_dir = _tiny_model_dir(tmp_path / "m", meta=False)
     hashed: list[Path] = []
-    real = wid._sha256
-    monkeypatch.setattr(wid, "_sha256", lambda p: (hashed.append(p), real(p))[1])
+    real = wid._sha256_file
+    monkeypatch.setattr(wid, "_sha256_file", lambda p: (hashed.append(p), real(p))[1])
     first = _load(model_dir, tmp_path / "cache").model_id
     second = _load(model_dir, tmp_path / "cache").model_id
     assert first == second and len(hashed) == 1  # the memo served the second load
