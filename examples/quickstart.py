@@ -8,6 +8,8 @@ transcoder set; without trained transcoders for the organism this uses activatio
 differences (``tracer="activation-diff"``); docs/api.md shows the circuit-tracer version.
 """
 
+from pathlib import Path
+
 from md_framework import AnalysisConfig, MechanisticBehavioralAnalyzer, TestingProcedure
 
 config = AnalysisConfig(
@@ -18,7 +20,10 @@ config = AnalysisConfig(
     focus_areas=["safety", "capabilities"],
     statistical_config=TestingProcedure(alpha=0.05, method="saffron", min_effect_size=0.2),
 )
-analyzer = MechanisticBehavioralAnalyzer(config, run_dir="runs/quickstart")
+# a second run of this script resumes the first (same decisions, no new model queries):
+# a run directory is never overwritten
+analyzer = MechanisticBehavioralAnalyzer(config, run_dir="runs/quickstart",
+                                         resume=Path("runs/quickstart/ledger.sqlite").is_file())
 report = analyzer.analyze()
 
 report.print_summary()

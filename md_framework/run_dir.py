@@ -258,7 +258,7 @@ def open_run_dir(run_dir: str | os.PathLike[str], *, resume: bool,
             check_ledger_file(run_dir / _LEDGER, fingerprint)
         elif has_run(run_dir):
             raise RunDirError(run_dir, f"already holds a run ({_LEDGER} or report.json)",
-                              f"Continue it with --resume {run_dir}, or choose another --out directory")
+                              f"Continue it with --resume {run_dir} (Python: resume=True), or choose another --out directory")
     except BaseException:
         lock.release()
         raise

@@ -174,7 +174,10 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         return options
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {"seed": self.config.seed, "config": self.config.model_dump(mode="json")}
+        # with the default universe filled in, as analyze() records it: the run-dir check
+        # runs before analyze() applies it, and a resumed run must match what was stored
+        config = apply_default_universe(self.config)
+        return {"seed": config.seed, "config": config.model_dump(mode="json")}
 
     # ------------------------------------------------------------------ stages
     def load_models(self, hooks: Hooks) -> tuple[LoadedModel, LoadedModel]:

@@ -226,3 +226,20 @@ def test_organism_models_honour_load_options(artefact_cache_dir: Path) -> None:
                         ModelLoadOptions(cache_dir=artefact_cache_dir, dtype="bfloat16"))
     assert next(loaded.model.parameters()).dtype == torch.bfloat16  # not silently float32
     assert loaded.spec.source == "organism:toy-multi#base" and loaded.loader == "organism"
+
+
+def test_a_run_on_the_default_universe_resumes(tmp_path) -> None:
+    """The run-directory check compares the stored fingerprint before analyze() fills in
+    the default universe: the fingerprint must already include it, or a run that used the
+    default could never be resumed (found running examples/quickstart.py twice)."""
+    from md_framework import AnalysisConfig, MechanisticBehavioralAnalyzer
+    from md_framework.stages import apply_default_universe
+
+    config = AnalysisConfig(base_model_name="organism:toy-multi#base",
+                            intervention_model_name="organism:toy-multi#intervention")
+    assert not config.universe.organism
+    filled = apply_default_universe(config)
+    assert filled.universe.organism == "toy-multi"
+    fresh = MechanisticBehavioralAnalyzer(config, run_dir=tmp_path / "run")
+    started = MechanisticBehavioralAnalyzer(filled, run_dir=tmp_path / "run")
+    assert fresh._fingerprint() == started._fingerprint()
