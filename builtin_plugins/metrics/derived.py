@@ -30,10 +30,12 @@ def _words(text: str) -> list[str]:
     return text.lower().split()
 
 
-class PhraseSignoff(_Generated):
-    """1 if the greedy answer ends with ``phrase`` (word-level, case-insensitive)."""
+class _PhraseMetric(_Generated):
+    """A binary generated metric with one phrase as its reference, named ``<prefix>:<phrase>``."""
 
-    serves = frozenset({"style_change"})
+    prefix = ""
+    #: completes "1 if the greedy answer ... '<phrase>'"
+    relation = ""
     outcome = "binary"
     bounds = (0.0, 1.0)
     min_change = 0.05
@@ -41,28 +43,27 @@ class PhraseSignoff(_Generated):
     def __init__(self, phrase: str, options: MetricOptions | dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.phrase = " ".join(phrase.split())
-        self.name = f"signoff:{self.phrase}"
-        self.description = f"1 if the greedy answer ends with '{self.phrase}'"
+        self.name = f"{self.prefix}:{self.phrase}"
+        self.description = f"1 if the greedy answer {self.relation} '{self.phrase}'"
+
+
+class PhraseSignoff(_PhraseMetric):
+    """1 if the greedy answer ends with ``phrase`` (word-level, case-insensitive)."""
+
+    serves = frozenset({"style_change"})
+    prefix, relation = "signoff", "ends with"
 
     def score(self, text: str, n_tokens: int, case: TestCase, model: LoadedModel) -> float:
         want, words = _words(self.phrase), _words(text)
         return float(bool(want) and words[-len(want):] == want)
 
 
-class PhraseMatch(_Generated):
+class PhraseMatch(_PhraseMetric):
     """1 if the greedy answer contains ``phrase`` as consecutive whole words."""
 
     serves = frozenset({"capability_gain", "capability_loss", "knowledge_update",
                         "reasoning_change", "style_change"})
-    outcome = "binary"
-    bounds = (0.0, 1.0)
-    min_change = 0.05
-
-    def __init__(self, phrase: str, options: MetricOptions | dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.phrase = " ".join(phrase.split())
-        self.name = f"exact_match:{self.phrase}"
-        self.description = f"1 if the greedy answer contains '{self.phrase}'"
+    prefix, relation = "exact_match", "contains"
 
     def score(self, text: str, n_tokens: int, case: TestCase, model: LoadedModel) -> float:
         want, words = _words(self.phrase), _words(text)
