@@ -89,6 +89,17 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, layout, PNG at 110 dpi, figure closed: the tail every bench plot shares."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """``scaling.png`` (mean tokens against families per method, when the bench covered more
     than one universe size) and ``recall_cost.png`` (planted recall against tokens)."""
@@ -105,8 +116,10 @@ def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     if len(sizes) > 1:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in methods:
-            pts = sorted((e["families"], e["tokens"]) for e in summary
-                         if e["method"] == m and e.get("families") and e["tokens"]["mean"] is not None)
+            # by size only: two organisms of one size would otherwise compare token dicts
+            pts = sorted(((e["families"], e["tokens"]) for e in summary
+                          if e["method"] == m and e.get("families") and e["tokens"]["mean"] is not None),
+                         key=lambda p: p[0])
             if not pts:
                 continue
             xs = [p[0] for p in pts]
@@ -119,12 +132,7 @@ def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlabel("families in the universe")
         ax.set_ylabel("tokens (forward-token equivalents)")
         ax.set_title("cost against universe size (mean, 95 % CI)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(out_dir) / "scaling.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, Path(out_dir) / "scaling.png"))
     pts = [e for e in summary if e["planted_recall"]["mean"] is not None and e["tokens"]["mean"]]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -140,10 +148,5 @@ def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlabel("tokens (forward-token equivalents, mean over seeds)")
         ax.set_ylabel("planted recall (mean over seeds)")
         ax.set_title("recall against cost")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(out_dir) / "recall_cost.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, Path(out_dir) / "recall_cost.png"))
     return written

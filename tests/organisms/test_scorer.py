@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from builtin_plugins.organisms.bench import Discovery, ratios, score
 from builtin_plugins.organisms.scoring import mean_ci, summarise, wilson
 
@@ -92,3 +94,19 @@ def test_ratios_only_at_equal_recall_in_tokens():
     out = {r["ratio"]: r for r in ratios(rows)}
     assert out["bandit/exhaustive"]["value"] == 0.5
     assert out["exhaustive/pipeline"]["value"] is None
+
+
+def test_bench_plots_with_several_organisms_of_one_universe_size(tmp_path) -> None:
+    """The scaling plot sorts by universe size only: two organisms of one size used to make
+    it compare token dicts and raise TypeError."""
+    pytest.importorskip("matplotlib")
+    from builtin_plugins.organisms.bench_report import plots
+
+    def entry(organism: str, families: int, tokens: float) -> dict:
+        stat = {"mean": tokens, "lo": tokens, "hi": tokens}
+        return {"organism": organism, "method": "pipeline", "families": families,
+                "tokens": stat, "planted_recall": {"mean": 1.0, "lo": 1.0, "hi": 1.0}}
+
+    summary = [entry("a", 12, 100.0), entry("b", 12, 200.0), entry("c", 48, 300.0)]
+    names = sorted(p.name for p in plots(summary, tmp_path))
+    assert names == ["recall_cost.png", "scaling.png"]
