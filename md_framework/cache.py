@@ -173,14 +173,27 @@ class ArtifactCache(CacheFaultHandling, CacheHousekeeping):
                 time.sleep(0.05)
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, INDEX_VERSION) or (version == 0 and db.execute(
-                "SELECT 1 FROM sqlite_master WHERE name='entries'"
-            ).fetchone()):
-                raise sqlite3.DatabaseError(f"index layout version {version}, expected {INDEX_VERSION}")
-            if version == 0:
-                db.executescript(_SCHEMA + f"PRAGMA user_version={INDEX_VERSION};")
-            db.execute("SELECT COUNT(*) FROM entries").fetchone()
+            # Check and create the layout in one write transaction: read outside one, the
+            # version and the table list are two snapshots, and a process that saw "version 0"
+            # before another's schema commit and "table exists" after it took a fresh index
+            # for a corrupt one and moved it aside under the other processes' feet.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, INDEX_VERSION) or (version == 0 and db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name='entries'"
+                ).fetchone()):
+                    raise sqlite3.DatabaseError(f"index layout version {version}, expected {INDEX_VERSION}")
+                if version == 0:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version={INDEX_VERSION}")
+                db.execute("SELECT COUNT(*) FROM entries").fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         except sqlite3.OperationalError as exc:
             db.close()
             if "readonly" not in str(exc) and not self._root_is_read_only():

@@ -199,3 +199,22 @@ def test_claims_do_not_outlive_a_build(tmp_path: Path) -> None:
     again = cache.claim("graph", "abc", wait=False)
     assert again is not None
     again.release()
+
+
+def _open_fresh_cache(root: str, barrier, i: int) -> None:
+    barrier.wait()
+    ArtifactCache(Path(root)).put_json("probe", f"k{i}", {"i": i})
+
+
+def test_processes_opening_a_new_cache_at_once_share_one_index(tmp_path: Path) -> None:
+    # Several processes creating the index at once must all end up on the same one: a
+    # process that read the layout half-way through another's creation once took the new
+    # index for a corrupt one and moved it aside (entries lost, work redone).
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(6):
+        root = tmp_path / f"cache{attempt}"
+        barrier = ctx.Manager().Barrier(8)
+        with ctx.Pool(8) as pool:
+            pool.starmap(_open_fresh_cache, [(str(root), barrier, i) for i in range(8)])
+        assert not list(root.glob("index.sqlite.corrupt-*")), f"attempt {attempt}: index moved aside"
+        assert ArtifactCache(root).info()["entries"] == 8
