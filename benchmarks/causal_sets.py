@@ -9,7 +9,7 @@ then measure on ``--fresh`` other prompts of the family (never searched on) with
 metric: the causal share of patching the set back to the base (``mean(I - A) / mean(I - B)``,
 paired bootstrap CI), the share of a random control of the same size (random directions of
 the same layers for a direction set, random neurons of the same layers for a neuron set), and
-the paired difference share - control share with its CI (md_framework.pipeline.causal).
+the paired difference share - control share with its CI (builtin_plugins.pipeline.causal).
 
     python benchmarks/causal_sets.py toy-multi --seeds 5 --out benchmarks/causal-sets-toy-multi.json
 """
@@ -46,7 +46,7 @@ def main() -> None:
     from builtin_plugins.organisms.toy_language import all_prompts
     from builtin_plugins.tracers.activation_diff import ActivationDiffTracer
     from builtin_plugins.tracers.feature_search import is_direction, random_directions
-    from md_framework.pipeline.causal import causal_share, measure_triplet, share_difference
+    from builtin_plugins.pipeline.causal import causal_share, measure_triplet, share_difference
     from md_framework.types import FeatureRef, TestCase
 
     built = build_organism(args.organism, args.cache_dir, log=None)

@@ -12,7 +12,7 @@ Four measurements per organism, all judged against the organism's measured groun
    the circuit diff ranks), are patched to the base side (``base`` mode) and the planted
    metric measured on the family's *confirm* prompts on base (B), intervention (I) and the
    patched model (A): share = mean(I - A) / mean(I - B) with a paired bootstrap CI
-   (:func:`md_framework.pipeline.causal.causal_share`). Control: as many latents drawn at
+   (:func:`builtin_plugins.pipeline.causal.causal_share`). Control: as many latents drawn at
    random (``--control-draws`` seeds) among the other latents active on the same prompts
    (``class``: the shared ones).
 3. **pipeline**: ``MechanisticBehavioralAnalyzer`` with ``tracer: crosscoder`` and with
@@ -71,8 +71,8 @@ def family_contribution(tracer: Any, model: Any, prompts: list[str]) -> dict[int
 
 def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, draws: int,
              seed: int, n_confirm: int) -> list[dict[str, Any]]:
-    from md_framework.pipeline.causal import causal_share, measure_triplet
-    from md_framework.pipeline.testgen import split_universe
+    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
+    from builtin_plugins.pipeline.testgen import split_universe
     from md_framework.types import FeatureRef, TestCase
 
     from builtin_plugins.organisms.bench import registered_metrics
@@ -148,7 +148,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
 
 def adl_seeds(built: Any, base: Any, inter: Any, seeds: int) -> dict[str, Any]:
     from md_framework.config import ActivationDifferenceLensConfig
-    from md_framework.pipeline.testgen import split_universe
+    from builtin_plugins.pipeline.testgen import split_universe
 
     from builtin_plugins.adl.lens import activation_difference_lens
 

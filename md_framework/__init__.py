@@ -40,12 +40,6 @@ def _analyzer() -> dict:
     return {"MechanisticBehavioralAnalyzer": MechanisticBehavioralAnalyzer}
 
 
-def _explorer() -> dict:
-    from md_framework.stages import ActiveCircuitExplorer
-
-    return {"ActiveCircuitExplorer": ActiveCircuitExplorer}
-
-
 def _utils() -> dict:
     from md_framework.utils import CircuitCache, check_memory_requirements
 
@@ -53,6 +47,12 @@ def _utils() -> dict:
 
 
 # the public façade may reach into builtin plugins (lazily): the kernel itself never does
+def _explorer() -> dict:
+    from builtin_plugins.pipeline.design_stages import ActiveCircuitExplorer
+
+    return {"ActiveCircuitExplorer": ActiveCircuitExplorer}
+
+
 def _visualizer() -> dict:
     from builtin_plugins.report.visualizer import CircuitVisualizer
 

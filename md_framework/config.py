@@ -122,7 +122,7 @@ class UniverseConfig(StrictModel):
     organism: str | None = None
     n_per_family: int = Field(default=24, ge=1)
     #: filled by the analyzer when no universe was given: which documented default it used
-    #: (shown in the report's summary; see md_framework/stages.py, ``default_universe``)
+    #: (shown in the report's summary; see md_framework/pipeline/defaults.py, ``default_universe``)
     default_used: str | None = None
 
     @field_validator("families")

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # imported for annotations only; keeps the kernel import ligh
     import click
 
     from md_framework.config import AnalysisConfig
+    from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
+    from md_framework.plugins import Hooks
     from md_framework.runtime import (
         BehaviourMetric,
         LoadedModel,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # imported for annotations only; keeps the kernel import ligh
     from md_framework.types import (
         AnalysisReport,
         CircuitDiff,
+        CircuitGraph,
         FeatureInterpretation,
         FeatureRef,
         Hypothesis,
@@ -219,4 +222,130 @@ def md_report_ready(report: AnalysisReport, out_dir: Path | None) -> None:
     """Called once with the finished report, after it is written to ``out_dir`` (if any).
 
     Report plugins write extra artefacts (pages, plots, exports) into ``out_dir`` here.
+    """
+
+
+# --------------------------------------------------------------------------- stages
+# The analysis protocol (md_framework.pipeline.analyzer) calls one implementation of each
+# stage hook: all are firstresult. md-framework's own implementations are essential builtin
+# plugins (builtin_plugins.pipeline; md_framework.plugins.ESSENTIAL_PLUGINS): a run cannot
+# work without them, so they cannot be blocked. To replace a stage, implement its hook with
+# ``@hookimpl(tryfirst=True)``: the first implementation that returns something wins, and
+# its plugin's name is recorded in ``Hooks.stage_providers``. Exceptions of a stage
+# implementation propagate unchanged (the stage is the run: there is nothing to skip to).
+
+
+@hookspec(firstresult=True)
+def md_stage_split_universe(universe: Mapping[str, Sequence[str]], explore_fraction: float,
+                            seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]] | None:
+    """Split each family's prompts into (explore, confirm) before anything is traced.
+
+    Called once per analysis (and once by the design-document stage views). Returns
+    ``(explore, confirm)``: hypotheses are formed on explore prompts only and confirmed on
+    confirm prompts only. Firstresult; builtin: ``test-selection``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_diff(base_graphs: Sequence[CircuitGraph], intervention_graphs: Sequence[CircuitGraph],
+                  base_model_id: str, intervention_model_id: str, dictionary_id: str | None,
+                  answers: Sequence[Any] | None) -> CircuitDiff | None:
+    """Diff paired graphs (same prompts, same order) by node identity.
+
+    Called after tracing, for the screen, for refinement and by the stage views. Returns a
+    :class:`~md_framework.types.CircuitDiff` with per-prompt diffs and the systematic changes
+    across prompts; ``answers`` are the answer-aware traces when the run made them.
+    Firstresult; builtin: ``graph-diff``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
+                      interpretations: Mapping[str, list[FeatureInterpretation]],
+                      config: AnalysisConfig | None) -> list[Pattern] | None:
+    """Every detector's patterns in ``diff`` (the contribute-all ``md_detect_patterns``
+    hook, called through ``hooks``), each stamped with its detector.
+
+    Called by two-stage tracing's screen and the pattern-recognizer view. Firstresult;
+    builtin: ``discovery``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
+                      context: Mapping[str, Any]) -> tuple[dict[str, list[FeatureInterpretation]],
+                                                            list[Pattern], list[Hypothesis]] | None:
+    """The discovery stage: interpret the screened features, detect patterns, form, merge,
+    rank and cap hypotheses (priority floor ``context['min_hypothesis_priority']``).
+
+    Called once per analysis and once per refinement round. Returns
+    ``(interpretations by feature key, patterns, hypotheses to test)``. Firstresult;
+    builtin: ``discovery``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_screen(seeds: Sequence[tuple[str, str]], patterns: Sequence[Pattern],
+                    check_prompts: int, seed: int) -> tuple[list[str], list[tuple[str, str]],
+                                                            list[tuple[str, str]]] | None:
+    """Two-stage tracing: which seed prompts get attribution graphs, from the patterns the
+    cheap screen tracer's diff showed.
+
+    Called once per analysis with ``two_stage_tracing`` on. Returns ``(flagged families,
+    chosen (prompt, family) pairs in seed order, the unflagged check prompts among them)``.
+    Firstresult; builtin: ``screen``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_validate(run: MechanisticBehavioralAnalyzer, hooks: Hooks,
+                      hypotheses: Sequence[Hypothesis],
+                      explore: Mapping[str, Sequence[str]], confirm: Mapping[str, Sequence[str]],
+                      interpretations: Mapping[str, list[FeatureInterpretation]],
+                      refiner: Any) -> Any:
+    """The validation stage: held-out test pooling, paired measurement, one online FDR
+    decision per unit, the bandit choosing what to sample next.
+
+    Called once per analysis, after discovery. ``run`` gives the config, resolved drivers,
+    loaded models, run directory and ledger fingerprint; ``refiner`` (or ``None``) is called
+    on each validated hypothesis. Returns the exploration result (``results``,
+    ``hypotheses``, ``queries``, ``fdr_trace``, ``rounds``, ``notes``) and leaves
+    ``run._causal_inputs = (validator, test pool)`` for causal confirmation. Firstresult;
+    builtin: ``validation``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_refiner(run: MechanisticBehavioralAnalyzer, hooks: Hooks,
+                     explore: Mapping[str, Sequence[str]],
+                     seeds: Sequence[tuple[str, str]]) -> Any:
+    """Build the refiner: called with each validated hypothesis, it traces more explore
+    prompts around it and returns sharper hypotheses to test.
+
+    Called once per analysis with ``exploration.refine`` on. Returns a callable with
+    ``parents`` (refinement id -> parent id) and ``traced_prompts`` (prompts traced).
+    Firstresult; builtin: ``refinement``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_causal(run: MechanisticBehavioralAnalyzer, hooks: Hooks, exploration: Any) -> bool | None:
+    """Causal confirmation: intervene on the features of validated hypotheses and fill
+    ``ValidationResult.causal_share`` (queries counted in ``exploration.queries``).
+
+    Called once per analysis with ``causal_confirmation`` on, after validation. Returns
+    whether interventions ran (``False`` when the tracer cannot intervene). Firstresult;
+    builtin: ``causal``.
+    """
+
+
+@hookspec(firstresult=True)
+def md_stage_views(run: MechanisticBehavioralAnalyzer, view: str) -> Any:
+    """The design document's stage object ``view`` (``circuit_analyzer``,
+    ``pattern_recognizer``, ``hypothesis_generator``, ``test_generator``,
+    ``behavioral_validator``) over ``run``.
+
+    Called on first access of ``analyzer.<view>``; the analyzer keeps the object. Returns
+    the view, or ``None`` for a view this plugin does not provide. Firstresult; builtin:
+    ``design-stages``.
     """

@@ -29,6 +29,13 @@ from md_framework.errors import ConfigError, PluginError, UnknownComponentError
 ENTRY_POINT_GROUP = "md_framework"
 TRACE_ENV = "MD_TRACE_HOOKS"
 
+#: builtin plugins a run cannot work without (the algorithms behind the ``md_stage_*``
+#: hooks, builtin_plugins.pipeline). Like pytest's essential plugins they are always
+#: loaded and cannot be blocked; replace one by implementing its stage hook with
+#: ``tryfirst=True``. Names only: the kernel never imports builtin plugins.
+ESSENTIAL_PLUGINS = ("graph-diff", "discovery", "screen", "test-selection", "validation",
+                     "refinement", "causal", "design-stages")
+
 
 @dataclass
 class PluginRecord:
@@ -106,6 +113,13 @@ def get_plugin_manager(
     """
     autoload = (not autoload_disabled()) if autoload is None else autoload
     blocked = set(blocked)
+    essential = sorted(blocked & set(ESSENTIAL_PLUGINS))
+    if essential:
+        raise ConfigError(
+            f"plugins.disable: {', '.join(essential)} {'is' if len(essential) == 1 else 'are'}"
+            " essential (a run cannot work without them) and cannot be blocked; to replace one,"
+            " register a plugin implementing its md_stage_* hook with @hookimpl(tryfirst=True)"
+            " (CONTRIBUTING.md, 'Replacing a stage')")
     enabled_set = set(enabled) if enabled is not None else None
     pm = MDPluginManager()
     for entry_point in _entry_points():
@@ -120,7 +134,7 @@ def get_plugin_manager(
             record.status = "blocked"
             pm.set_blocked(entry_point.name)
             continue
-        if is_builtin and not builtins:
+        if is_builtin and not builtins and entry_point.name not in ESSENTIAL_PLUGINS:
             record.status = "not-autoloaded"
             continue
         if not is_builtin and (not autoload or (enabled_set is not None and entry_point.name not in enabled_set)):
@@ -186,6 +200,8 @@ class Hooks:
         self.pm = pm
         self.on_error = on_error
         self.skipped: list[PluginError] = []
+        #: stage hook -> the plugin whose implementation ran (provenance of the algorithms)
+        self.stage_providers: dict[str, str] = {}
 
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
         caller = getattr(self.pm.hook, hook_name, None)
@@ -253,3 +269,20 @@ class Hooks:
             if value is not None:
                 return Contribution(impl.plugin_name, value)
         return None
+
+    def stage(self, hook_name: str, **kwargs: Any) -> Any:
+        """Run one ``md_stage_*`` hook: the first implementation returning something wins
+        (firstresult), its plugin is recorded in :attr:`stage_providers`, and its exceptions
+        propagate unchanged. No implementation answering is an error naming the essential
+        plugins (a plugin manager built without them)."""
+        for impl in self._impls(hook_name):
+            value = self._call_one(impl, hook_name, kwargs)
+            if value is not None:
+                self.stage_providers[hook_name] = impl.plugin_name
+                return value
+        raise PluginError(
+            "md_framework", None,
+            f"no plugin implements {hook_name}: the essential builtin plugins"
+            f" ({', '.join(ESSENTIAL_PLUGINS)}) are missing from this plugin manager;"
+            " build it with md_framework.plugins.get_plugin_manager()")
+

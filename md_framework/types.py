@@ -500,6 +500,9 @@ class AnalysisReport(StrictModel):
     bandit_rounds: list[BanditRound] = Field(default_factory=list)
     interpretations: dict[str, list[FeatureInterpretation]] = Field(default_factory=dict)
     artefacts: dict[str, str] = Field(default_factory=dict)  # name -> path relative to the report
+    #: stage hook -> the plugin that ran it (``md_stage_diff`` -> ``graph-diff``, or the
+    #: third-party plugin that replaced it)
+    stage_providers: dict[str, str] = Field(default_factory=dict)
 
     def validated(self) -> list[ValidationResult]:
         return [r for r in self.validation_results if r.is_validated()]
@@ -574,3 +577,21 @@ class AnalysisReport(StrictModel):
 
     def print_summary(self) -> None:
         print(self.summary_text())
+
+
+class ScreenSummary(StrictModel):
+    """Two-stage tracing's screen (``md_stage_screen``): flagged families, the (prompt,
+    family) pairs traced with the attribution tracer and the unflagged check prompts among
+    them; ``patterns`` are the screen patterns' ids (or why the screen was skipped)."""
+
+    flagged: list[str] = Field(default_factory=list)
+    chosen: list[tuple[str, str]] = Field(default_factory=list)
+    checks: list[tuple[str, str]] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self, n_seeds: int) -> dict[str, Any]:
+        return {"flagged_families": self.flagged, "seed_prompts": n_seeds,
+                "attribution_prompts": len(self.chosen), "check_prompts": len(self.checks),
+                "screen_patterns": self.patterns, "screen_seconds": round(self.seconds, 3)}
+

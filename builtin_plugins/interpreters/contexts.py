@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from md_framework.pipeline.testgen import interleave_families
+from builtin_plugins.pipeline.testgen import interleave_families
 from md_framework.tracing_api import can_read_features
 from md_framework.types import ContextExample, FeatureInterpretation, FeatureRef
 

@@ -194,14 +194,14 @@ def _finish(model: Any, tokenizer: Any, spec: ModelSpec, options: ModelLoadOptio
 def _from_local(path: Path, spec: ModelSpec, options: ModelLoadOptions, loader: str) -> LoadedModel:
     """Load an HF directory; its ``model_id`` is the content hash of its weights files.
 
-    See :mod:`md_framework.weights_identity`: the files are hashed once per version (memo in
+    See :mod:`builtin_plugins.models.weights_identity`: the files are hashed once per version (memo in
     the artefact cache at ``options.cache_dir``). A directory we built records its weights'
     sha256 in ``md_meta.json`` and a file that no longer matches is refused before loading;
     one from before that record (only a ``model_id``: the state-dict hash) is checked once
     against the loaded tensors. Either way damaged weights are an error naming the file,
     never another model's identity (and cached graphs, ledger rows, organisms).
     """
-    from md_framework.weights_identity import (
+    from builtin_plugins.models.weights_identity import (
         check_recorded,
         mark_verified,
         open_identity_cache,
@@ -280,7 +280,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def stamp_weights(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
     """Record the sha256 of ``path``'s weights files in its ``md_meta.json``
     (``weights_sha256``), so later loads detect a damaged or replaced file before loading."""
-    from md_framework.weights_identity import open_identity_cache, weights_identity
+    from builtin_plugins.models.weights_identity import open_identity_cache, weights_identity
 
     path = Path(path)
     identity = weights_identity(path, open_identity_cache(cache_dir))

@@ -3,7 +3,7 @@ or removes.
 
 :func:`answer_change` reads each prompt's answer trace (``PromptDiff.answer``): the
 word-level edit from the base's greedy answer to the intervention's
-(:func:`md_framework.pipeline.answers.answer_edit`) and the Jensen-Shannon divergence of the
+(:func:`builtin_plugins.pipeline.answers.answer_edit`) and the Jensen-Shannon divergence of the
 two models' next-token distributions over the teacher-forced base answer. Per family:
 
 * **edited answers**: the family's share of prompts whose answer changed against the other
@@ -28,8 +28,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from md_framework.pipeline.answers import AnswerEdit, answer_edit, common_phrase, common_suffix
-from md_framework.pipeline.diff import welch_rows
+from builtin_plugins.pipeline.answers import AnswerEdit, answer_edit, common_phrase, common_suffix
+from builtin_plugins.pipeline.diff import welch_rows
 from md_framework.types import CircuitDiff, FeatureRef, Pattern, PromptDiff
 
 from builtin_plugins.patterns.rules import evidence_strength

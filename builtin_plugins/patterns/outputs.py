@@ -18,7 +18,7 @@
   mass (probability on refusal-like tokens among the top targets) is compared the same way
   (Welch t, family deltas vs the rest's) and can type a family whose top token did not flip.
 * :func:`family_specific_change` collects, per family, the features whose change is
-  specific to it (:func:`md_framework.pipeline.diff.family_contrasts`: contrast q <= 0.1
+  specific to it (:func:`builtin_plugins.pipeline.diff.family_contrasts`: contrast q <= 0.1
   and specific share >= 0.5) with a concentration score: the share of the family's total
   |mean delta| carried by those features beyond the other families' drift. Evidence says
   whether the family's top outputs changed (``outputs_changed``).
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from md_framework.pipeline.diff import CONTRAST_Q, SPECIFIC_SHARE, family_contrasts, welch_rows
+from builtin_plugins.pipeline.diff import CONTRAST_Q, SPECIFIC_SHARE, family_contrasts, welch_rows
 from md_framework.types import CircuitDiff, FeatureRef, LogitTarget, Pattern, PromptDiff
 
 from builtin_plugins.patterns.rules import evidence_strength

@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from md_framework.pipeline.diff import (
+from builtin_plugins.pipeline.diff import (
     family_contrasts,
     path_features,
     path_signature,

@@ -6,7 +6,7 @@ cases with ``metadata["generator"]`` so the kernel samples across them as separa
 
 * ``universe`` – prompts of the families the hypothesis names, drawn from
   ``context.universe`` (the analyzer passes the *confirmation* split there; see
-  :func:`md_framework.pipeline.testgen.split_universe`). Hypotheses naming no family draw
+  :func:`builtin_plugins.pipeline.testgen.split_universe`). Hypotheses naming no family draw
   from every family.
 * ``feature`` – the held-out prompts where the hypothesis' features fire most on the base
   model: ``context.feature_contexts[feature.key]`` for each of ``hypothesis.source_features``

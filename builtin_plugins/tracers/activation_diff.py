@@ -153,7 +153,7 @@ class ActivationDiffTracer(Tracer):
 
         behaviour = None
         if metric is not None:
-            from md_framework.pipeline.causal import causal_share, measure_triplet
+            from builtin_plugins.pipeline.causal import causal_share, measure_triplet
             from md_framework.types import TestCase
 
             cases = [TestCase(id=f"search-{i}", hypothesis_id="search", prompt=p)

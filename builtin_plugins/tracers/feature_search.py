@@ -24,7 +24,7 @@ of means). Prompts whose answers agree carry no signal and are skipped.
 The set size is capped at ``max_share`` (default 5 %) of the neurons in the layers used. The
 search uses only the prompts it is given (the discovery split); the causal share is then
 measured with the hypothesis' own metric on fresh held-out prompts
-(:mod:`md_framework.pipeline.causal`), so the search cannot overfit what is reported.
+(:mod:`builtin_plugins.pipeline.causal`), so the search cannot overfit what is reported.
 """
 
 from __future__ import annotations

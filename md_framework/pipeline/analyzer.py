@@ -25,11 +25,10 @@ from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, res
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import holds_run_dir, save_graph_pair
-from md_framework.stages import DesignStages, answer_examples, apply_default_universe
+from md_framework.pipeline.defaults import answer_examples, apply_default_universe
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
     LoadedModel,
     ModelLoadOptions,
-    TestGenerationContext,
     check_pair_compatible,
 )
 from md_framework.types import (
@@ -37,8 +36,8 @@ from md_framework.types import (
     CircuitDiff,
     CircuitGraph,
     Costs,
-    FeatureInterpretation,
     Hypothesis,
+    ScreenSummary,
 )
 
 Progress = Callable[[str, str], None]
@@ -121,7 +120,7 @@ def load_user_interpretations(value: dict[str, str] | str | None) -> Any:
         raise ConfigError(f"feature_interpretations: {path} is not valid JSON: {exc}") from None
 
 
-class MechanisticBehavioralAnalyzer(DesignStages):
+class MechanisticBehavioralAnalyzer:
     """Runs one analysis described by an :class:`AnalysisConfig` (or a config file path).
 
     ``run_dir`` holds the ledger and the report (``report.json``, ``summary.txt`` and what
@@ -129,7 +128,12 @@ class MechanisticBehavioralAnalyzer(DesignStages):
     ``resume`` continues the run recorded in ``run_dir``. ``plugin_manager`` injects a
     manager (tests); ``progress`` receives ``(phase, message)`` lines. The design document's
     stage objects (``circuit_analyzer``, ``pattern_recognizer``, ``hypothesis_generator``,
-    ``test_generator``, ``behavioral_validator``) come from :mod:`md_framework.stages`.
+    ``test_generator``, ``behavioral_validator``) come from the ``md_stage_views`` hook
+    (builtin: the ``design-stages`` plugin).
+
+    This class is the analysis protocol: it orders the stages, calls hooks and drivers and
+    writes the ledger and the report. Every algorithm is a plugin's ``md_stage_*`` hook
+    implementation (docs/architecture.md).
     """
 
     def __init__(
@@ -154,6 +158,41 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         self.graphs: tuple[list[CircuitGraph], list[CircuitGraph]] = ([], [])
         self.diff: CircuitDiff | None = None
         self._context_tracer: Any = None
+
+    # ------------------------------------------------------------------ stage views
+    def _stage_view(self, name: str) -> Any:
+        views = self.__dict__.setdefault("_md_design_views", {})
+        if name not in views:
+            hooks = self.__dict__.get("_md_view_hooks")
+            if hooks is None:
+                hooks = self.__dict__["_md_view_hooks"] = self._hooks()
+            views[name] = hooks.stage("md_stage_views", run=self, view=name)
+        return views[name]
+
+    @property
+    def circuit_analyzer(self) -> Any:
+        """Trace prompts on both models and diff them (design document, phase 1)."""
+        return self._stage_view("circuit_analyzer")
+
+    @property
+    def pattern_recognizer(self) -> Any:
+        """Interpret changed features and detect patterns (phase 2a)."""
+        return self._stage_view("pattern_recognizer")
+
+    @property
+    def hypothesis_generator(self) -> Any:
+        """Hypotheses from patterns, merged, ranked and capped (phase 2b)."""
+        return self._stage_view("hypothesis_generator")
+
+    @property
+    def test_generator(self) -> Any:
+        """Held-out test prompts for a hypothesis (phase 3a)."""
+        return self._stage_view("test_generator")
+
+    @property
+    def behavioral_validator(self) -> Any:
+        """Paired measurement, test and one online FDR decision (phase 3b)."""
+        return self._stage_view("behavioral_validator")
 
     # ------------------------------------------------------------------ set-up
     def _hooks(self) -> Hooks:
@@ -226,36 +265,39 @@ class MechanisticBehavioralAnalyzer(DesignStages):
 
     def screen(self, seeds: Sequence[tuple[str, str]], answers: Sequence[Any] | None,
                hooks: Hooks) -> list[tuple[str, str]]:
-        """Two-stage tracing's first stage (:mod:`md_framework.pipeline.screen`): the cheap
-        screen tracer on every seed prompt, the builtin detectors over its diff (with the
-        answer traces), and the seed prompts that get attribution graphs. A tracer without a
-        dictionary is its own screen: every seed prompt is kept."""
+        """Two-stage tracing's first stage (``md_stage_screen``; builtin: the ``screen``
+        plugin): the cheap screen tracer on every seed prompt, the detectors over its diff
+        (with the answer traces), and the seed prompts that get attribution graphs. A tracer
+        without a dictionary is its own screen: every seed prompt is kept."""
         from md_framework.drivers import create_driver
-        from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import detect_patterns
-        from md_framework.pipeline.screen import ScreenResult, choose_prompts, flagged_families
 
         config = self.config
         main = create_driver("tracer", config.tracer, self._tracer_options())
         if not getattr(main, "needs_dictionary", True) or config.screen_tracer == config.tracer:
             why = f"tracer {config.tracer} has no dictionary: it is its own screen"
             self.progress("screen", f"two-stage tracing skipped ({why})")
-            self.screen_result = ScreenResult([], list(seeds), [], [f"skipped: {why}"])
+            self.screen_result = ScreenSummary(chosen=list(seeds), patterns=[f"skipped: {why}"])
             return list(seeds)
         started = time.perf_counter()
         self.progress("screen", f"screening {len(seeds)} prompts with {config.screen_tracer}")
         sb, si = self.trace(seeds, keep=False, tracer=config.screen_tracer, tracer_options={})
         base, intervention = self.models["base"], self.models["intervention"]
-        screen_diff = diff_graph_sets(sb, si, base.model_id, intervention.model_id,
-                                      answers=answers)
-        patterns = detect_patterns(hooks, screen_diff, {}, config)
-        flagged = flagged_families(patterns)
-        chosen, checks = choose_prompts(seeds, flagged, config.screen_check_prompts, config.seed)
-        self.screen_result = ScreenResult(flagged, chosen, checks, [p.id for p in patterns],
-                                          time.perf_counter() - started)
+        screen_diff = hooks.stage("md_stage_diff", base_graphs=sb, intervention_graphs=si,
+                                  base_model_id=base.model_id,
+                                  intervention_model_id=intervention.model_id,
+                                  dictionary_id=None, answers=answers)
+        patterns = hooks.stage("md_stage_patterns", hooks=hooks, diff=screen_diff,
+                               interpretations={}, config=config)
+        flagged, chosen, checks = hooks.stage("md_stage_screen", seeds=list(seeds),
+                                              patterns=patterns,
+                                              check_prompts=config.screen_check_prompts,
+                                              seed=config.seed)
+        self.screen_result = ScreenSummary(flagged=list(flagged), chosen=list(chosen),
+                                           checks=list(checks), patterns=[p.id for p in patterns],
+                                           seconds=time.perf_counter() - started)
         self.progress("screen", f"flagged {', '.join(flagged) or 'no family'}: attribution graphs"
                                 f" for {len(chosen)} of {len(seeds)} prompts ({len(checks)} checks)")
-        return chosen
+        return list(chosen)
 
     def trace_answers(self, prompts: Sequence[tuple[str, str]]) -> list[Any] | None:
         """Answer-aware traces of ``prompts`` (both models' greedy answers teacher-forced
@@ -301,10 +343,6 @@ class MechanisticBehavioralAnalyzer(DesignStages):
 
     @holds_run_dir  # one writer per run directory, checked before any model loads
     def analyze(self) -> AnalysisReport:
-        from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import discover
-        from md_framework.pipeline.testgen import split_universe
-
         started = time.perf_counter()
         config = self.config
         self.resolved = resolve_config(config)  # every name and option, before any model loads
@@ -321,7 +359,8 @@ class MechanisticBehavioralAnalyzer(DesignStages):
         self.universe = build_universe(config, hooks)
         base, intervention = self.load_models(hooks)
 
-        explore, confirm = split_universe(self.universe, config.explore_fraction, config.seed)
+        explore, confirm = hooks.stage("md_stage_split_universe", universe=self.universe,
+                                       explore_fraction=config.explore_fraction, seed=config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
         answers = self.trace_answers(seeds) if config.trace_answers else None
@@ -337,32 +376,35 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                    summary={"prompts": len(seeds), "families": sorted({f for _, f in seeds})})
 
         self.progress("diff", "diffing graphs by node identity")
-        diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
-                               intervention.model_id,
-                               dictionary_id=base_graphs[0].dictionary_id if base_graphs else None,
-                               answers=answers)
+        diff = hooks.stage("md_stage_diff", base_graphs=base_graphs,
+                           intervention_graphs=intervention_graphs, base_model_id=base.model_id,
+                           intervention_model_id=intervention.model_id,
+                           dictionary_id=base_graphs[0].dictionary_id if base_graphs else None,
+                           answers=answers)
         self.diff = diff
         hooks.call("md_phase_finished", phase="diff",
                    summary={"systematic_changes": len(diff.systematic_changes)})
 
         self.progress("discover", "interpreting features, detecting patterns, forming hypotheses")
-        interpretations, patterns, hypotheses = discover(
-            diff, hooks, config, self.interpretation_context(explore))
+        interpretations, patterns, hypotheses = hooks.stage(
+            "md_stage_discover", hooks=hooks, diff=diff, config=config,
+            context=self.interpretation_context(explore))
         hooks.call("md_phase_finished", phase="hypotheses",
                    summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
-        refiner = self.refiner(hooks, explore, traced) if config.exploration.refine else None
-        exploration = self.validate(hypotheses, hooks, explore, confirm, interpretations, refiner)
+        refiner = (hooks.stage("md_stage_refiner", run=self, hooks=hooks, explore=explore,
+                               seeds=traced) if config.exploration.refine else None)
+        exploration = hooks.stage("md_stage_validate", run=self, hooks=hooks,
+                                  hypotheses=hypotheses, explore=explore, confirm=confirm,
+                                  interpretations=interpretations, refiner=refiner)
         self.exploration = exploration
 
         # --- causal confirmation (docs/causal.md): only for tracers with the optional
         # FeatureIntervener capability; fills ValidationResult.causal_share -----------------
         if config.causal_confirmation:
-            from md_framework.pipeline.causal import run_in_analyzer
-
             self.progress("causal", "intervening on the features of validated hypotheses")
-            run_in_analyzer(self, exploration, hooks)
+            hooks.stage("md_stage_causal", run=self, hooks=hooks, exploration=exploration)
         # ------------------------------------------------------------------------------------
         # both models' answers on the examples shown (display only, not evidence)
         exploration.results = answer_examples(exploration.results, self._causal_inputs[0].metrics,
@@ -390,111 +432,38 @@ class MechanisticBehavioralAnalyzer(DesignStages):
             fdr_trace=exploration.fdr_trace,
             bandit_rounds=exploration.rounds,
             interpretations=interpretations,
+            stage_providers=dict(hooks.stage_providers),
         )
         self.write_report(report, hooks)
         return report
 
-    def validate(
-        self,
-        hypotheses: Sequence[Hypothesis],
-        hooks: Hooks,
-        explore: Mapping[str, Sequence[str]],
-        confirm: Mapping[str, Sequence[str]],
-        interpretations: Mapping[str, list[FeatureInterpretation]],
-        refiner: Any = None,
-    ) -> Any:
-        from md_framework.drivers import create_driver
-        from md_framework.pipeline.explorer import ActiveCircuitExplorer
-        from md_framework.pipeline.ledger import Ledger
-        from md_framework.pipeline.testgen import FeatureContextFinder, TestPool
-        from md_framework.pipeline.validation import Validator
-
-        config, stats = self.config, self.config.statistics
-        assert self.resolved is not None
+    def metrics(self, hooks: Hooks, hypotheses: Sequence[Hypothesis]) -> dict[str, Any]:
+        """Every registered behaviour metric, plus those ``hypotheses`` name that
+        ``md_metric_from_name`` builds (:meth:`add_derived_metrics`)."""
         metrics = {c.value.name: c.value for c in hooks.collect("md_behaviour_metrics")}
-        from md_framework.pipeline.discovery import add_derived_metrics
+        self.add_derived_metrics(hooks, hypotheses, metrics)
+        return metrics
 
-        add_derived_metrics(hooks, hypotheses, metrics)
-        ledger = Ledger(self.run_dir, self._fingerprint()) if self.run_dir is not None else None
-        if ledger is not None:  # readings of other weights are never reused
-            ledger.bind_models(base=self.models["base"].model_id,
-                               intervention=self.models["intervention"].model_id)
-        fdr = create_driver("fdr_procedure", stats.procedure, stats.procedure_options,
-                            alpha=stats.alpha)
-        validator = Validator(
-            self.models["base"], self.models["intervention"], metrics, fdr=fdr,
-            paired_test=stats.paired_test, paired_test_options=stats.paired_test_options,
-            min_effect_size=stats.min_effect_size, hooks=hooks, ledger=ledger,
-        )
-        formed_from = frozenset(p for prompts in explore.values() for p in prompts)
-        # feature-driven tests (hypotheses naming no family only): confirmation-split prompts
-        # where each feature fires most on the *base* model, a pre-treatment choice
-        # (interpretation contexts were read on the intervention model: never test prompts)
-        finder = FeatureContextFinder(self._context_tracer, self.models["base"], confirm)
-        self._selection_finder = finder
-
-        def context_for(hypothesis: Hypothesis) -> TestGenerationContext:
-            feature_contexts = finder.contexts_for(hypothesis)
-            excluded = formed_from
-            parent_id = refiner.parents.get(hypothesis.id) if refiner is not None else None
-            if parent_id is not None:  # a refinement is never confirmed on its parent's prompts
-                parent = next(h for h in explorer.order if h.id == parent_id)
-                excluded = excluded | {c.prompt for c in pool.tests_for(parent)}
-            return TestGenerationContext(
-                universe={f: list(p) for f, p in confirm.items()},
-                feature_contexts=feature_contexts, excluded_prompts=excluded,
-                seed=config.seed,
-            )
-
-        pool = TestPool(hooks, context_for, config.n_test_prompts_per_hypothesis)
-        bandit = create_driver("bandit_strategy", config.exploration.method,
-                               self.resolved.drivers["bandit_strategy"].options)
-        explorer = ActiveCircuitExplorer(
-            hypotheses, validator, bandit, pool, budget=config.exploration.query_budget,
-            batch_size=config.exploration.batch_size,
-            cases_per_pull=config.exploration.cases_per_pull, reward=config.exploration.reward,
-            n_per_hypothesis=config.n_test_prompts_per_hypothesis,
-            on_validated=refiner, max_new_hypotheses=config.exploration.max_new_hypotheses,
-        )
-        self._causal_inputs = (validator, pool)  # causal confirmation: metrics, used prompts
-        try:
-            result = explorer.run()
-            validator.finish("validate", {"selection_forward_passes": finder.forward_passes})
-            for shortfall_id, text in pool.shortfalls.items():
-                result.notes.setdefault(shortfall_id, text)
-            result.results = [
-                r.model_copy(update={"notes": [*r.notes, result.notes[r.hypothesis.id]]})
-                if r.hypothesis.id in result.notes else r
-                for r in result.results
-            ]
-            return result
-        finally:
-            if ledger is not None:
-                ledger.close()
-
-    def refiner(self, hooks: Hooks, explore: Mapping[str, Sequence[str]],
-                seeds: Sequence[tuple[str, str]]) -> Any:
-        from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import add_derived_metrics, discover
-        from md_framework.pipeline.refine import Refiner
-
-        base, intervention = self.models["base"], self.models["intervention"]
-
-        def rediscover(base_graphs: list[CircuitGraph], intervention_graphs: list[CircuitGraph]
-                       ) -> list[Hypothesis]:
-            diff = diff_graph_sets(base_graphs, intervention_graphs, base.model_id,
-                                   intervention.model_id,
-                                   dictionary_id=base_graphs[0].dictionary_id if base_graphs else None)
-            found = discover(diff, hooks, self.config, self.interpretation_context(explore))[2]
-            if getattr(self, "_causal_inputs", None):  # the validator of this run
-                add_derived_metrics(hooks, found, self._causal_inputs[0].metrics)
-            return found
-
-        return Refiner(
-            explore=explore, traced=seeds, graphs=self.graphs,
-            trace=lambda prompts: self.trace(prompts, keep=False), rediscover=rediscover,
-            prompts_per_family=self.config.exploration.refine_prompts_per_family,
-        )
+    @staticmethod
+    def add_derived_metrics(hooks: Hooks | None, hypotheses: Sequence[Hypothesis],
+                            metrics: dict[str, Any]) -> list[str]:
+        """Add to ``metrics`` the metrics hypotheses name that no plugin registered, built
+        from their names through ``md_metric_from_name`` (``signoff:<phrase>``,
+        ``exact_match:<phrase>``: metrics made from what the diff saw). Returns the names
+        added; names no plugin builds stay missing (the validator reports them with a
+        did-you-mean)."""
+        if hooks is None:
+            return []
+        added = []
+        for h in hypotheses:
+            if h.metric in metrics:
+                continue
+            found = hooks.first("md_metric_from_name", name=h.metric)
+            metric = found.value if found is not None else None
+            if metric is not None and getattr(metric, "name", None) == h.metric:
+                metrics[h.metric] = metric
+                added.append(h.metric)
+        return added
 
     @staticmethod
     def circuit_statistics(diff: CircuitDiff, base_graphs: Sequence[CircuitGraph],

@@ -71,7 +71,7 @@ def test_document_focus_areas_are_documented_and_others_are_errors() -> None:
 
 
 def test_focus_orders_but_never_lowers_priority() -> None:
-    from md_framework.pipeline.discovery import rank_hypotheses
+    from builtin_plugins.pipeline.discovery import rank_hypotheses
     from md_framework.types import Hypothesis
 
     fact = Hypothesis(id="k", hypothesis_type="knowledge_update", description="", metric="m", priority=0.5)
@@ -128,7 +128,7 @@ def test_every_command_uses_the_one_cache_location(monkeypatch: pytest.MonkeyPat
 
 
 def test_no_universe_uses_a_documented_default() -> None:
-    from md_framework.stages import ENGLISH_DEFAULT, apply_default_universe
+    from md_framework.pipeline.defaults import ENGLISH_DEFAULT, apply_default_universe
 
     organism = apply_default_universe(_config())
     assert organism.universe.organism == "toy-multi" and organism.universe.default_used
@@ -233,7 +233,7 @@ def test_a_run_on_the_default_universe_resumes(tmp_path) -> None:
     the default universe: the fingerprint must already include it, or a run that used the
     default could never be resumed (found running examples/quickstart.py twice)."""
     from md_framework import AnalysisConfig, MechanisticBehavioralAnalyzer
-    from md_framework.stages import apply_default_universe
+    from md_framework.pipeline.defaults import apply_default_universe
 
     config = AnalysisConfig(base_model_name="organism:toy-multi#base",
                             intervention_model_name="organism:toy-multi#intervention")

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from md_framework.pipeline.causal import causal_share, measure_triplet, share_difference
+from builtin_plugins.pipeline.causal import causal_share, measure_triplet, share_difference
 from md_framework.types import TestCase
 
 pytestmark = pytest.mark.slow

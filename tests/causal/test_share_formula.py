@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from md_framework.pipeline.causal import causal_share, confirm_causally
+from builtin_plugins.pipeline.causal import causal_share, confirm_causally
 from md_framework.types import EffectSize, FeatureRef, Hypothesis, TestCase, ValidationResult
 
 
@@ -144,7 +144,7 @@ class CountingMetric(FakeMetric):
 
 
 def test_random_feature_control_draws_other_changed_features_of_the_same_layers() -> None:
-    from md_framework.pipeline.causal import control_features
+    from builtin_plugins.pipeline.causal import control_features
 
     f = [FeatureRef(layer=0, feature=1)]
     pool = {0: [FeatureRef(layer=0, feature=i) for i in (1, 2, 3)],
@@ -186,7 +186,7 @@ def test_causal_readings_are_recorded_and_served_from_the_ledger(tmp_path) -> No
 
 
 def test_share_minus_control_is_paired_and_needs_an_effect() -> None:
-    from md_framework.pipeline.causal import share_difference
+    from builtin_plugins.pipeline.causal import share_difference
 
     rng = np.random.default_rng(1)
     base = rng.normal(0.0, 0.1, 30)

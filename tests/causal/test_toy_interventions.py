@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from md_framework.pipeline.causal import causal_share, measure_triplet
+from builtin_plugins.pipeline.causal import causal_share, measure_triplet
 from md_framework.types import FeatureRef, TestCase
 
 pytestmark = pytest.mark.slow

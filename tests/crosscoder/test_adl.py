@@ -77,7 +77,7 @@ def narrow_pair(safety_pair, toy_safety):
 def test_adl_names_the_family_of_a_narrow_toy_fine_tune(narrow_pair, toy_safety) -> None:
     import torch
 
-    from md_framework.pipeline.testgen import split_universe
+    from builtin_plugins.pipeline.testgen import split_universe
 
     from builtin_plugins.adl.lens import activation_difference_lens
 
@@ -106,9 +106,9 @@ def test_adl_names_the_family_of_a_narrow_toy_fine_tune(narrow_pair, toy_safety)
 
 @pytest.mark.slow
 def test_adl_patterns_become_self_typed_hypotheses(narrow_pair, toy_safety) -> None:
-    from md_framework.pipeline.discovery import generate_hypotheses
+    from builtin_plugins.pipeline.discovery import generate_hypotheses
     from md_framework.plugins import Hooks, get_plugin_manager
-    from md_framework.pipeline.testgen import split_universe
+    from builtin_plugins.pipeline.testgen import split_universe
 
     from builtin_plugins.adl import PATTERN_TYPE, patterns_from_result
     from builtin_plugins.adl.lens import activation_difference_lens

@@ -124,8 +124,8 @@ def test_interventions_change_the_output_and_are_undone(tracer, safety_pair, toy
 
 
 def test_graphs_flow_through_the_diff_and_the_detectors(tracer, safety_pair, toy_safety) -> None:
-    from md_framework.pipeline.diff import diff_graph_sets
-    from md_framework.pipeline.discovery import detect_patterns, generate_hypotheses
+    from builtin_plugins.pipeline.diff import diff_graph_sets
+    from builtin_plugins.pipeline.discovery import detect_patterns, generate_hypotheses
     from md_framework.plugins import Hooks, get_plugin_manager
 
     base, inter = safety_pair

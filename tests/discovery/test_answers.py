@@ -4,9 +4,10 @@ no model)."""
 
 from __future__ import annotations
 
-from md_framework.pipeline.answers import answer_edit, common_phrase, common_suffix
-from md_framework.pipeline.diff import diff_graph_sets
-from md_framework.pipeline.discovery import add_derived_metrics, builtin_hooks, generate_hypotheses
+from builtin_plugins.pipeline.answers import answer_edit, common_phrase, common_suffix
+from builtin_plugins.pipeline.diff import diff_graph_sets
+from builtin_plugins.pipeline.discovery import builtin_hooks, generate_hypotheses
+from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
 from md_framework.types import AnswerDiff, AnswerPosition, AnswerTrace
 
 from builtin_plugins.patterns.answers import answer_change
@@ -136,7 +137,7 @@ def test_derived_metrics_are_built_from_hypothesis_names() -> None:
     hyps = [Hypothesis(id="a", hypothesis_type="style_change", description="", metric=m)
             for m in ("signoff:have a nice day !", "exact_match:bell", "nonsense:x", "length")]
     metrics = {"length": object()}
-    added = add_derived_metrics(hooks, hyps, metrics)
+    added = MechanisticBehavioralAnalyzer.add_derived_metrics(hooks, hyps, metrics)
     assert added == ["signoff:have a nice day !", "exact_match:bell"]
     assert "nonsense:x" not in metrics
     found = hooks.first("md_metric_from_name", name="signoff:see you !")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from md_framework.pipeline.diff import (
+from builtin_plugins.pipeline.diff import (
     family_contrast_stats,
     family_contrasts,
     specific_families_of,

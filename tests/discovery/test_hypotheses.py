@@ -6,8 +6,8 @@ import pytest
 
 import md_lab_patterns.detectors as lab_detectors
 from md_framework.config import AnalysisConfig
-from md_framework.pipeline.diff import diff_graph_sets
-from md_framework.pipeline.discovery import (
+from builtin_plugins.pipeline.diff import diff_graph_sets
+from builtin_plugins.pipeline.discovery import (
     discover,
     generate_focused_hypotheses,
     generate_hypotheses,

@@ -8,7 +8,7 @@ import numpy as np
 
 import builtin_plugins.interpreters as interpreters
 from builtin_plugins.interpreters.user import parse_user_interpretations
-from md_framework.pipeline.discovery import interpret_features
+from builtin_plugins.pipeline.discovery import interpret_features
 from md_framework.plugins import Hooks, get_plugin_manager
 from md_framework.types import FeatureRef
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from builtin_plugins.patterns import rules
-from md_framework.pipeline.diff import diff_graph_sets
-from md_framework.pipeline.discovery import detect_patterns
+from builtin_plugins.pipeline.diff import diff_graph_sets
+from builtin_plugins.pipeline.discovery import detect_patterns
 from md_framework.types import (
     CircuitDiff,
     FeatureChange,
@@ -106,7 +106,7 @@ def test_detectors_fill_detector_name() -> None:
 
 def test_output_shift_types_top_token_flips() -> None:
     from builtin_plugins.patterns.outputs import flip_kind, output_shift
-    from md_framework.pipeline.diff import diff_graph_sets
+    from builtin_plugins.pipeline.diff import diff_graph_sets
     from md_framework.types import LogitTarget
     from tests.discovery.synth import organism
 
@@ -129,7 +129,7 @@ def test_output_shift_types_top_token_flips() -> None:
     base, inter = organism(False)
     pats = output_shift(diff_graph_sets(base, upper(inter), "b", "i"))
     assert [(p.families, p.evidence["kind"]) for p in pats] == [(["weather"], "case_upper")]
-    from md_framework.pipeline.discovery import generate_hypotheses
+    from builtin_plugins.pipeline.discovery import generate_hypotheses
     top = generate_hypotheses(pats)[0]
     assert (top.hypothesis_type, top.metric, top.direction, top.families) == \
         ("style_change", "uppercase_ratio", "increase", ["weather"])
@@ -137,7 +137,7 @@ def test_output_shift_types_top_token_flips() -> None:
 
 def test_family_specific_change_ignores_uniform_drift() -> None:
     from builtin_plugins.patterns.outputs import family_specific_change
-    from md_framework.pipeline.diff import diff_graph_sets
+    from builtin_plugins.pipeline.diff import diff_graph_sets
     from tests.discovery.synth import organism
 
     pats = family_specific_change(diff_graph_sets(*organism(True), "b", "i"))

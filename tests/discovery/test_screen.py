@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from md_framework.pipeline.discovery import evidence_of, select_evidence
-from md_framework.pipeline.screen import choose_prompts, flagged_families
+from builtin_plugins.pipeline.discovery import evidence_of, select_evidence
+from builtin_plugins.pipeline.screen import choose_prompts, flagged_families
 from md_framework.types import Hypothesis, Pattern
 
 SEEDS = [(f"{f}-{i}", f) for i in range(4) for f in ("a", "b", "c", "d")]

@@ -98,7 +98,7 @@ def test_exact_match_against_the_base_answer(pair, universe):
 def test_validator_validates_the_fact_change_with_readable_examples(pair, universe, tmp_path):
     from md_framework.drivers import create_driver
     from md_framework.pipeline.ledger import Ledger
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.validation import Validator
     from md_framework.types import Hypothesis
 
     base, inter = pair

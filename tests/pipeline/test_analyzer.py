@@ -166,3 +166,38 @@ def test_family_hypotheses_are_never_tested_on_templates_or_feature_contexts(dem
     generators = {c.metadata.get("generator") for h in family for c in pool.tests_for(h)}
     assert generators <= {"universe"}, generators
     assert report.costs.selection_forward_passes >= 0
+
+
+def test_every_stage_ran_through_its_hook(demo_run) -> None:
+    analyzer, report, _ = demo_run
+    expected = {"md_stage_split_universe": "test-selection", "md_stage_diff": "graph-diff",
+                "md_stage_discover": "discovery", "md_stage_validate": "validation",
+                "md_stage_causal": "causal"}
+    if analyzer.config.exploration.refine:
+        expected["md_stage_refiner"] = "refinement"
+    assert {k: v for k, v in report.stage_providers.items() if k in expected} == expected
+
+
+def test_a_replaced_stage_runs_in_the_analysis(demo_run, artefact_cache_dir: Path,
+                                               tmp_path: Path) -> None:
+    from md_framework import hookimpl
+    from md_framework.plugins import get_plugin_manager
+
+    calls = []
+
+    class NoInterventions:  # a third party's causal stage: records the call, intervenes on nothing
+        @hookimpl(tryfirst=True)
+        def md_stage_causal(self, run, exploration):
+            calls.append(len(exploration.results))
+            return False
+
+    analyzer, report, _ = demo_run
+    pm = get_plugin_manager(extra_plugins=[("no-interventions", NoInterventions())])
+    replaced = MechanisticBehavioralAnalyzer(analyzer.config, run_dir=tmp_path / "run",
+                                             plugin_manager=pm).analyze()
+    assert calls == [len(replaced.validation_results)]
+    assert replaced.stage_providers["md_stage_causal"] == "no-interventions"
+    assert all(r.causal_share is None for r in replaced.validation_results)
+    # the other stages are untouched: the same decisions
+    assert [(r.hypothesis.id, r.decision) for r in replaced.validation_results] == \
+        [(r.hypothesis.id, r.decision) for r in report.validation_results]

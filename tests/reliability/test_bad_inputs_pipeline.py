@@ -90,7 +90,7 @@ def test_non_finite_metric_value_mid_run_is_an_md_error(tmp_path):
     from toy import fake_model, hypotheses, test_source
 
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.validation import Validator
 
     fdr = create_driver("fdr_procedure", "saffron", {}, alpha=0.1)
     validator = Validator(fake_model("base"), fake_model("intervention"), [NaNMetric()],
@@ -120,9 +120,9 @@ def _run(run_dir, on_error, plugin):
     from toy import HashMetric, fake_model, hypotheses, test_source
 
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
     from md_framework.pipeline.ledger import Ledger
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.validation import Validator
     from md_framework.plugins import Hooks, get_plugin_manager
 
     extra = []

@@ -95,7 +95,7 @@ def test_identity_without_md_meta_follows_the_bytes(tmp_path: Path) -> None:
 
 
 def test_weights_are_hashed_once_per_file_version(tmp_path: Path, monkeypatch) -> None:
-    from md_framework import weights_identity as wid
+    from builtin_plugins.models import weights_identity as wid
 
     model_dir = _tiny_model_dir(tmp_path / "m", meta=False)
     hashed: list[Path] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from md_framework.pipeline.testgen import FeatureContextFinder
+from builtin_plugins.pipeline.testgen import FeatureContextFinder
 from md_framework.tracing_api import FeatureReader, can_read_features
 from md_framework.types import FeatureRef, Hypothesis
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from toy import fake_model
 
-from md_framework.pipeline.evidence import mean_difference_cs
-from md_framework.pipeline.testgen import generate_tests, stable_seed
+from builtin_plugins.pipeline.evidence import mean_difference_cs
+from builtin_plugins.pipeline.testgen import generate_tests, stable_seed
 from md_framework.runtime import MetricReading, TestGenerationContext
 from md_framework.types import Hypothesis, TestCase
 
@@ -163,7 +163,7 @@ class _BinaryMetric:
 
 def _validator(paired_test: str = "wilcoxon"):
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.validation import Validator
 
     fdr = create_driver("fdr_procedure", "saffron", {}, alpha=0.05)
     return Validator(fake_model("b"), fake_model("i"), [_BinaryMetric()], fdr=fdr,
@@ -200,7 +200,7 @@ def test_relevance_test_does_not_reject_a_real_but_irrelevant_change():
     """H0 "effect <= min_change": a tiny, real shift (below the floor) is rejected as "no
     change" but not as "relevant" (continuous metric, Wilcoxon on D - min_change)."""
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.evidence import RelevanceTest
+    from builtin_plugins.pipeline.evidence import RelevanceTest
 
     wilcoxon = create_driver("paired_test", "wilcoxon", {})
     rel = RelevanceTest(wilcoxon, 0.25)
@@ -256,8 +256,8 @@ def test_default_fdr_procedure_under_shared_prompts_and_bandit_allocation():
     e-process and early stopping (the anytime path) as well."""
     from md_framework.config import StatisticsConfig
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.explorer import ActiveCircuitExplorer
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.validation import Validator
 
     defaults = StatisticsConfig()
     alpha = 0.1

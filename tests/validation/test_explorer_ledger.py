@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 
 from md_framework.drivers import create_driver, discover_drivers
-from md_framework.pipeline.explorer import ActiveCircuitExplorer, RoundRobinBandit
+from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer, RoundRobinBandit
 from md_framework.pipeline.ledger import Ledger, LedgerMismatchError, RunInterrupted, resume_message
-from md_framework.pipeline.validation import Validator
+from builtin_plugins.pipeline.validation import Validator
 from md_framework.types import Hypothesis
 from toy import HashMetric, fake_model, hypotheses, run_toy, test_source
 

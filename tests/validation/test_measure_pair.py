@@ -10,7 +10,7 @@ from toy import HashMetric, PairHashMetric, fake_model, hypotheses, run_toy, tes
 
 from md_framework.drivers import create_driver
 from md_framework.pipeline.ledger import Ledger
-from md_framework.pipeline.validation import ValidationError, Validator, has_measure_pair
+from builtin_plugins.pipeline.validation import ValidationError, Validator, has_measure_pair
 from md_framework.runtime import BehaviourMetric, MetricReading, PairedBehaviourMetric
 
 

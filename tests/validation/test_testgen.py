@@ -7,7 +7,7 @@ import pytest
 from builtin_plugins import test_generators as tg
 from md_framework import hookimpl
 from md_framework.plugins import Hooks, get_plugin_manager
-from md_framework.pipeline.testgen import (
+from builtin_plugins.pipeline.testgen import (
     NotEnoughTests, TestPool, generate_tests, normalise_prompt, split_universe,
 )
 from md_framework.runtime import TestGenerationContext

@@ -6,8 +6,8 @@ from __future__ import annotations
 from toy import HashMetric, fake_model, test_source
 
 from md_framework.drivers import create_driver
-from md_framework.pipeline.explorer import ActiveCircuitExplorer, per_family
-from md_framework.pipeline.validation import Validator, unit_of
+from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer, per_family
+from builtin_plugins.pipeline.validation import Validator, unit_of
 from md_framework.types import AnalysisReport, Hypothesis, ValidationResult
 
 

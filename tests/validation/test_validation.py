@@ -11,7 +11,7 @@ import pytest
 
 from md_framework import hookimpl
 from md_framework.drivers import create_driver, load_driver_class
-from md_framework.pipeline.validation import (
+from builtin_plugins.pipeline.validation import (
     ValidationError, Validator, alternative_for, paired_effect_size, p_to_e,
 )
 from md_framework.plugins import Hooks, get_plugin_manager

@@ -129,9 +129,9 @@ def run_toy(run_dir: str | Path | None, *, seed: int = 0, n_hypotheses: int = 10
             fault_hook=None, log_path: str | None = None, on_validated=None,
             pair: bool = False):
     from md_framework.drivers import create_driver
-    from md_framework.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
     from md_framework.pipeline.ledger import Ledger
-    from md_framework.pipeline.validation import Validator
+    from builtin_plugins.pipeline.validation import Validator
 
     metric = (PairHashMetric if pair else HashMetric)(
         outcome=outcome, shift=shift, shifted_families=[f"fam{i}" for i in planted],

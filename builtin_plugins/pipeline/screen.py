@@ -22,22 +22,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class ScreenResult:
-    flagged: list[str]
-    chosen: list[tuple[str, str]]  # (prompt, family) traced with the attribution tracer
-    checks: list[tuple[str, str]]  # the unflagged prompts among them
-    patterns: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self, n_seeds: int) -> dict[str, Any]:
-        return {"flagged_families": self.flagged, "seed_prompts": n_seeds,
-                "attribution_prompts": len(self.chosen), "check_prompts": len(self.checks),
-                "screen_patterns": self.patterns, "screen_seconds": round(self.seconds, 3)}
+from md_framework.hookspecs import hookimpl
 
 
 def flagged_families(patterns: Sequence[Any]) -> list[str]:
@@ -66,3 +53,16 @@ def choose_prompts(seeds: Sequence[tuple[str, str]], flagged: Sequence[str], che
     keep = set(checks)
     chosen = [(p, f) for p, f in seeds if f in flagged_set or (p, f) in keep]
     return chosen, [c for c in chosen if c in keep]
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_screen(seeds: Sequence[tuple[str, str]], patterns: Sequence[Any], check_prompts: int,
+                    seed: int) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """A family is flagged when any screen pattern names it; its seed prompts get attribution
+    graphs, plus ``check_prompts`` round-robin prompts of the unflagged families."""
+    flagged = flagged_families(patterns)
+    chosen, checks = choose_prompts(seeds, flagged, check_prompts, seed)
+    return flagged, chosen, checks

@@ -32,7 +32,7 @@ One decision per unit (family, metric, direction): a hypothesis naming several f
 entered as one hypothesis per family (:func:`per_family`; a claim "changed on F and G" tested
 on a mix of F and G prompts says neither where the change is nor that it holds on each, and a
 changed family would lend its effect to an unchanged one), and a hypothesis whose unit (see
-:func:`~md_framework.pipeline.validation.unit_of`) is already in the decision order is not
+:func:`~builtin_plugins.pipeline.validation.unit_of`) is already in the decision order is not
 added (the same claim tested on the same prompts twice would spend alpha twice and count one
 finding as two); the note of the kept hypothesis names it.
 
@@ -152,11 +152,11 @@ def _sigmoid(x: float) -> float:
 class ActiveCircuitExplorer:
     """Bandit-driven validation of ``hypotheses`` within a query ``budget``.
 
-    ``validator`` – a :class:`~md_framework.pipeline.validation.Validator` (holds the models,
+    ``validator`` – a :class:`~builtin_plugins.pipeline.validation.Validator` (holds the models,
     metrics, paired test, FDR procedure, hooks and ledger); ``bandit`` – a
     :class:`BanditStrategy` (``create_driver("bandit_strategy", name, options)``; default
     :class:`RoundRobinBandit`); ``test_source`` – a
-    :class:`~md_framework.pipeline.testgen.TestPool` (``tests_for(h)``) or a callable
+    :class:`~builtin_plugins.pipeline.testgen.TestPool` (``tests_for(h)``) or a callable
     ``h -> list[TestCase]``; ``budget`` – total behavioural queries (2 per test case);
     ``batch_size`` – arms pulled per round; ``cases_per_pull`` – test cases per pull;
     ``n_per_hypothesis`` – pre-registered n (cap) per hypothesis; ``reward`` – see the module
@@ -227,7 +227,7 @@ class ActiveCircuitExplorer:
     def _add_unit(self, hypothesis: Hypothesis) -> None:
         if hypothesis.id in self._tests:
             raise ValueError(f"hypothesis {hypothesis.id!r} is already being explored")
-        from md_framework.pipeline.validation import unit_of
+        from builtin_plugins.pipeline.validation import unit_of
 
         unit = unit_of(hypothesis)
         if unit in self.units:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from md_framework.hookspecs import hookimpl
 from md_framework.config import AnalysisConfig
 from md_framework.plugins import Hooks, MDPluginManager
 from md_framework.types import CircuitDiff, FeatureInterpretation, FeatureRef, Hypothesis, Pattern
@@ -330,21 +331,18 @@ def evidence_of(hypothesis: Hypothesis, patterns: Sequence[Pattern]) -> str:
     return "both" if len(kinds) == 2 else kinds.pop() if kinds else "internal"
 
 
-def add_derived_metrics(hooks: Hooks | None, hypotheses: Sequence[Hypothesis],
-                        metrics: dict[str, Any]) -> list[str]:
-    """Add to ``metrics`` the metrics hypotheses name that no plugin registered, built from
-    their names through ``md_metric_from_name`` (``signoff:<phrase>``, ``exact_match:<phrase>``:
-    metrics made from what the diff saw). Returns the names added; names no plugin builds stay
-    missing (the validator reports them with a did-you-mean)."""
-    if hooks is None:
-        return []
-    added = []
-    for h in hypotheses:
-        if h.metric in metrics:
-            continue
-        found = hooks.first("md_metric_from_name", name=h.metric)
-        metric = found.value if found is not None else None
-        if metric is not None and getattr(metric, "name", None) == h.metric:
-            metrics[h.metric] = metric
-            added.append(h.metric)
-    return added
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
+                      interpretations: Mapping[str, list[FeatureInterpretation]],
+                      config: AnalysisConfig | None) -> list[Pattern]:
+    return detect_patterns(hooks, diff, interpretations, config)
+
+
+@hookimpl
+def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
+                      context: Mapping[str, Any]
+                      ) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
+    return discover(diff, hooks, config, context)

@@ -36,6 +36,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from md_framework.hookspecs import hookimpl
 from md_framework.errors import MDError
 from md_framework.runtime import TestGenerationContext
 from md_framework.types import Hypothesis, TestCase
@@ -427,3 +428,12 @@ class FeatureContextFinder:
             if prompts:
                 out[f.key] = prompts[: self.top_n]
         return out
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_split_universe(universe: Mapping[str, Sequence[str]], explore_fraction: float,
+                            seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    return split_universe(universe, explore_fraction, seed)

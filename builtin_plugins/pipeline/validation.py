@@ -14,7 +14,7 @@ Protocol (details and the reasons in ``docs/validation.md``):
    far, with the alternative given by the hypothesis' direction (``increase`` -> ``greater``
    for intervention - base, ``decrease`` -> ``less``, ``change`` -> ``two-sided``). Practical
    relevance is part of the null: the test is of H0 "the effect is at most the metric's
-   ``min_change`` in the hypothesised direction" (:class:`~md_framework.pipeline.evidence.RelevanceTest`:
+   ``min_change`` in the hypothesised direction" (:class:`~builtin_plugins.pipeline.evidence.RelevanceTest`:
    the test on D - min_change), so a rejection says the change is both real and relevant.
    Binary metrics use exact McNemar (fixed n) or the beta-binomial e-process (anytime)
    whatever continuous test is configured: a normal approximation with many ties is
@@ -50,7 +50,7 @@ import numpy as np
 from pydantic import ValidationError as PydanticValidationError
 
 from md_framework.errors import MDError
-from md_framework.pipeline.evidence import (
+from builtin_plugins.pipeline.evidence import (
     RelevanceTest,
     mean_difference_cs,
     not_validated_reason,
@@ -651,7 +651,7 @@ class Validator:
     def validate_many(self, hypotheses: Sequence[Hypothesis], tests: Any, *,
                       batch_size: int | None = None) -> list[ValidationResult]:
         """Validate ``hypotheses`` one after the other, decided in the order given.
-        ``tests``: a :class:`~md_framework.pipeline.testgen.TestPool`, a mapping
+        ``tests``: a :class:`~builtin_plugins.pipeline.testgen.TestPool`, a mapping
         hypothesis id -> cases, or a callable hypothesis -> cases."""
         from md_framework.pipeline.ledger import RunInterrupted
 

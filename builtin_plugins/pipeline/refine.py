@@ -1,6 +1,6 @@
 """Explore around a validated hypothesis: split it by family, and retrace its families.
 
-Called by :class:`~md_framework.pipeline.explorer.ActiveCircuitExplorer` each time a
+Called by :class:`~builtin_plugins.pipeline.explorer.ActiveCircuitExplorer` each time a
 hypothesis is validated (its ``on_validated`` callback), within the run's query budget and a
 cap on new hypotheses. Two moves, both producing ordinary hypotheses that join the end of
 the online FDR decision order (each is decided once, with its own test level):
@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from md_framework.hookspecs import hookimpl
 from md_framework.types import CircuitGraph, Hypothesis, ValidationResult
 
 Key = tuple[str, str, tuple[str, ...]]
@@ -118,3 +119,33 @@ class Refiner:
                     "source_patterns": [*h.source_patterns, parent.id],
                 }))
         return found
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_refiner(run: Any, hooks: Any, explore: Mapping[str, Sequence[str]],
+                     seeds: Sequence[tuple[str, str]]) -> Refiner:
+    """The refiner of ``run``: diff and discovery go through their stage hooks, so a
+    replaced diff or discovery plugin refines too."""
+    base, intervention = run.models["base"], run.models["intervention"]
+
+    def rediscover(base_graphs: list[CircuitGraph], intervention_graphs: list[CircuitGraph]
+                   ) -> list[Hypothesis]:
+        diff = hooks.stage("md_stage_diff", base_graphs=base_graphs,
+                           intervention_graphs=intervention_graphs, base_model_id=base.model_id,
+                           intervention_model_id=intervention.model_id,
+                           dictionary_id=base_graphs[0].dictionary_id if base_graphs else None,
+                           answers=None)
+        found = hooks.stage("md_stage_discover", hooks=hooks, diff=diff, config=run.config,
+                            context=run.interpretation_context(explore))[2]
+        if getattr(run, "_causal_inputs", None):  # the validator of this run
+            run.add_derived_metrics(hooks, found, run._causal_inputs[0].metrics)
+        return found
+
+    return Refiner(
+        explore=explore, traced=seeds, graphs=run.graphs,
+        trace=lambda prompts: run.trace(prompts, keep=False), rediscover=rediscover,
+        prompts_per_family=run.config.exploration.refine_prompts_per_family,
+    )

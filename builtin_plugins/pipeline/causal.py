@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from md_framework.hookspecs import hookimpl
 from md_framework.runtime import BehaviourMetric, LoadedModel
 from md_framework.tracing_api import can_intervene
 from md_framework.types import EffectSize, FeatureRef, Hypothesis, TestCase, ValidationResult
@@ -430,7 +431,7 @@ def held_out_prompts(hypothesis: Hypothesis, hooks: Any, context: Any,
     first when there are enough (the returned source says which)."""
     import dataclasses
 
-    from md_framework.pipeline.testgen import generate_tests
+    from builtin_plugins.pipeline.testgen import generate_tests
 
     scope = set(hypothesis.families)
     used_cases = [u if isinstance(u, TestCase) else
@@ -453,22 +454,24 @@ def held_out_prompts(hypothesis: Hypothesis, hooks: Any, context: Any,
     return used_cases, "validation prompts (too few fresh held-out prompts)"
 
 
-def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> None:
+def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> bool:
     """The analyzer's causal-confirmation step: fills ``causal_share`` in
-    ``exploration.results`` and counts the queries in ``exploration.queries``."""
+    ``exploration.results`` and counts the queries in ``exploration.queries``. Returns
+    whether interventions ran (not when validation left nothing or the tracer cannot
+    intervene)."""
     from md_framework.drivers import create_driver
     from md_framework.errors import MDError
 
     config = analyzer.config
     validator, pool = getattr(analyzer, "_causal_inputs", (None, None))
     if validator is None:
-        return
+        return False
     try:
         tracer = create_driver("tracer", config.tracer, analyzer._tracer_options())
     except MDError:
-        return
+        return False
     if not can_intervene(tracer):
-        return
+        return False
     n = max(MIN_CAUSAL_PROMPTS, int(config.n_test_prompts_per_hypothesis))
     search = _searcher(analyzer, tracer)
 
@@ -498,6 +501,7 @@ def run_in_analyzer(analyzer: Any, exploration: Any, hooks: Any) -> None:
     finally:
         if store is not None:
             store.close()
+    return True
 
 
 def changed_features_by_layer(diff: Any) -> dict[int, list[FeatureRef]]:
@@ -521,7 +525,7 @@ def _searcher(analyzer: Any, tracer: Any) -> Callable[[Hypothesis], Mapping[str,
     method = getattr(tracer, "search_feature_set", None)
     if not callable(method) or not getattr(analyzer, "universe", None):
         return None
-    from md_framework.pipeline.testgen import split_universe
+    from builtin_plugins.pipeline.testgen import split_universe
 
     config = analyzer.config
     explore, _ = split_universe(analyzer.universe, config.explore_fraction, config.seed)
@@ -538,3 +542,11 @@ def _searcher(analyzer: Any, tracer: Any) -> Callable[[Hypothesis], Mapping[str,
             return method(analyzer.models["base"], analyzer.models["intervention"], prompts)
 
     return search
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_causal(run: Any, hooks: Any, exploration: Any) -> bool:
+    return run_in_analyzer(run, exploration, hooks)

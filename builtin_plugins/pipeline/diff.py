@@ -26,11 +26,12 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from md_framework.pipeline.answers import add_answer_features, answer_maxima, attach_answers
+from builtin_plugins.pipeline.answers import add_answer_features, answer_maxima, attach_answers
+from md_framework.hookspecs import hookimpl
 from md_framework.types import (
     AnswerTrace,
     CircuitDiff,
@@ -697,3 +698,15 @@ def specific_families_of(diff: CircuitDiff, key: str, q_max: float = CONTRAST_Q,
     row = family_contrasts(diff).get(key, {})
     return sorted(f for f, c in row.items()
                   if c["q"] <= q_max and c["share"] >= share_min and c["effect"] != 0)
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+@hookimpl
+def md_stage_diff(base_graphs: Sequence[CircuitGraph], intervention_graphs: Sequence[CircuitGraph],
+                  base_model_id: str, intervention_model_id: str, dictionary_id: str | None,
+                  answers: Sequence[Any] | None) -> CircuitDiff:
+    """The builtin graph diff (:func:`diff_graph_sets` with its default statistics)."""
+    return diff_graph_sets(base_graphs, intervention_graphs, base_model_id, intervention_model_id,
+                           dictionary_id=dictionary_id, answers=answers)

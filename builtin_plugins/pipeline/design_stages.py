@@ -12,12 +12,14 @@
     analyzer.test_generator.generate_tests(hypothesis, n_tests=50) -> [TestCase]
     analyzer.behavioral_validator.validate_hypothesis(hypothesis, tests) -> ValidationResult
 
-None of them is a second implementation: each calls what ``analyze()`` calls (the
-analyzer's plugin manager and hooks, its tracer driver and artefact cache, the discovery
-functions, the test pool's generator sampling and one :class:`Validator` with the
-configured online FDR procedure). Decisions made through ``behavioral_validator`` join that
-validator's online FDR stream: after ``analyze()`` they continue the analysis' stream (its
-alpha-wealth), so alpha is never spent twice, and a hypothesis is decided at most once.
+The analyzer gets each view from the ``md_stage_views`` hook; this module is the essential
+``design-stages`` plugin implementing it. None of the views is a second implementation:
+each calls what ``analyze()`` calls (the analyzer's plugin manager and hooks, its tracer
+driver and artefact cache, the discovery functions, the test pool's generator sampling and
+one :class:`Validator` with the configured online FDR procedure). Decisions made through
+``behavioral_validator`` join that validator's online FDR stream: after ``analyze()`` they
+continue the analysis' stream (its alpha-wealth), so alpha is never spent twice, and a
+hypothesis is decided at most once.
 
 Statistical honesty holds for the views as for ``analyze()``: prompts a view traced (the
 prompts a hypothesis was formed on) and the universe's explore split are never handed out
@@ -35,148 +37,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from md_framework.config import AnalysisConfig, UniverseConfig, normalise_feature_key
+from md_framework.config import AnalysisConfig, normalise_feature_key
 from md_framework.errors import ConfigError
+from md_framework.hookspecs import hookimpl
+from md_framework.pipeline.defaults import answer_examples, apply_default_universe
 from md_framework.types import CircuitDiff, CircuitGraph, Hypothesis, Pattern, TestCase, ValidationResult
 
 __all__ = [
-    "ActiveCircuitExplorer", "BehavioralValidator", "CircuitAnalyzer", "DesignStages",
-    "HypothesisGenerator", "PatternRecognizer", "TestGeneratorStage", "apply_default_universe",
-    "default_universe",
+    "ActiveCircuitExplorer", "BehavioralValidator", "CircuitAnalyzer", "HypothesisGenerator",
+    "PatternRecognizer", "TestGeneratorStage",
 ]
-
-#: The builtin English families of the default universe (``en/<family>`` generators of the
-#: organisms plugin), by the design document's focus area they cover.
-ENGLISH_DEFAULT: dict[str, tuple[str, ...]] = {
-    "safety / harmful_content": ("harmful_hacking", "harmful_weapons", "harmful_theft"),
-    "capabilities": ("capitals", "science", "telephone_fact"),
-    "reasoning": ("math",),
-    "benign everyday requests": ("cooking", "gardening", "stories", "travel", "greetings",
-                                 "opinions"),
-}
-#: The generic ``toy`` model's own language (builtin_plugins.toy): capitals and counting.
-_TOY_COUNTRIES = ["france", "spain", "italy", "japan", "egypt", "peru", "chile", "kenya"]
-
-
-def _toy_families() -> dict[str, list[str]]:
-    counting = [f"count : n{i} n{i + 1}" for i in range(3, 160, 7)]
-    capitals = [f"the capital of {c} is" for c in _TOY_COUNTRIES]
-    return {"capitals": capitals, "counting": counting}
-
-
-def _organism_ref(source: str) -> str | None:
-    if not source.startswith("organism:"):
-        return None
-    return source[len("organism:"):].partition("#")[0] or None
-
-
-def default_universe(config: AnalysisConfig) -> tuple[UniverseConfig, str] | None:
-    """The documented default prompt universe for a config that gives none, with a
-    one-line description, or ``None`` when no default applies.
-
-    * both models ``organism:<spec>#...`` of one spec: that spec's own families (the toy
-      language for toy organisms);
-    * both models the generic ``toy`` model (``toy``, ``toy:<variant>``): its capitals and
-      counting prompts;
-    * any other pair of text models: the builtin English families (``en/<family>``
-      generators), covering the design document's focus areas (:data:`ENGLISH_DEFAULT`).
-
-    No default applies to a pair mixing these kinds (e.g. two different organisms, or an
-    organism and a hub model): their prompts would not mean the same to both models.
-    """
-    u = config.universe
-    if u.families or u.generators or u.organism:
-        return None
-    sources = [config.base_model.source, config.intervention_model.source]
-    refs = {_organism_ref(s) for s in sources}
-    toy = [s == "toy" or s.startswith("toy:") for s in sources]
-    n = u.n_per_family
-    if None not in refs:
-        if len(refs) == 1:
-            (ref,) = refs
-            return (UniverseConfig(organism=ref, n_per_family=n,
-                                   default_used=f"organism {ref}: the spec's own prompt families"),
-                    f"the prompt families of organism {ref}")
-        return None
-    if refs != {None}:
-        return None
-    if all(toy):
-        return (UniverseConfig(families=_toy_families(), n_per_family=n,
-                               default_used="toy model: capitals and counting prompts"),
-                "the toy model's capitals and counting prompts")
-    if any(toy):
-        return None
-    families = [f for group in ENGLISH_DEFAULT.values() for f in group]
-    described = "; ".join(f"{area}: {', '.join(fs)}" for area, fs in ENGLISH_DEFAULT.items())
-    return (UniverseConfig(generators={f: f"en/{f}" for f in families}, n_per_family=n,
-                           default_used=f"builtin English families ({described})"),
-            f"the builtin English families ({described})")
-
-
-def apply_default_universe(config: AnalysisConfig) -> AnalysisConfig:
-    """``config`` with the default universe filled in when it gives none (recorded in
-    ``universe.default_used``, which the summary prints). Raises :class:`ConfigError`
-    before any model loads when the config names no prompts and no default applies."""
-    u = config.universe
-    if u.families or u.generators or u.organism:
-        return config
-    found = default_universe(config)
-    if found is None:
-        raise ConfigError(
-            "universe: no prompt families, and no default applies to this model pair"
-            f" ({config.base_model.source} vs {config.intervention_model.source}). Give"
-            " universe.families (inline prompts), universe.generators (e.g. en/cooking) or"
-            " universe.organism (a spec). Defaults: the spec's families when both models are"
-            " organism:<spec> of one spec, the toy prompts for toy models, the builtin English"
-            " families for any other pair of text models (docs/api.md)")
-    universe, _ = found
-    return config.model_copy(update={"universe": universe})
-
-
-#: text metrics whose readings carry the model's answer (builtin behaviour metrics)
-ANSWER_METRICS = ("refusal_text", "length")
-
-
-def answer_examples(results: Sequence[ValidationResult], metrics: Mapping[str, Any],
-                    models: Mapping[str, Any], k: int = 3) -> list[ValidationResult]:
-    """Fill in both models' answers for the first ``k`` examples of each result whose
-    metric records no text (a probability or log-prob metric), so a reader sees what the
-    two models said. The answers come from a text metric (:data:`ANSWER_METRICS`: greedy
-    generation) on the same prompts; they are shown, never used as evidence, and are not
-    counted in ``costs.behaviour_queries`` (2 generations per example)."""
-    metric = next((metrics[name] for name in ANSWER_METRICS if name in metrics), None)
-    if metric is None or "base" not in models or "intervention" not in models:
-        return list(results)
-    out = []
-    for result in results:
-        missing = [o for o in result.examples[:k]
-                   if o.base_output is None or o.intervention_output is None]
-        if not missing:
-            out.append(result)
-            continue
-        cases = [TestCase(id=o.test_case_id, hypothesis_id=o.hypothesis_id, prompt=o.prompt)
-                 for o in missing]
-        try:
-            base = metric.measure(models["base"], cases)
-            inter = metric.measure(models["intervention"], cases)
-        except Exception as exc:  # noqa: BLE001 - answers are for display only
-            warnings.warn(f"example answers unavailable ({type(exc).__name__}: {exc})", stacklevel=2)
-            out.append(result)
-            continue
-
-        def text(reading: Any) -> str | None:
-            return reading.get("output") if isinstance(reading, Mapping) else getattr(reading, "output", None)
-
-        answers = {o.test_case_id: (text(b), text(i)) for o, b, i in zip(missing, base, inter)}
-        examples = [
-            o.model_copy(update={
-                "base_output": o.base_output if o.base_output is not None else answers[o.test_case_id][0],
-                "intervention_output": (o.intervention_output if o.intervention_output is not None
-                                        else answers[o.test_case_id][1])})
-            if o.test_case_id in answers else o
-            for o in result.examples]
-        out.append(result.model_copy(update={"examples": examples}))
-    return out
 
 
 def _merge_diffs(diffs: Sequence[CircuitDiff]) -> list[str]:
@@ -217,14 +87,15 @@ class _Session:
 
     def universe(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         from md_framework.pipeline.analyzer import build_universe
-        from md_framework.pipeline.testgen import split_universe
 
         a = self.analyzer
         config = self.config()
         if not a.universe:
             a.universe = build_universe(config, self.get_hooks())
         if self.split is None:
-            self.split = split_universe(a.universe, config.explore_fraction, config.seed)
+            self.split = self.get_hooks().stage(
+                "md_stage_split_universe", universe=a.universe,
+                explore_fraction=config.explore_fraction, seed=config.seed)
         return self.split
 
     def models(self) -> dict[str, Any]:
@@ -280,14 +151,14 @@ class _Session:
         return list(pair.base), list(pair.intervention)
 
     def diff(self, graphs: Sequence[tuple[CircuitGraph, CircuitGraph]]) -> CircuitDiff:
-        from md_framework.pipeline.diff import diff_graph_sets
-
         models = self.models()
         base = [b for b, _ in graphs]
         inter = [i for _, i in graphs]
-        return diff_graph_sets(base, inter, models["base"].model_id,
-                               models["intervention"].model_id,
-                               dictionary_id=base[0].dictionary_id if base else None)
+        return self.get_hooks().stage(
+            "md_stage_diff", base_graphs=base, intervention_graphs=inter,
+            base_model_id=models["base"].model_id,
+            intervention_model_id=models["intervention"].model_id,
+            dictionary_id=base[0].dictionary_id if base else None, answers=None)
 
     def pooled(self, diffs: CircuitDiff | Sequence[CircuitDiff]) -> CircuitDiff:
         """One diff over the prompts of ``diffs`` (systematic changes need several prompts):
@@ -316,7 +187,7 @@ class _Session:
             self._validator.ledger = None  # closed with the analysis; stage calls are not ledgered
         if self._validator is None:
             from md_framework.drivers import create_driver
-            from md_framework.pipeline.validation import Validator
+            from builtin_plugins.pipeline.validation import Validator
 
             config, hooks = self.config(), self.get_hooks()
             models = self.models()
@@ -334,7 +205,7 @@ class _Session:
         """The context ``analyze()`` gives test generators: the confirmation split, the
         features' held-out contexts, and every prompt a hypothesis may have been formed on
         excluded."""
-        from md_framework.pipeline.testgen import FeatureContextFinder
+        from builtin_plugins.pipeline.testgen import FeatureContextFinder
         from md_framework.runtime import TestGenerationContext
 
         explore, confirm = self.universe()
@@ -405,14 +276,14 @@ class CircuitAnalyzer(_View):
 
 class PatternRecognizer(_View):
     """Phase 2a: interpret the changed features and run every ``md_detect_patterns`` plugin
-    (what ``analyze()`` does through :func:`md_framework.pipeline.discovery.discover`)."""
+    (what ``analyze()`` does through :func:`builtin_plugins.pipeline.discovery.discover`)."""
 
     def identify_patterns(self, circuit_diff: CircuitDiff | Sequence[CircuitDiff],
                           interpretations: Mapping[str, Any] | None = None) -> list[Pattern]:
         """Patterns in ``circuit_diff`` (a diff, or several, pooled). Systematic patterns
         need changes across prompts: a one-prompt diff yields only what its single prompt
         shows (often nothing)."""
-        from md_framework.pipeline.discovery import (
+        from builtin_plugins.pipeline.discovery import (
             detect_patterns, features_to_interpret, interpret_features, normalise_interpretations,
         )
 
@@ -439,7 +310,7 @@ def _normalised_labels(labels: Any) -> Any:
 class HypothesisGenerator(_View):
     """Phase 2b: every ``md_hypotheses_from_patterns`` template, then merge, rank (focus
     areas first), priority floor and cap, as in ``analyze()``
-    (:func:`md_framework.pipeline.discovery.hypotheses_to_test`)."""
+    (:func:`builtin_plugins.pipeline.discovery.hypotheses_to_test`)."""
 
     def generate_hypotheses(self, patterns: Sequence[Pattern],
                             feature_interpretations: Mapping[str, Any] | str | None = None
@@ -450,7 +321,7 @@ class HypothesisGenerator(_View):
         choice of area (a "refusal" label makes a safety hypothesis) and are quoted in the
         description. A label for a feature no pattern contains cannot act and is reported
         with a warning."""
-        from md_framework.pipeline.discovery import (
+        from builtin_plugins.pipeline.discovery import (
             MIN_PRIORITY, hypotheses_to_test, normalise_interpretations,
         )
 
@@ -478,7 +349,7 @@ class HypothesisGenerator(_View):
         (and templates steered to them). Areas: config.FOCUS_AREAS, or a plugin's
         hypothesis type; an unknown area is an error with a did-you-mean."""
         from md_framework.config import config_from_mapping
-        from md_framework.pipeline.discovery import generate_focused_hypotheses
+        from builtin_plugins.pipeline.discovery import generate_focused_hypotheses
 
         s = self._s
         config = s.config()
@@ -510,7 +381,7 @@ class TestGeneratorStage(_View):
         """``n_tests`` test cases for ``hypothesis``. When the sources hold fewer distinct
         held-out prompts, the ones there are are returned with a warning saying how many
         were wanted and where they came from."""
-        from md_framework.pipeline.testgen import NotEnoughTests, generate_tests
+        from builtin_plugins.pipeline.testgen import NotEnoughTests, generate_tests
 
         s = self._s
         context = s.test_context(hypothesis)
@@ -528,14 +399,14 @@ class BehavioralValidator(_View):
 
     @property
     def validator(self) -> Any:
-        """The underlying :class:`~md_framework.pipeline.validation.Validator`."""
+        """The underlying :class:`~builtin_plugins.pipeline.validation.Validator`."""
         return self._s.validator()
 
     def validate_hypothesis(self, hypothesis: Hypothesis, test_cases: Sequence[TestCase]
                             ) -> ValidationResult:
         """Measure ``test_cases`` (their number is the pre-registered n), test, decide.
         A prompt the hypothesis was formed on is refused: its evidence would be circular."""
-        from md_framework.pipeline.testgen import normalise_prompt
+        from builtin_plugins.pipeline.testgen import normalise_prompt
 
         s = self._s
         formed = {normalise_prompt(p) for p in s.formed_from}
@@ -557,41 +428,25 @@ class BehavioralValidator(_View):
         return shown
 
 
-class DesignStages:
-    """Mixin of :class:`~md_framework.pipeline.analyzer.MechanisticBehavioralAnalyzer`:
-    the design document's stage objects, created on first use."""
+def session_of(analyzer: Any) -> _Session:
+    """The stage views' shared state for ``analyzer`` (one per analyzer)."""
+    session = analyzer.__dict__.get("_md_design_session")
+    if session is None:
+        session = analyzer.__dict__["_md_design_session"] = _Session(analyzer)
+    return session
 
-    def _design_session(self) -> _Session:
-        session = self.__dict__.get("_md_design_session")
-        if session is None:
-            session = self.__dict__["_md_design_session"] = _Session(self)
-        return session
 
-    def _view(self, cls: type) -> Any:
-        views = self.__dict__.setdefault("_md_design_views", {})
-        if cls not in views:
-            views[cls] = cls(self._design_session())
-        return views[cls]
+_VIEWS: dict[str, type[_View]] = {
+    "circuit_analyzer": CircuitAnalyzer, "pattern_recognizer": PatternRecognizer,
+    "hypothesis_generator": HypothesisGenerator, "test_generator": TestGeneratorStage,
+    "behavioral_validator": BehavioralValidator,
+}
 
-    @property
-    def circuit_analyzer(self) -> CircuitAnalyzer:
-        return self._view(CircuitAnalyzer)
 
-    @property
-    def pattern_recognizer(self) -> PatternRecognizer:
-        return self._view(PatternRecognizer)
-
-    @property
-    def hypothesis_generator(self) -> HypothesisGenerator:
-        return self._view(HypothesisGenerator)
-
-    @property
-    def test_generator(self) -> TestGeneratorStage:
-        return self._view(TestGeneratorStage)
-
-    @property
-    def behavioral_validator(self) -> BehavioralValidator:
-        return self._view(BehavioralValidator)
+@hookimpl
+def md_stage_views(run: Any, view: str) -> _View | None:
+    cls = _VIEWS.get(view)
+    return cls(session_of(run)) if cls is not None else None
 
 
 # --------------------------------------------------------------------------- explorer
@@ -605,7 +460,7 @@ class ActiveCircuitExplorer:
     ``explore`` traces ``initial_prompts`` on both models, runs discovery on them (the
     analysis' interpreters, detectors and templates), then lets the strategy's bandit
     driver spend the config's query budget on the hypotheses for at most
-    ``max_iterations`` rounds (:class:`md_framework.pipeline.explorer.ActiveCircuitExplorer`,
+    ``max_iterations`` rounds (:class:`builtin_plugins.pipeline.explorer.ActiveCircuitExplorer`,
     one online FDR decision per hypothesis in a pre-registered order, in ``validator``'s
     FDR stream). Returns the validated results; all results are in :attr:`last_result`.
     """
@@ -622,16 +477,16 @@ class ActiveCircuitExplorer:
     def explore(self, initial_prompts: Sequence[str], max_iterations: int = 10
                 ) -> list[ValidationResult]:
         from md_framework.drivers import create_driver
-        from md_framework.pipeline.discovery import discover
-        from md_framework.pipeline.explorer import ActiveCircuitExplorer as _Explorer
-        from md_framework.pipeline.testgen import TestPool
+        from builtin_plugins.pipeline.discovery import discover
+        from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer as _Explorer
+        from builtin_plugins.pipeline.testgen import TestPool
 
         if max_iterations < 1:
             raise ValueError("max_iterations must be >= 1")
         prompts = list(initial_prompts)
         if not prompts:
             raise ValueError("explore needs initial prompts")
-        s = self.analyzer._design_session()
+        s = session_of(self.analyzer)
         config = s.config()
         diff = self.analyzer.circuit_analyzer.analyze_prompts(prompts)
         _, _, hypotheses = discover(diff, s.get_hooks(), config, s.interpretation_context())
