@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported for annotations only; keeps the kernel import ligh
     from md_framework.plugins import Hooks
     from md_framework.runtime import (
         BehaviourMetric,
+        InterpretationContext,
         LoadedModel,
         ModelLoadOptions,
         ModelSpec,
@@ -138,14 +139,15 @@ def md_load_model(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel | N
 
 @hookspec
 def md_interpret_features(
-    features: Sequence[FeatureRef], context: Mapping[str, Any]
+    features: Sequence[FeatureRef], context: InterpretationContext
 ) -> list[FeatureInterpretation]:
     """Describe what each feature does (max-activating contexts, logit lens, labels...).
 
-    Called after the circuit diff, with the features the diff found worth explaining and a
-    context mapping (``models``, ``tracer``, ``corpus``, ``config`` and whatever else the
-    pipeline documents). All implementations contribute; several interpretations of the
-    same feature are kept side by side, each with its ``source``. Not firstresult.
+    Called after the circuit diff, with the features the diff found worth explaining and an
+    :class:`~md_framework.runtime.InterpretationContext` (``models``, ``tracer``,
+    ``corpus``, ``config``, ... every key a typed field). All implementations contribute;
+    several interpretations of the same feature are kept side by side, each with its
+    ``source``. Not firstresult.
     """
 
 
@@ -273,7 +275,7 @@ def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
 
 @hookspec(firstresult=True)
 def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
-                      context: Mapping[str, Any]) -> tuple[dict[str, list[FeatureInterpretation]],
+                      context: InterpretationContext) -> tuple[dict[str, list[FeatureInterpretation]],
                                                             list[Pattern], list[Hypothesis]] | None:
     """The discovery stage: interpret the screened features, detect patterns, form, merge,
     rank and cap hypotheses (priority floor ``context['min_hypothesis_priority']``).

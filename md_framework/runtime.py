@@ -7,12 +7,12 @@ Objects that go to disk live in :mod:`md_framework.types`; these do not.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from md_framework.types import StrictModel, TestCase
 
@@ -202,3 +202,82 @@ def check_pair_compatible(base: LoadedModel, intervention: LoadedModel) -> None:
 def _vocab(tokenizer: Any) -> dict[str, int] | None:
     get_vocab = getattr(tokenizer, "get_vocab", None)
     return dict(get_vocab()) if callable(get_vocab) else None
+
+
+class InterpretationContext(BaseModel):
+    """What feature interpreters (``md_interpret_features``) and the discovery stage get.
+
+    A typed model instead of a mapping with magic keys: every key is a field, and an unknown
+    key is an error naming the fields (``extra="forbid"``). Interpreters may read it as an
+    object (``context.corpus``) or, for code written against the old mapping,
+    ``context.get("corpus")`` / ``context["corpus"]`` (``None`` fields count as missing).
+    Plugin-specific values go in ``plugin_options`` (name -> value).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    #: the run's AnalysisConfig (``None`` outside an analysis)
+    config: Any = None
+    #: role (``base`` / ``intervention``) -> LoadedModel
+    models: dict[str, Any] = Field(default_factory=dict)
+    #: family -> explore-split prompts to read activations on (never confirmation prompts)
+    corpus: dict[str, list[str]] | None = None
+    #: the run's tracer driver, when interpreters may compute feature activations with it
+    tracer: Any = None
+    #: which model's activations are read (a feature new in the intervention model is
+    #: silent on the base model)
+    activation_role: Literal["base", "intervention"] = "base"
+    #: ``features -> {FeatureRef.key: decoder vector}`` (logit lens)
+    decoder_directions: Callable[..., Any] | None = None
+    #: ``prompts -> [{feature key: activation}]`` (max-activating contexts without a tracer)
+    feature_activation_fn: Callable[..., Any] | None = None
+    #: user labels in any form ``builtin_plugins.interpreters.user`` accepts (alias
+    #: ``feature_interpretations``)
+    user_interpretations: Any = None
+    feature_interpretations: Any = None
+    #: a model that writes feature descriptions (off when ``None``)
+    autointerp_model: Any = None
+    #: logit lens: an unembedding matrix or ``vector -> logits``, its vocabulary, top-k
+    unembed: Any = None
+    vocab: list[str] | None = None
+    logit_lens_k: int | None = None
+    #: max-activating contexts kept per feature, corpus prompts read at most
+    max_contexts: int | None = None
+    max_corpus_prompts: int | None = None
+    #: discovery: features interpreted besides the screened ones; the priority floor
+    max_features_to_interpret: int | None = None
+    min_hypothesis_priority: float | None = None
+    plugin_options: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, context: InterpretationContext | Mapping[str, Any] | None,
+           **updates: Any) -> InterpretationContext:
+        """``context`` as an InterpretationContext (a mapping's keys become fields; an
+        unknown key is a :class:`~md_framework.errors.ConfigError` with a did-you-mean),
+        with ``updates`` applied."""
+        if isinstance(context, InterpretationContext):
+            return context.model_copy(update=updates) if updates else context
+        data = {**dict(context or {}), **updates}
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            from md_framework.errors import ConfigError, did_you_mean
+
+            raise ConfigError(
+                f"interpretation context: unknown key(s) {', '.join(map(repr, unknown))}."
+                f"{did_you_mean(unknown[0], list(cls.model_fields))} Plugin-specific values go in"
+                " plugin_options.")
+        return cls(**data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None) if key in type(self).model_fields else None
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+

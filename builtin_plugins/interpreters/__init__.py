@@ -25,13 +25,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from md_framework import hookimpl
+from md_framework.runtime import InterpretationContext
 from md_framework.types import FeatureInterpretation, FeatureRef
 
 from builtin_plugins.interpreters import autointerp, contexts, logit_lens, user
 
 
 @hookimpl
-def md_interpret_features(features: Sequence[FeatureRef], context: Mapping[str, Any]) -> list[FeatureInterpretation]:
+def md_interpret_features(features: Sequence[FeatureRef],
+                          context: InterpretationContext | Mapping[str, Any]) -> list[FeatureInterpretation]:
     context = context or {}
     features = list(features)
     found = contexts.interpret(features, context)

@@ -24,6 +24,7 @@ from typing import Any
 from md_framework.hookspecs import hookimpl
 from md_framework.config import AnalysisConfig
 from md_framework.plugins import Hooks, MDPluginManager
+from md_framework.runtime import InterpretationContext
 from md_framework.types import CircuitDiff, FeatureInterpretation, FeatureRef, Hypothesis, Pattern
 
 #: exploratory screening level shared with the builtin detectors (see docs/discovery.md)
@@ -81,10 +82,12 @@ def normalise_interpretations(data: Any) -> dict[str, list[FeatureInterpretation
 
 
 def interpret_features(hooks: Hooks | None, features: Sequence[FeatureRef],
-                       context: Mapping[str, Any] | None = None) -> dict[str, list[FeatureInterpretation]]:
+                       context: InterpretationContext | Mapping[str, Any] | None = None
+                       ) -> dict[str, list[FeatureInterpretation]]:
     hooks = hooks or builtin_hooks()
     out: dict[str, list[FeatureInterpretation]] = {}
-    for contribution in hooks.collect("md_interpret_features", features=list(features), context=dict(context or {})):
+    for contribution in hooks.collect("md_interpret_features", features=list(features),
+                                      context=InterpretationContext.of(context)):
         interp: FeatureInterpretation = contribution.value
         if not interp.source:
             interp = interp.model_copy(update={"source": contribution.plugin})
@@ -258,7 +261,8 @@ def generate_focused_hypotheses(
         config = config.model_copy(update={"focus_areas": focus})
     interpretations = normalise_interpretations(feature_interpretations)
     if context:
-        found = interpret_features(hooks, features_to_interpret(diff), {**context, "config": config})
+        found = interpret_features(hooks, features_to_interpret(diff),
+                                   InterpretationContext.of(context, config=config))
         for key, items in found.items():
             interpretations.setdefault(key, []).extend(items)
     patterns = detect_patterns(hooks, diff, interpretations, config)
@@ -286,14 +290,15 @@ def discover(
     diff: CircuitDiff,
     hooks: Hooks | None,
     config: AnalysisConfig | None,
-    context: Mapping[str, Any] | None = None,
+    context: InterpretationContext | Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
     """The discovery stage: interpret the screened features, detect patterns, generate
     hypotheses. ``context`` is the interpreter context (docs/discovery.md); its
     ``max_features_to_interpret`` bounds the interpreted set."""
     hooks = hooks or builtin_hooks()
-    context = dict(context or {})
-    context.setdefault("config", config)
+    context = InterpretationContext.of(context)
+    if context.config is None:
+        context = context.model_copy(update={"config": config})
     features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
     interpretations = interpret_features(hooks, features, context)
     patterns = select_evidence(detect_patterns(hooks, diff, interpretations, config),
@@ -343,6 +348,6 @@ def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
 
 @hookimpl
 def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
-                      context: Mapping[str, Any]
+                      context: InterpretationContext
                       ) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
     return discover(diff, hooks, config, context)

@@ -27,6 +27,7 @@ from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import holds_run_dir, save_graph_pair
 from md_framework.pipeline.defaults import answer_examples, apply_default_universe
 from md_framework.runtime import (  # check_pair_compatible: re-exported for callers
+    InterpretationContext,
     LoadedModel,
     ModelLoadOptions,
     check_pair_compatible,
@@ -315,7 +316,7 @@ class MechanisticBehavioralAnalyzer:
             [p for p, _ in prompts], [f for _, f in prompts], cache,
             max_new_tokens=int(os.environ.get("MD_METRIC_MAX_NEW_TOKENS", "24")))
 
-    def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    def interpretation_context(self, explore: Mapping[str, Sequence[str]]) -> InterpretationContext:
         from md_framework.drivers import create_driver
 
         context: dict[str, Any] = {
@@ -339,7 +340,7 @@ class MechanisticBehavioralAnalyzer:
         user = load_user_interpretations(self.config.feature_interpretations)
         if user:
             context["user_interpretations"] = user
-        return context
+        return InterpretationContext.of(context)
 
     @holds_run_dir  # one writer per run directory, checked before any model loads
     def analyze(self) -> AnalysisReport:

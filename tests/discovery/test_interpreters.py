@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import builtin_plugins.interpreters as interpreters
 from builtin_plugins.interpreters.user import parse_user_interpretations
 from builtin_plugins.pipeline.discovery import interpret_features
-from md_framework.plugins import Hooks, get_plugin_manager
+from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.types import FeatureRef
 
 A, B = FeatureRef(layer=4, feature=7), FeatureRef(layer=1, feature=3)
@@ -87,3 +88,33 @@ def test_interpret_features_groups_by_key_through_hooks() -> None:
     hooks = Hooks(get_plugin_manager(autoload=False))
     out = interpret_features(hooks, [A, B], {"user_interpretations": {"4:7": "refusal", "1:3": "caps"}})
     assert set(out) == {"4:7", "1:3"} and out["4:7"][0].source == "user"
+
+
+def test_interpretation_context_is_typed_and_refuses_unknown_keys() -> None:
+    from md_framework.errors import ConfigError
+    from md_framework.runtime import InterpretationContext
+
+    ctx = InterpretationContext.of({"corpus": {"a": ["x"]}, "max_contexts": 3})
+    assert ctx.corpus == {"a": ["x"]} and ctx.max_contexts == 3
+    assert ctx.get("corpus") == {"a": ["x"]} and ctx["max_contexts"] == 3  # mapping-style reads
+    assert ctx.get("tracer", "none") == "none" and "tracer" not in ctx and "corpus" in ctx
+    assert InterpretationContext.of(ctx, max_contexts=5).max_contexts == 5 and ctx.max_contexts == 3
+    with pytest.raises(ConfigError, match="unknown key.*'corpora'.*corpus.*plugin_options"):
+        InterpretationContext.of({"corpora": {}})
+
+
+def test_interpreters_receive_an_interpretation_context() -> None:
+    from md_framework import hookimpl
+    from md_framework.runtime import InterpretationContext
+
+    seen = []
+
+    class Spy:
+        @hookimpl
+        def md_interpret_features(self, features, context):
+            seen.append(context)
+
+    pm = MDPluginManager()
+    pm.register(Spy(), name="spy")
+    interpret_features(Hooks(pm), [A], {"corpus": {"f": ["p"]}})
+    assert isinstance(seen[0], InterpretationContext) and seen[0].corpus == {"f": ["p"]}
