@@ -460,7 +460,7 @@ class ActiveCircuitExplorer:
     ``explore`` traces ``initial_prompts`` on both models, runs discovery on them (the
     analysis' interpreters, detectors and templates), then lets the strategy's bandit
     driver spend the config's query budget on the hypotheses for at most
-    ``max_iterations`` rounds (:class:`builtin_plugins.pipeline.explorer.ActiveCircuitExplorer`,
+    ``max_iterations`` rounds (:class:`builtin_plugins.pipeline.explorer.BudgetedExplorer`,
     one online FDR decision per hypothesis in a pre-registered order, in ``validator``'s
     FDR stream). Returns the validated results; all results are in :attr:`last_result`.
     """
@@ -478,7 +478,7 @@ class ActiveCircuitExplorer:
                 ) -> list[ValidationResult]:
         from md_framework.drivers import create_driver
         from builtin_plugins.pipeline.discovery import discover
-        from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer as _Explorer
+        from builtin_plugins.pipeline.explorer import BudgetedExplorer
         from builtin_plugins.pipeline.testgen import TestPool
 
         if max_iterations < 1:
@@ -501,7 +501,7 @@ class ActiveCircuitExplorer:
             if k in _bandit_fields(strategy.method) or k in strategy.method_options})
         pool = TestPool(s.get_hooks(), s.test_context, config.n_test_prompts_per_hypothesis)
 
-        class Bounded(_Explorer):
+        class Bounded(BudgetedExplorer):
             def _round(self, index: int) -> bool:
                 if index >= max_iterations:
                     self.hit_limit = True

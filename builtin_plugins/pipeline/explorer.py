@@ -55,7 +55,7 @@ from typing import Any, Literal
 from md_framework.stats_api import ArmState, BanditStrategy
 from md_framework.types import BanditRound, DecisionRecord, Hypothesis, TestCase, ValidationResult
 
-__all__ = ["ActiveCircuitExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding",
+__all__ = ["BudgetedExplorer", "ExplorationResult", "RoundRobinBandit", "family_embedding",
            "per_family"]
 
 RewardKind = Literal["evidence", "information_gain", "uncertainty"]
@@ -149,7 +149,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
 
 
-class ActiveCircuitExplorer:
+class BudgetedExplorer:
     """Bandit-driven validation of ``hypotheses`` within a query ``budget``.
 
     ``validator`` – a :class:`~builtin_plugins.pipeline.validation.Validator` (holds the models,
@@ -177,7 +177,7 @@ class ActiveCircuitExplorer:
         cases_per_pull: int = 5,
         n_per_hypothesis: int | None = None,
         reward: RewardKind = "evidence",
-        on_validated: Callable[[ValidationResult, ActiveCircuitExplorer],
+        on_validated: Callable[[ValidationResult, BudgetedExplorer],
                                Sequence[Hypothesis] | None] | None = None,
         max_new_hypotheses: int = 10,
         progress: Callable[[int, int, int], None] | None = None,

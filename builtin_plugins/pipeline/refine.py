@@ -1,6 +1,6 @@
 """Explore around a validated hypothesis: split it by family, and retrace its families.
 
-Called by :class:`~builtin_plugins.pipeline.explorer.ActiveCircuitExplorer` each time a
+Called by :class:`~builtin_plugins.pipeline.explorer.BudgetedExplorer` each time a
 hypothesis is validated (its ``on_validated`` callback), within the run's query budget and a
 cap on new hypotheses. Two moves, both producing ordinary hypotheses that join the end of
 the online FDR decision order (each is decided once, with its own test level):

@@ -4,7 +4,7 @@ with one online FDR decision per unit, and the bandit choosing what to sample ne
 Assembles :class:`~builtin_plugins.pipeline.validation.Validator` (paired tests, the
 configured online FDR procedure: SAFFRON by default, Ramdas et al. 2018),
 :class:`~builtin_plugins.pipeline.testgen.TestPool` (held-out prompts only) and
-:class:`~builtin_plugins.pipeline.explorer.ActiveCircuitExplorer` (pre-registered decision
+:class:`~builtin_plugins.pipeline.explorer.BudgetedExplorer` (pre-registered decision
 order, the bandit driver spending the query budget). Registered as the essential
 ``validation`` plugin.
 """
@@ -26,7 +26,7 @@ def md_stage_validate(run: Any, hooks: Any, hypotheses: Sequence[Hypothesis],
                       explore: Mapping[str, Sequence[str]], confirm: Mapping[str, Sequence[str]],
                       interpretations: Mapping[str, list[FeatureInterpretation]],
                       refiner: Any) -> Any:
-    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import BudgetedExplorer
     from builtin_plugins.pipeline.testgen import FeatureContextFinder, TestPool
     from builtin_plugins.pipeline.validation import Validator
 
@@ -66,7 +66,7 @@ def md_stage_validate(run: Any, hooks: Any, hypotheses: Sequence[Hypothesis],
     pool = TestPool(hooks, context_for, config.n_test_prompts_per_hypothesis)
     bandit = create_driver("bandit_strategy", config.exploration.method,
                            run.resolved.drivers["bandit_strategy"].options)
-    explorer = ActiveCircuitExplorer(
+    explorer = BudgetedExplorer(
         hypotheses, validator, bandit, pool, budget=config.exploration.query_budget,
         batch_size=config.exploration.batch_size,
         cases_per_pull=config.exploration.cases_per_pull, reward=config.exploration.reward,

@@ -120,7 +120,7 @@ def _run(run_dir, on_error, plugin):
     from toy import HashMetric, fake_model, hypotheses, test_source
 
     from md_framework.drivers import create_driver
-    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import BudgetedExplorer
     from md_framework.pipeline.ledger import Ledger
     from builtin_plugins.pipeline.validation import Validator
     from md_framework.plugins import Hooks, get_plugin_manager
@@ -135,7 +135,7 @@ def _run(run_dir, on_error, plugin):
                           fdr=create_driver("fdr_procedure", "saffron", {}, alpha=0.1),
                           paired_test="betting-e", ledger=ledger, min_effect_size=0.2,
                           hooks=hooks)
-    explorer = ActiveCircuitExplorer(hypotheses(5, planted=(1, 3)), validator, None,
+    explorer = BudgetedExplorer(hypotheses(5, planted=(1, 3)), validator, None,
                                      test_source(30), budget=600, batch_size=2, cases_per_pull=4)
     try:
         return explorer.run(), hooks, ledger

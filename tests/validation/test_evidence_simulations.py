@@ -256,7 +256,7 @@ def test_default_fdr_procedure_under_shared_prompts_and_bandit_allocation():
     e-process and early stopping (the anytime path) as well."""
     from md_framework.config import StatisticsConfig
     from md_framework.drivers import create_driver
-    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import BudgetedExplorer
     from builtin_plugins.pipeline.validation import Validator
 
     defaults = StatisticsConfig()
@@ -283,7 +283,7 @@ def test_default_fdr_procedure_under_shared_prompts_and_bandit_allocation():
             validator = Validator(fake_model("base"), fake_model("intervention"), metrics,
                                   fdr=fdr, paired_test=paired_test, stop_threshold=10 / alpha)
             bandit = create_driver("bandit_strategy", "ucb", {})
-            explorer = ActiveCircuitExplorer(hyps, validator, bandit, tests_for, budget=budget,
+            explorer = BudgetedExplorer(hyps, validator, bandit, tests_for, budget=budget,
                                              batch_size=4, cases_per_pull=5)
             result = explorer.run()
             rejected = [r.hypothesis for r in result.results if r.decision]

@@ -1,4 +1,4 @@
-"""ActiveCircuitExplorer (budget, decision order, rounds, on_validated) and the run ledger
+"""BudgetedExplorer (budget, decision order, rounds, on_validated) and the run ledger
 (write-ahead, resume without re-querying or re-spending alpha, Ctrl-C)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from md_framework.drivers import create_driver, discover_drivers
-from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer, RoundRobinBandit
+from builtin_plugins.pipeline.explorer import BudgetedExplorer, RoundRobinBandit
 from md_framework.pipeline.ledger import Ledger, LedgerMismatchError, RunInterrupted, resume_message
 from builtin_plugins.pipeline.validation import Validator
 from md_framework.types import Hypothesis
@@ -32,7 +32,7 @@ def test_budget_exhaustion_decides_everything_and_fixed_n_shortfall_is_no_claim(
     fdr = create_driver("fdr_procedure", "saffron", {}, alpha=0.1)
     v = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                   paired_test="wilcoxon")
-    ex = ActiveCircuitExplorer(hypotheses(6), v, None, test_source(40), budget=200,
+    ex = BudgetedExplorer(hypotheses(6), v, None, test_source(40), budget=200,
                                batch_size=2, cases_per_pull=5)
     res = ex.run()
     assert res.stopped == "query budget spent" and res.queries <= 200
@@ -48,7 +48,7 @@ def test_reward_options(reward):
     fdr = create_driver("fdr_procedure", "lond", {}, alpha=0.1)
     v = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                   paired_test="betting-e")
-    res = ActiveCircuitExplorer(hypotheses(4, planted=(1,)), v, None, test_source(30),
+    res = BudgetedExplorer(hypotheses(4, planted=(1,)), v, None, test_source(30),
                                 budget=400, reward=reward).run()
     assert len(res.results) == 4
     assert all(0.0 <= r <= 1.0 for rd in res.rounds for r in rd.rewards.values())
@@ -85,7 +85,7 @@ def test_with_builtin_ucb_bandit(tmp_path):
     v = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                   paired_test="betting-e", ledger=ledger)
     bandit = create_driver("bandit_strategy", "ucb", {})
-    res = ActiveCircuitExplorer(hypotheses(5, planted=(1,)), v, bandit, test_source(30),
+    res = BudgetedExplorer(hypotheses(5, planted=(1,)), v, bandit, test_source(30),
                                 budget=400).run()
     assert len(res.results) == 5 and res.decisions()["h001"]
 
@@ -154,7 +154,7 @@ def test_keyboard_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path):
     v = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                   paired_test="betting-e", ledger=led)
     with pytest.raises(RunInterrupted) as info:
-        ActiveCircuitExplorer(hypotheses(4, planted=(1,)), v, None, test_source(40),
+        BudgetedExplorer(hypotheses(4, planted=(1,)), v, None, test_source(40),
                               budget=600).run()
     assert "Resume with the same config and seed" in str(info.value)
     assert str(tmp_path) in str(info.value)
@@ -166,7 +166,7 @@ def test_keyboard_interrupt_stops_cleanly_and_says_how_to_resume(tmp_path):
     fdr2 = create_driver("fdr_procedure", "saffron", {}, alpha=0.1)
     v2 = Validator(fake_model("base"), fake_model("intervention"), [metric2], fdr=fdr2,
                    paired_test="betting-e", ledger=Ledger(tmp_path, {"seed": 0, "toy": "interrupt"}))
-    res = ActiveCircuitExplorer(hypotheses(4, planted=(1,)), v2, None, test_source(40),
+    res = BudgetedExplorer(hypotheses(4, planted=(1,)), v2, None, test_source(40),
                                 budget=600).run()
     assert v2.fresh_queries == res.queries - 150
     assert res.decisions()["h001"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from toy import HashMetric, fake_model, test_source
 
 from md_framework.drivers import create_driver
-from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer, per_family
+from builtin_plugins.pipeline.explorer import BudgetedExplorer, per_family
 from builtin_plugins.pipeline.validation import Validator, unit_of
 from md_framework.types import AnalysisReport, Hypothesis, ValidationResult
 
@@ -28,7 +28,7 @@ def test_multi_family_hypotheses_become_one_decision_per_family_and_units_are_de
             _h("c", ["fam2"], direction="decrease")]
     assert [h.id for h in per_family(hyps[0])] == ["a@fam0", "a@fam1"]
     v = _validator(metric, paired_test="wilcoxon")
-    explorer = ActiveCircuitExplorer(hyps, v, None, test_source(20), budget=400,
+    explorer = BudgetedExplorer(hyps, v, None, test_source(20), budget=400,
                                      n_per_hypothesis=20)
     result = explorer.run()
     ids = [r.hypothesis.id for r in result.results]
@@ -53,12 +53,12 @@ def test_reasons_budget_relevance_and_not_enough_tests():
     assert not rel.decision and rel.reason == "effect below relevance"
     # the budget ends before a fixed-n test reaches its n
     v = _validator(HashMetric(shift=3.0, shifted_families=["fam1"]), paired_test="wilcoxon")
-    explorer = ActiveCircuitExplorer([_h("x", ["fam1"])], v, None, test_source(30), budget=20)
+    explorer = BudgetedExplorer([_h("x", ["fam1"])], v, None, test_source(30), budget=20)
     (res,) = explorer.run().results
     assert not res.decision and res.reason == "budget"
     # no held-out prompts at all
     v = _validator(HashMetric(), paired_test="wilcoxon")
-    explorer = ActiveCircuitExplorer([_h("y", ["fam1"])], v, None, lambda h: [], budget=100)
+    explorer = BudgetedExplorer([_h("y", ["fam1"])], v, None, lambda h: [], budget=100)
     (res,) = explorer.run().results
     assert res.reason == "not enough tests" and res.n == 0
 

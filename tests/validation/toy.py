@@ -129,7 +129,7 @@ def run_toy(run_dir: str | Path | None, *, seed: int = 0, n_hypotheses: int = 10
             fault_hook=None, log_path: str | None = None, on_validated=None,
             pair: bool = False):
     from md_framework.drivers import create_driver
-    from builtin_plugins.pipeline.explorer import ActiveCircuitExplorer
+    from builtin_plugins.pipeline.explorer import BudgetedExplorer
     from md_framework.pipeline.ledger import Ledger
     from builtin_plugins.pipeline.validation import Validator
 
@@ -146,7 +146,7 @@ def run_toy(run_dir: str | Path | None, *, seed: int = 0, n_hypotheses: int = 10
     fdr = create_driver("fdr_procedure", procedure, {}, alpha=0.1)
     validator = Validator(fake_model("base"), fake_model("intervention"), [metric], fdr=fdr,
                           paired_test=paired_test, ledger=ledger, min_effect_size=0.2)
-    explorer = ActiveCircuitExplorer(
+    explorer = BudgetedExplorer(
         hypotheses(n_hypotheses, planted=planted), validator, None, test_source(n_per),
         budget=budget, batch_size=batch_size, cases_per_pull=cases_per_pull,
         on_validated=on_validated)
