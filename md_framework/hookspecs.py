@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # imported for annotations only; keeps the kernel import ligh
         Hypothesis,
         HypothesisTypeSpec,
         Pattern,
+        PatternType,
         TestCase,
         ValidationResult,
     )
@@ -63,6 +64,19 @@ def md_hypothesis_types() -> list[HypothesisTypeSpec]:
     validation, ``md plugins list``, hypothesis validation). Returns a list of
     :class:`~md_framework.types.HypothesisTypeSpec`; all implementations contribute and
     names must be unique across plugins. Not firstresult.
+    """
+
+
+@hookspec
+def md_pattern_types() -> list[PatternType]:
+    """Declare the pattern types this plugin's detectors emit.
+
+    Called once per discovery stage (and by ``md plugins list``) to build the pattern-type
+    registry the hypothesis templates read. Returns a list of
+    :class:`~md_framework.types.PatternType` (level, hypothesis type, sign key, weight);
+    all implementations contribute and names must be unique across plugins. A pattern
+    whose type no plugin declares gets a warning with a did-you-mean and only the generic,
+    down-weighted template reading. Not firstresult.
     """
 
 
@@ -166,10 +180,13 @@ def md_hypotheses_from_patterns(
     patterns: Sequence[Pattern],
     interpretations: Mapping[str, list[FeatureInterpretation]],
     config: AnalysisConfig,
+    pattern_types: Mapping[str, PatternType],
+    hypothesis_types: Mapping[str, HypothesisTypeSpec],
 ) -> list[Hypothesis]:
     """Turn patterns into typed, testable hypotheses (the hypothesis templates).
 
-    Called once per analysis after pattern detection. Returns
+    Called once per analysis after pattern detection, with the registries of pattern types
+    (``md_pattern_types``) and hypothesis types (``md_hypothesis_types``) by name. Returns
     :class:`~md_framework.types.Hypothesis` objects; the kernel appends the plugin's name
     to ``provenance``, then de-duplicates and caps them at ``max_hypotheses_to_test``. All
     implementations contribute. Not firstresult.

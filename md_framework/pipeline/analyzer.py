@@ -302,7 +302,7 @@ class MechanisticBehavioralAnalyzer(DesignStages):
     @holds_run_dir  # one writer per run directory, checked before any model loads
     def analyze(self) -> AnalysisReport:
         from md_framework.pipeline.diff import diff_graph_sets
-        from md_framework.pipeline.discovery import discover
+        from md_framework.pipeline.discovery import discover_stage
         from md_framework.pipeline.testgen import split_universe
 
         started = time.perf_counter()
@@ -346,10 +346,12 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                    summary={"systematic_changes": len(diff.systematic_changes)})
 
         self.progress("discover", "interpreting features, detecting patterns, forming hypotheses")
-        interpretations, patterns, hypotheses = discover(
-            diff, hooks, config, self.interpretation_context(explore))
+        found = discover_stage(diff, hooks, config, self.interpretation_context(explore))
+        interpretations, patterns, hypotheses = found.interpretations, found.patterns, found.hypotheses
         hooks.call("md_phase_finished", phase="hypotheses",
-                   summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
+                   summary={"patterns": len(patterns), "hypotheses": len(hypotheses),
+                            "dropped": len(found.dropped),
+                            "unregistered_pattern_types": found.unregistered_pattern_types})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
         refiner = self.refiner(hooks, explore, traced) if config.exploration.refine else None
@@ -378,6 +380,8 @@ class MechanisticBehavioralAnalyzer(DesignStages):
                    if self.screen_result is not None else {})},
             patterns=patterns,
             hypotheses=exploration.hypotheses,  # with the refinements, in decision order
+            dropped_hypotheses=found.dropped,
+            unregistered_pattern_types=found.unregistered_pattern_types,
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
                         selection_forward_passes=self._selection_finder.forward_passes,

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from md_framework import hookimpl
-from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, SystematicChange
+from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, PatternType, SystematicChange
 
 Q_MAX = 0.1
 FAMILY_SHARE = 0.5
@@ -81,6 +81,19 @@ def late_layer_shift(diff: CircuitDiff) -> list[Pattern]:
         strength=share,
         evidence={"share": share, "first_late_layer": cut, "n_layers_seen": n_layers},
     )]
+
+
+@hookimpl
+def md_pattern_types() -> list[PatternType]:
+    """The two types, for the hypothesis templates: both are screened per feature
+    (``feature`` level); the direction of a concentrated change is its ``signed_mass``; a
+    late-layer shift suggests a style change (its direction is not known)."""
+    return [
+        PatternType(name="family_concentrated_change", level="feature", sign_key="signed_mass",
+                    weight=0.85, description="most of the significant change sits in one family"),
+        PatternType(name="late_layer_shift", level="feature", hypothesis_type="style_change",
+                    weight=0.6, description="most of the change mass sits in the last third of the layers"),
+    ]
 
 
 @hookimpl
