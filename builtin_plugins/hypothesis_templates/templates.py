@@ -288,7 +288,8 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
     else:
         area, _ = infer_area(pattern, interpretations, spec)
         focus = [a for a in (getattr(config, "focus_areas", None) or []) if a in AREAS]
-        if spec is not None and spec.hypothesis_type and spec.hypothesis_type not in HYPOTHESIS_AREA:
+        declared = spec is not None and spec.hypothesis_type and spec.hypothesis_type not in HYPOTHESIS_AREA
+        if declared:
             choices = [declared_choice(spec.hypothesis_type, sign, hypothesis_types)]
         elif area is None and focus:
             choices = [(*typed(a, sign, tags, families), FOCUS_STEER_WEIGHT) for a in focus]
@@ -298,7 +299,8 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
         # points elsewhere: keep the reading as a lower-priority alternative
         typed_here = [typed_families[f] for f in families if f in typed_families]
         ambiguous = any(cs and cs[0][0] == HT.KNOWLEDGE_UPDATE.value for cs in typed_here)
-        if families and len(typed_here) == len(families) and not ambiguous:
+        # (a declared type of its own is what its detector says the pattern means: kept as is)
+        if families and len(typed_here) == len(families) and not ambiguous and not declared:
             output_kinds = {c[0] for cs in typed_here for c in cs}
             choices = [(k, m, d, f * (1.0 if k in output_kinds else OFF_OUTPUT))
                        for k, m, d, f in choices]
@@ -308,10 +310,10 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
     fam_text = ", ".join(f"'{f}'" for f in families) if families else "all"
     out = []
     for kind, metric, direction, factor in choices:
-        declared = (hypothesis_types or {}).get(kind)
+        kind_spec = (hypothesis_types or {}).get(kind)
         sentence = (SENTENCE.get(HT(kind), kind.replace("_", " ")) if kind in HT._value2member_map_ else
-                    declared.description[:1].upper() + declared.description[1:] if declared is not None
-                    and declared.description else kind)
+                    kind_spec.description[:1].upper() + kind_spec.description[1:] if kind_spec is not None
+                    and kind_spec.description else kind)
         out.append(Hypothesis(
             id=f"{kind}:{metric}:{direction}:{','.join(families) or 'all'}",
             hypothesis_type=kind,

@@ -23,8 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from md_framework.config import AnalysisConfig
-from md_framework.plugins import Hooks, MDPluginManager
+from md_framework.detector_api import EXPLORATORY_Q
 from md_framework.errors import did_you_mean
+from md_framework.plugins import Hooks, MDPluginManager
 from md_framework.types import (
     CircuitDiff,
     DroppedHypothesis,
@@ -37,13 +38,12 @@ from md_framework.types import (
     PatternType,
 )
 
-#: exploratory screening level shared with the builtin detectors (see docs/discovery.md)
-EXPLORATORY_Q = 0.1
 #: features handed to the interpreters besides the screened ones: the best-ranked N
 DEFAULT_MAX_FEATURES = 32
 #: discover() drops hypotheses below this priority (context key min_hypothesis_priority):
 #: weak, feature-level-only evidence is not worth validation budget
 MIN_PRIORITY = 0.3
+
 
 def builtin_hooks() -> Hooks:
     """Hooks over the builtin discovery plugins only (no entry-point scanning)."""
