@@ -131,7 +131,13 @@ def synthetic_circuit_diff(*, families: Sequence[str] = ("harmful", "weather", "
             changes = []
             for layer, feat in planted + noise:
                 base = 1.0 + rng.uniform(-0.05, 0.05)
-                moved = delta if hit and (layer, feat) in planted else rng.uniform(-0.05, 0.05)
+                if (layer, feat) in planted:
+                    # exactly still off the family: the builtin family contrast calls a family
+                    # whose mean moved by noise in the contrast's direction "specific" at
+                    # share 0.5 (its threshold), which would blur the planted answer
+                    moved = delta if hit else 0.0
+                else:
+                    moved = rng.uniform(-0.05, 0.05)
                 changes.append(FeatureChange(
                     node_id=f"F:{layer}:0:{feat}", layer=layer, position=0, feature=feat,
                     base_activation=base, intervention_activation=max(0.0, base + moved),
