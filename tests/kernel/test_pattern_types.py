@@ -67,6 +67,12 @@ def test_builtin_detectors_declare_every_type_they_emit() -> None:
     assert patterns and {p.pattern_type for p in patterns} <= set(registry)
 
 
+def test_md_pattern_types_hook_records_the_declaring_plugin() -> None:
+    hooks = plugin_hooks(("steep", NewTypeDetector()))
+    found = hooks.collect("md_pattern_types")
+    assert [(c.plugin, c.value.name, c.value.level) for c in found] == [("steep", "steep_drop", "circuit")]
+
+
 def test_pattern_type_model_is_strict() -> None:
     with pytest.raises(ValidationError):
         PatternType(name="x", level="output", weight=0.5, colour="red")
