@@ -71,8 +71,8 @@ def md_hypothesis_types() -> list[HypothesisTypeSpec]:
 def md_pattern_types() -> list[PatternType]:
     """Declare the pattern types this plugin's detectors emit.
 
-    Called once per discovery stage (and by ``md plugins list``) to build the pattern-type
-    registry the hypothesis templates read. Returns a list of
+    Called when the discovery stage detects patterns and forms hypotheses, to build the
+    pattern-type registry the hypothesis templates read. Returns a list of
     :class:`~md_framework.types.PatternType` (level, hypothesis type, sign key, weight);
     all implementations contribute and names must be unique across plugins. A pattern
     whose type no plugin declares gets a warning with a did-you-mean and only the generic,
@@ -170,7 +170,8 @@ def md_detect_patterns(
 
     Called once per analysis after interpretation. ``interpretations`` maps
     ``FeatureRef.key`` to its interpretations. Returns :class:`~md_framework.types.Pattern`
-    objects with their evidence; the kernel fills ``detector`` with the plugin's name. All
+    objects with their evidence; the kernel fills ``detector`` with the plugin's name and
+    warns about a ``pattern_type`` no plugin declares (``md_pattern_types``). All
     implementations contribute. Not firstresult.
     """
 
@@ -188,8 +189,9 @@ def md_hypotheses_from_patterns(
     Called once per analysis after pattern detection, with the registries of pattern types
     (``md_pattern_types``) and hypothesis types (``md_hypothesis_types``) by name. Returns
     :class:`~md_framework.types.Hypothesis` objects; the kernel appends the plugin's name
-    to ``provenance``, then de-duplicates and caps them at ``max_hypotheses_to_test``. All
-    implementations contribute. Not firstresult.
+    to ``provenance``, then merges and ranks them; the priority floor and
+    ``max_hypotheses_to_test`` pick those tested and the report lists every other one with
+    its reason. All implementations contribute. Not firstresult.
     """
 
 

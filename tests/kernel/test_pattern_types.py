@@ -17,7 +17,7 @@ from md_framework.pipeline.discovery import (
     select_evidence,
     select_hypotheses,
 )
-from md_framework.plugins import Hooks, get_plugin_manager
+from md_framework.plugins import Hooks
 from md_framework.testing import make_change, plugin_hooks, synthetic_circuit_diff
 from md_framework.types import (
     AnalysisReport,

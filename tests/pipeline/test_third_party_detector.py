@@ -9,7 +9,6 @@ fresh interpreter that discovers it through its entry point, exactly as a user's
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,6 @@ def demo_with_example(artefact_cache_dir: Path, tmp_path_factory: pytest.TempPat
     config = root / "demo.yaml"
     config.write_text(yaml.safe_dump(data))
     out = root / "run"
-    env_threads = {"OMP_NUM_THREADS": "1"}
-    os.environ.update(env_threads)
     run = installed.run_md("analyze", str(config), "--out", str(out), cwd=root)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     plugins = installed.run_md("plugins", "list", cwd=root)
