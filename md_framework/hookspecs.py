@@ -46,11 +46,13 @@ if TYPE_CHECKING:  # imported for annotations only; keeps the kernel import ligh
         AnalysisReport,
         CircuitDiff,
         CircuitGraph,
+        DiscoveryResult,
         FeatureInterpretation,
         FeatureRef,
         Hypothesis,
         HypothesisTypeSpec,
         Pattern,
+        PatternType,
         TestCase,
         ValidationResult,
     )
@@ -67,6 +69,19 @@ def md_hypothesis_types() -> list[HypothesisTypeSpec]:
     validation, ``md plugins list``, hypothesis validation). Returns a list of
     :class:`~md_framework.types.HypothesisTypeSpec`; all implementations contribute and
     names must be unique across plugins. Not firstresult.
+    """
+
+
+@hookspec
+def md_pattern_types() -> list[PatternType]:
+    """Declare the pattern types this plugin's detectors emit.
+
+    Called when the discovery stage detects patterns and forms hypotheses, to build the
+    pattern-type registry the hypothesis templates read. Returns a list of
+    :class:`~md_framework.types.PatternType` (level, hypothesis type, sign key, weight);
+    all implementations contribute and names must be unique across plugins. A pattern
+    whose type no plugin declares gets a warning with a did-you-mean and only the generic,
+    down-weighted template reading. Not firstresult.
     """
 
 
@@ -161,7 +176,8 @@ def md_detect_patterns(
 
     Called once per analysis after interpretation. ``interpretations`` maps
     ``FeatureRef.key`` to its interpretations. Returns :class:`~md_framework.types.Pattern`
-    objects with their evidence; the kernel fills ``detector`` with the plugin's name. All
+    objects with their evidence; the kernel fills ``detector`` with the plugin's name and
+    warns about a ``pattern_type`` no plugin declares (``md_pattern_types``). All
     implementations contribute. Not firstresult.
     """
 
@@ -171,13 +187,17 @@ def md_hypotheses_from_patterns(
     patterns: Sequence[Pattern],
     interpretations: Mapping[str, list[FeatureInterpretation]],
     config: AnalysisConfig,
+    pattern_types: Mapping[str, PatternType],
+    hypothesis_types: Mapping[str, HypothesisTypeSpec],
 ) -> list[Hypothesis]:
     """Turn patterns into typed, testable hypotheses (the hypothesis templates).
 
-    Called once per analysis after pattern detection. Returns
+    Called once per analysis after pattern detection, with the registries of pattern types
+    (``md_pattern_types``) and hypothesis types (``md_hypothesis_types``) by name. Returns
     :class:`~md_framework.types.Hypothesis` objects; the kernel appends the plugin's name
-    to ``provenance``, then de-duplicates and caps them at ``max_hypotheses_to_test``. All
-    implementations contribute. Not firstresult.
+    to ``provenance``, then merges and ranks them; the priority floor and
+    ``max_hypotheses_to_test`` pick those tested and the report lists every other one with
+    its reason. All implementations contribute. Not firstresult.
     """
 
 
@@ -275,14 +295,14 @@ def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
 
 @hookspec(firstresult=True)
 def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
-                      context: InterpretationContext) -> tuple[dict[str, list[FeatureInterpretation]],
-                                                            list[Pattern], list[Hypothesis]] | None:
+                      context: InterpretationContext) -> DiscoveryResult | None:
     """The discovery stage: interpret the screened features, detect patterns, form, merge,
-    rank and cap hypotheses (priority floor ``context['min_hypothesis_priority']``).
+    rank and cap hypotheses (priority floor ``context.min_hypothesis_priority``).
 
-    Called once per analysis and once per refinement round. Returns
-    ``(interpretations by feature key, patterns, hypotheses to test)``. Firstresult;
-    builtin: ``discovery``.
+    Called once per analysis and once per refinement round. Returns a
+    :class:`~md_framework.types.DiscoveryResult`: interpretations by feature key, patterns,
+    hypotheses to test, hypotheses dropped by the floor or the cap (with the reason) and
+    pattern types no plugin registered. Firstresult; builtin: ``discovery``.
     """
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -66,6 +66,32 @@ class HypothesisTypeSpec(StrictModel):
     description: str
     default_metrics: list[str] = Field(default_factory=list)
     default_direction: Literal["increase", "decrease", "change"] = "change"
+
+
+#: what a pattern type reads: ``output`` — the models' outputs (token flips, answer edits);
+#: ``circuit`` — per-prompt graphs judged on family contrasts or paths (family-level);
+#: ``feature`` — pooled per-feature screening tests (feature-level, the weakest evidence)
+PatternLevel = Literal["output", "circuit", "feature"]
+
+
+class PatternType(StrictModel):
+    """A pattern type a detector emits, registered through ``md_pattern_types``.
+
+    The hypothesis templates read it to turn a pattern into hypotheses: ``hypothesis_type``
+    (a registered hypothesis type, hence the focus area) says what the pattern suggests,
+    ``None`` leaves the area to the features' interpretations and the families; the sign
+    of the change comes from ``sign`` when the type fixes it, else from the pattern's
+    ``evidence[sign_key]`` (positive: the behaviour increases). Priority of the
+    hypothesis = pattern strength x ``weight`` x the template's factors (CONTRIBUTING.md).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    level: PatternLevel
+    hypothesis_type: str | None = None
+    sign_key: str | None = None
+    sign: Literal[-1, 1] | None = None
+    weight: float = Field(gt=0.0, le=1.0)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -354,6 +380,17 @@ class Hypothesis(StrictModel):
         return value.value if isinstance(value, HypothesisType) else value
 
 
+class DroppedHypothesis(StrictModel):
+    """A hypothesis discovery formed but did not test: its priority was under the floor
+    (``below_floor``, ``limit`` = the floor) or the cap ``max_hypotheses_to_test`` was
+    full (``over_cap``, ``limit`` = the cap). The report lists every one."""
+
+    hypothesis: Hypothesis
+    reason: Literal["below_floor", "over_cap"]
+    limit: float
+    detail: str = ""
+
+
 # --------------------------------------------------------------------------- tests & evidence
 
 
@@ -493,6 +530,10 @@ class AnalysisReport(StrictModel):
     circuit_statistics: dict[str, JSONValue] = Field(default_factory=dict)
     patterns: list[Pattern] = Field(default_factory=list)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
+    #: hypotheses formed but not tested (priority floor or cap), each with its reason
+    dropped_hypotheses: list[DroppedHypothesis] = Field(default_factory=list)
+    #: pattern types detectors emitted that no plugin declared (md_pattern_types)
+    unregistered_pattern_types: list[str] = Field(default_factory=list)
     validation_results: list[ValidationResult] = Field(default_factory=list)
     costs: Costs = Field(default_factory=Costs)
     circuit_diff: CircuitDiff | None = None
@@ -558,7 +599,23 @@ class AnalysisReport(StrictModel):
                 f"  [{mark}] {result.hypothesis.hypothesis_type}: "
                 f"{result.hypothesis.description} ({stat}{effect}, n={result.n}{causal}{why})"
             )
+        lines.extend(self.dropped_text())
         return "\n".join(lines)
+
+    def dropped_text(self) -> list[str]:
+        """Lines naming every hypothesis left untested, with its reason and provenance."""
+        lines = []
+        if self.dropped_hypotheses:
+            lines.append(f"hypotheses not tested: {len(self.dropped_hypotheses)}")
+        for d in self.dropped_hypotheses:
+            h = d.hypothesis
+            why = "below floor" if d.reason == "below_floor" else "over cap"
+            lines.append(f"  [{why}] {h.hypothesis_type}: {h.description} ({d.detail};"
+                         f" from {', '.join(h.provenance) or 'unknown'})")
+        if self.unregistered_pattern_types:
+            lines.append("pattern types no plugin declares (generic reading only): "
+                         + ", ".join(self.unregistered_pattern_types))
+        return lines
 
     def discoveries(self) -> int:
         """Validated results counted once per (families, metric, direction) unit; a refinement
@@ -594,4 +651,16 @@ class ScreenSummary(StrictModel):
         return {"flagged_families": self.flagged, "seed_prompts": n_seeds,
                 "attribution_prompts": len(self.chosen), "check_prompts": len(self.checks),
                 "screen_patterns": self.patterns, "screen_seconds": round(self.seconds, 3)}
+
+
+class DiscoveryResult(NamedTuple):
+    """What the discovery stage (``md_stage_discover``) hands to validation, and what it
+    left out: hypotheses dropped by the priority floor or the cap, with the reason, and
+    pattern types no plugin registered."""
+
+    interpretations: dict[str, list[FeatureInterpretation]]
+    patterns: list[Pattern]
+    hypotheses: list[Hypothesis]
+    dropped: list[DroppedHypothesis]
+    unregistered_pattern_types: list[str]
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from md_framework import hookimpl
-from md_framework.types import CircuitDiff, FeatureInterpretation, Hypothesis, Pattern
+from md_framework.types import CircuitDiff, FeatureInterpretation, Hypothesis, Pattern, PatternType
 
 from builtin_plugins.adl.lens import ADLResult, activation_difference_lens
 
@@ -45,6 +45,14 @@ def patterns_from_result(result: ADLResult) -> list[Pattern]:
                       "candidates": [list(c) for c in result.hypotheses],
                       "cost": dict(result.cost)}))
     return out
+
+
+@hookimpl
+def md_pattern_types() -> list[PatternType]:
+    # typed by this plugin's own template (evidence self_typed); the weight is not used by
+    # the generic template, which skips these patterns
+    return [PatternType(name=PATTERN_TYPE, level="feature", weight=1.0,
+                        description="the activation difference on generic prompts, mapped to a family")]
 
 
 @hookimpl

@@ -3,17 +3,19 @@
 A template decides three things from a pattern, its features' interpretations and its
 families:
 
-* the **area** (safety, style, knowledge, reasoning, bias, or none): votes from the
-  features' interpretation tags (``refusal``/``harm``/``area:*``; 2 votes per feature) and
-  from the family names (1 vote each), plus the pattern type's own area (safety patterns
-  -> safety, ``late_layer_shift`` -> style);
-* the **sign** of the change (suppression -1, emergence +1, lab ``signed_mass``...);
+* the **area** (safety, style, knowledge, reasoning, bias, or none): the hypothesis type
+  the pattern type declares (``md_pattern_types``: safety patterns -> safety), else votes
+  from the features' interpretation tags (``refusal``/``harm``/``area:*``; 2 votes per
+  feature) and from the family names (1 vote each); a declared hypothesis type with no
+  area (a plugin's own type) is used as it is;
+* the **sign** of the change (the declared ``sign``, or the sign of ``evidence[sign_key]``);
 * from both, the hypothesis type, the behaviour metric (shared names of
   docs/architecture.md) and the predicted direction (:func:`typed`).
 
 With ``config.focus_areas`` set, a pattern whose area cannot be inferred yields one
 hypothesis per focus area (steering), at 0.6x priority. Priority = pattern strength x
-the pattern type's weight (:data:`TYPE_WEIGHT`).
+the declared pattern type's weight (:data:`GENERIC_WEIGHT` when undeclared) x the
+factors below (diffuse, feature-level, corroboration...).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from md_framework.types import FeatureInterpretation, Hypothesis, HypothesisType as HT, Pattern
+from md_framework.types import (
+    FeatureInterpretation,
+    Hypothesis,
+    HypothesisType as HT,
+    HypothesisTypeSpec,
+    Pattern,
+    PatternType,
+)
 
 from builtin_plugins.interpreters.tags import AREAS, family_area, feature_areas, interpretation_tags
 
@@ -29,18 +38,20 @@ from builtin_plugins.interpreters.tags import AREAS, family_area, feature_areas,
 KNOWN_METRICS = ("refusal_probability", "target_logprob", "exact_match", "refusal_text",
                  "uppercase_ratio", "length", "signoff", "sentiment")
 
-TYPE_WEIGHT = {
-    "output_shift": 1.0, "answer_change": 1.0, "family_specific_change": 0.9,
-    "safety_degradation": 1.0, "safety_enhancement": 0.95, "systematic_suppression": 0.9,
-    "capability_emergence": 0.9, "family_concentrated_change": 0.85, "computation_rerouting": 0.7,
-    "late_layer_shift": 0.6,
-}
+#: weight of a pattern type no plugin declares (``md_pattern_types``): the generic reading
 GENERIC_WEIGHT = 0.6
 FOCUS_STEER_WEIGHT = 0.6
 
-PATTERN_AREA = {"safety_degradation": "safety", "safety_enhancement": "safety", "late_layer_shift": "style"}
-PATTERN_SIGN = {"systematic_suppression": -1, "capability_emergence": 1, "safety_degradation": -1,
-                "safety_enhancement": 1}
+#: hypothesis type -> the template area whose typing (:func:`typed`) produces it; a pattern
+#: type declaring one of these gets that area, any other declared hypothesis type is used
+#: as it is (:func:`declared_choice`)
+HYPOTHESIS_AREA = {
+    HT.SAFETY_DEGRADATION.value: "safety", HT.SAFETY_ENHANCEMENT.value: "safety",
+    HT.STYLE_CHANGE.value: "style", HT.KNOWLEDGE_UPDATE.value: "knowledge",
+    HT.REASONING_CHANGE.value: "reasoning", HT.BIAS_SHIFT.value: "bias",
+}
+#: evidence fields an undeclared pattern type's sign is read from, in this order
+FALLBACK_SIGN_KEYS = ("signed_mass", "total_delta", "mean_delta", "signed_delta")
 
 SENTENCE = {
     HT.SAFETY_DEGRADATION: "The intervention model refuses or flags harmful requests less often",
@@ -55,12 +66,15 @@ SENTENCE = {
 }
 
 
-def pattern_sign(pattern: Pattern) -> int:
-    if pattern.pattern_type in PATTERN_SIGN:
-        return PATTERN_SIGN[pattern.pattern_type]
-    for key in ("signed_mass", "total_delta", "mean_delta", "signed_delta"):
+def pattern_sign(pattern: Pattern, spec: PatternType | None = None) -> int:
+    """The direction of the change: the declared type's fixed ``sign``, else the sign of
+    ``evidence[sign_key]``; an undeclared type is read from :data:`FALLBACK_SIGN_KEYS`."""
+    if spec is not None and spec.sign is not None:
+        return spec.sign
+    keys = ((spec.sign_key,) if spec.sign_key else ()) if spec is not None else FALLBACK_SIGN_KEYS
+    for key in keys:
         value = pattern.evidence.get(key)
-        if isinstance(value, (int, float)) and value != 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0:
             return 1 if value > 0 else -1
     return 0
 
@@ -99,7 +113,8 @@ def typed(area: str | None, sign: int, tags: set[str], families: Sequence[str]) 
     return HT.KNOWLEDGE_UPDATE.value, "target_logprob", "change"
 
 
-def infer_area(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]]) -> tuple[str | None, dict[str, float]]:
+def infer_area(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]],
+               spec: PatternType | None = None) -> tuple[str | None, dict[str, float]]:
     votes: dict[str, float] = {}
     for area, n in feature_areas([f.key for f in pattern.features], interpretations).items():
         votes[area] = votes.get(area, 0.0) + 2.0 * n
@@ -107,8 +122,8 @@ def infer_area(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureI
         area = family_area(family)
         if area:
             votes[area] = votes.get(area, 0.0) + 1.0
-    if pattern.pattern_type in PATTERN_AREA:
-        return PATTERN_AREA[pattern.pattern_type], votes
+    if spec is not None and spec.hypothesis_type in HYPOTHESIS_AREA:
+        return HYPOTHESIS_AREA[spec.hypothesis_type], votes
     if not votes:
         return None, votes
     best = max(votes.values())
@@ -152,9 +167,11 @@ CORROBORATE = 0.5
 OFF_OUTPUT = 0.5
 #: a pattern naming no family or at least half of the universe is not family-specific
 DIFFUSE = 0.3
-#: patterns judged on the family contrasts / outputs
-FAMILY_LEVEL_TYPES = frozenset({"output_shift", "family_specific_change", "computation_rerouting",
-                                "answer_change"})
+#: pattern levels judged on the family contrasts / outputs (family-level evidence)
+FAMILY_LEVELS = frozenset({"output", "circuit"})
+#: the builtin detectors' family-level pattern types: when one is present, the family
+#: contrasts / outputs were computed (rerouting has no significance test behind it)
+FAMILY_EVIDENCE_TYPES = frozenset({"output_shift", "family_specific_change", "answer_change"})
 #: when family-level patterns were computed, feature-level patterns (screened on pooled
 #: per-feature tests, which a full fine-tune's drift makes tiny everywhere) only add
 #: lower-priority alternatives and corroboration
@@ -218,24 +235,43 @@ def output_types(patterns: Sequence[Pattern]) -> dict[str, list[tuple[str, str, 
     return out
 
 
+def declared_choice(hypothesis_type: str, sign: int,
+                    hypothesis_types: Mapping[str, HypothesisTypeSpec] | None) -> tuple[str, str, str, float]:
+    """(type, metric, direction, factor) for a pattern type that declares a hypothesis type
+    with no template area (a plugin's own type, capability gain/loss): the type's first
+    default metric (``target_logprob`` when it names none), the direction from the sign,
+    else the type's default direction."""
+    spec = (hypothesis_types or {}).get(hypothesis_type)
+    metric = spec.default_metrics[0] if spec is not None and spec.default_metrics else "target_logprob"
+    default = spec.default_direction if spec is not None else "change"
+    direction = "increase" if sign > 0 else "decrease" if sign < 0 else default
+    return hypothesis_type, metric, direction, 1.0
+
+
 def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[FeatureInterpretation]],
                    config: Any = None,
                    typed_families: Mapping[str, list[tuple[str, str, str, float]]] | None = None,
-                   family_level: bool = False) -> list[Hypothesis]:
+                   family_level: bool = False,
+                   pattern_types: Mapping[str, PatternType] | None = None,
+                   hypothesis_types: Mapping[str, HypothesisTypeSpec] | None = None) -> list[Hypothesis]:
+    """The hypotheses one pattern suggests; priority = strength x weight x factors
+    (module docstring, CONTRIBUTING.md "From pattern strength to priority")."""
     families = list(pattern.families)
     known = _universe(config)
     if known:
         families = [f for f in families if f in known]
     typed_families = typed_families or {}
-    sign = pattern_sign(pattern)
+    spec = (pattern_types or {}).get(pattern.pattern_type)
+    sign = pattern_sign(pattern, spec)
     tags = set().union(*(interpretation_tags(interpretations.get(f.key, [])) for f in pattern.features)) \
         if pattern.features else set()
-    weight = TYPE_WEIGHT.get(pattern.pattern_type, GENERIC_WEIGHT)
+    weight = spec.weight if spec is not None else GENERIC_WEIGHT
     diffuse = pattern.pattern_type != "output_shift" and (
         not families or (len(known) >= 4 and len(families) * 2 >= len(known)))
     if diffuse:
         weight *= DIFFUSE
-    if family_level and pattern.pattern_type not in FAMILY_LEVEL_TYPES:
+    # an undeclared type counts as feature-level: nothing says it is better evidence
+    if family_level and (spec is None or spec.level not in FAMILY_LEVELS):
         weight *= FEATURE_LEVEL
     if pattern.pattern_type == "output_shift":
         choices = list(OUTPUT_KIND.get(str(pattern.evidence.get("kind")), []))
@@ -250,9 +286,12 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
     elif pattern.pattern_type == "computation_rerouting":
         choices = [(HT.COMPUTATION_REROUTING.value, "target_logprob", "change", 1.0)]
     else:
-        area, _ = infer_area(pattern, interpretations)
+        area, _ = infer_area(pattern, interpretations, spec)
         focus = [a for a in (getattr(config, "focus_areas", None) or []) if a in AREAS]
-        if area is None and focus:
+        declared = spec is not None and spec.hypothesis_type and spec.hypothesis_type not in HYPOTHESIS_AREA
+        if declared:
+            choices = [declared_choice(spec.hypothesis_type, sign, hypothesis_types)]
+        elif area is None and focus:
             choices = [(*typed(a, sign, tags, families), FOCUS_STEER_WEIGHT) for a in focus]
         else:
             choices = [(*typed(area, sign, tags, families), 1.0)]
@@ -260,7 +299,8 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
         # points elsewhere: keep the reading as a lower-priority alternative
         typed_here = [typed_families[f] for f in families if f in typed_families]
         ambiguous = any(cs and cs[0][0] == HT.KNOWLEDGE_UPDATE.value for cs in typed_here)
-        if families and len(typed_here) == len(families) and not ambiguous:
+        # (a declared type of its own is what its detector says the pattern means: kept as is)
+        if families and len(typed_here) == len(families) and not ambiguous and not declared:
             output_kinds = {c[0] for cs in typed_here for c in cs}
             choices = [(k, m, d, f * (1.0 if k in output_kinds else OFF_OUTPUT))
                        for k, m, d, f in choices]
@@ -270,7 +310,10 @@ def hypotheses_for(pattern: Pattern, interpretations: Mapping[str, Sequence[Feat
     fam_text = ", ".join(f"'{f}'" for f in families) if families else "all"
     out = []
     for kind, metric, direction, factor in choices:
-        sentence = SENTENCE.get(HT(kind), kind.replace("_", " ")) if kind in HT._value2member_map_ else kind
+        kind_spec = (hypothesis_types or {}).get(kind)
+        sentence = (SENTENCE.get(HT(kind), kind.replace("_", " ")) if kind in HT._value2member_map_ else
+                    kind_spec.description[:1].upper() + kind_spec.description[1:] if kind_spec is not None
+                    and kind_spec.description else kind)
         out.append(Hypothesis(
             id=f"{kind}:{metric}:{direction}:{','.join(families) or 'all'}",
             hypothesis_type=kind,

@@ -11,64 +11,40 @@ half the largest such family's magnitude (:func:`affected_families`).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from builtin_plugins.pipeline.diff import (
-    family_contrasts,
-    path_features,
-    path_signature,
-    specific_families_of,
-    top_output,
-)
+from builtin_plugins.pipeline.diff import path_features, path_signature, top_output
 from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, SystematicChange
 
 from builtin_plugins.interpreters.tags import interpretation_tags
 
-EXPLORATORY_Q = 0.1
-FAMILY_SHARE = 0.5
+from md_framework.detector_api import (  # the public detector helpers, shared with plugins
+    EXPLORATORY_Q,
+    FAMILY_SHARE,
+    affected_families,
+    evidence_strength,
+    exploratory_changes,
+    has_family_contrasts,
+    q_of,
+)
+
 #: rerouting: a prompt is rerouted when its top paths share under half their features
 REROUTE_OVERLAP = 0.5
 REROUTE_MIN_PROMPTS = 2
 SAFETY_TAGS = frozenset({"refusal", "harm"})
 
 
-def q_of(change: SystematicChange) -> float:
-    if change.q_value is not None:
-        return change.q_value
-    return change.p_value if change.p_value is not None else 1.0
-
-
 def significant(diff: CircuitDiff, q_max: float = EXPLORATORY_Q) -> list[SystematicChange]:
-    return [c for c in diff.systematic_changes if q_of(c) <= q_max and c.mean_delta != 0]
+    """:func:`md_framework.detector_api.exploratory_changes`."""
+    return exploratory_changes(diff, q_max)
 
 
-def evidence_strength(q: float) -> float:
-    """Map an exploratory q-value to [0, 1): s/(s+2) with s = -log10 q (q=0.1 -> 0.33,
-    0.01 -> 0.5, 1e-4 -> 0.67, 1e-8 -> 0.8)."""
-    s = -math.log10(max(q, 1e-12))
-    return s / (s + 2.0)
+_has_contrasts = has_family_contrasts
 
-
-def _has_contrasts(diff: CircuitDiff | None) -> bool:
-    """Whether ``diff`` has per-prompt data over at least two families (family contrasts)."""
-    return diff is not None and bool(diff.prompt_diffs) and bool(family_contrasts(diff))
-
-
-def affected_families(change: SystematicChange, diff: CircuitDiff | None = None) -> list[str]:
-    """Families where ``change`` is specific (:func:`specific_families_of`: contrast q <=
-    0.1, specific share >= 0.5) when ``diff`` has per-prompt data over >= 2 families;
-    otherwise the families
-    whose ``families`` effect has the change's sign and >= half the largest magnitude."""
-    if _has_contrasts(diff):
-        return specific_families_of(diff, change.feature.key)
-    sign = 1.0 if change.mean_delta > 0 else -1.0
-    same = {f: d for f, d in change.families.items() if d * sign > 0}
-    if not same:
-        return []
-    top = max(abs(d) for d in same.values())
-    return sorted(f for f, d in same.items() if abs(d) >= FAMILY_SHARE * top)
+__all__ = ["EXPLORATORY_Q", "FAMILY_SHARE", "affected_families", "capability_emergence",
+           "computation_rerouting", "evidence_strength", "q_of", "safety_change", "significant",
+           "systematic_suppression"]
 
 
 def _change_evidence(change: SystematicChange) -> dict:

@@ -18,30 +18,34 @@ third-party detectors and templates.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from md_framework.hookspecs import hookimpl
 from md_framework.config import AnalysisConfig
+from md_framework.detector_api import EXPLORATORY_Q
+from md_framework.errors import did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager
 from md_framework.runtime import InterpretationContext
-from md_framework.types import CircuitDiff, FeatureInterpretation, FeatureRef, Hypothesis, Pattern
+from md_framework.types import (
+    CircuitDiff,
+    DiscoveryResult,
+    DroppedHypothesis,
+    FeatureInterpretation,
+    FeatureRef,
+    Hypothesis,
+    HypothesisType,
+    HypothesisTypeSpec,
+    Pattern,
+    PatternType,
+)
 
-#: exploratory screening level shared with the builtin detectors (see docs/discovery.md)
-EXPLORATORY_Q = 0.1
 #: features handed to the interpreters besides the screened ones: the best-ranked N
 DEFAULT_MAX_FEATURES = 32
 #: discover() drops hypotheses below this priority (context key min_hypothesis_priority):
 #: weak, feature-level-only evidence is not worth validation budget
 MIN_PRIORITY = 0.3
-
-#: hypothesis type -> focus area it belongs to
-TYPE_AREA = {
-    "safety_degradation": "safety", "safety_enhancement": "safety", "style_change": "style",
-    "knowledge_update": "knowledge", "reasoning_change": "reasoning", "bias_shift": "bias",
-    "capability_gain": "capability", "capability_loss": "capability",
-    "computation_rerouting": "rerouting",
-}
 
 
 def builtin_hooks() -> Hooks:
@@ -62,6 +66,59 @@ def _max_hypotheses(config: AnalysisConfig | None) -> int:
     if config is not None:
         return config.max_hypotheses_to_test
     return AnalysisConfig.model_fields["max_hypotheses_to_test"].default
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def pattern_types(hooks: Hooks | None) -> dict[str, PatternType]:
+    """The pattern types the plugins declare (``md_pattern_types``), by name. A name
+    declared twice keeps the first declaration and warns (names are unique across plugins)."""
+    hooks = hooks or builtin_hooks()
+    out: dict[str, PatternType] = {}
+    owner: dict[str, str] = {}
+    for contribution in hooks.collect("md_pattern_types"):
+        spec = contribution.value
+        if not isinstance(spec, PatternType):
+            spec = PatternType.model_validate(spec)
+        if spec.name in out:
+            warnings.warn(f'pattern type "{spec.name}" is declared by both {owner[spec.name]} and'
+                          f" {contribution.plugin}; {owner[spec.name]}'s declaration is used", stacklevel=2)
+            continue
+        out[spec.name], owner[spec.name] = spec, contribution.plugin
+    return out
+
+
+def hypothesis_types(hooks: Hooks | None) -> dict[str, HypothesisTypeSpec]:
+    """The hypothesis types plugins declare (``md_hypothesis_types``), by name; the builtin
+    ``HypothesisType`` values are always known (with an empty spec when no plugin describes
+    them)."""
+    hooks = hooks or builtin_hooks()
+    out: dict[str, HypothesisTypeSpec] = {}
+    for contribution in hooks.collect("md_hypothesis_types"):
+        spec = contribution.value
+        out.setdefault(spec.name, spec)
+    for kind in HypothesisType:
+        out.setdefault(kind.value, HypothesisTypeSpec(name=kind.value, description=kind.value.replace("_", " ")))
+    return out
+
+
+def unregistered_pattern_types(patterns: Sequence[Pattern], registry: Mapping[str, PatternType]) -> list[str]:
+    """Pattern types among ``patterns`` that no plugin declared through ``md_pattern_types``."""
+    return sorted({p.pattern_type for p in patterns if p.pattern_type not in registry})
+
+
+def _warn_unregistered(patterns: Sequence[Pattern], registry: Mapping[str, PatternType]) -> list[str]:
+    unknown = unregistered_pattern_types(patterns, registry)
+    for name in unknown:
+        detectors = sorted({p.detector for p in patterns if p.pattern_type == name and p.detector})
+        warnings.warn(
+            f'pattern type "{name}" (from {", ".join(detectors) or "an unnamed detector"}) is not'
+            f" declared by any plugin's md_pattern_types.{did_you_mean(name, registry)} Its"
+            " patterns get only the generic, down-weighted template reading; declare it"
+            " (level, hypothesis_type, sign_key, weight) to give it its own (CONTRIBUTING.md)",
+            stacklevel=3)
+    return unknown
 
 
 # --------------------------------------------------------------------------- interpretation
@@ -125,6 +182,7 @@ def detect_patterns(hooks: Hooks | None, diff: CircuitDiff,
         pattern = pattern.model_copy(update=update)
         seen.add(pattern.id)
         patterns.append(pattern)
+    _warn_unregistered(patterns, pattern_types(hooks))
     return patterns
 
 
@@ -234,7 +292,9 @@ def generate_hypotheses(
     detector_of = {p.id: p.detector for p in patterns}
     produced: list[Hypothesis] = []
     for contribution in hooks.collect("md_hypotheses_from_patterns", patterns=list(patterns),
-                                      interpretations=interpretations, config=config):
+                                      interpretations=interpretations, config=config,
+                                      pattern_types=pattern_types(hooks),
+                                      hypothesis_types=hypothesis_types(hooks)):
         h: Hypothesis = contribution.value
         detectors = [detector_of[p] for p in h.source_patterns if detector_of.get(p)]
         h = h.model_copy(update={"provenance": _union(h.provenance, [contribution.plugin], detectors)})
@@ -269,11 +329,14 @@ def generate_focused_hypotheses(
     return generate_hypotheses(patterns, interpretations, hooks=hooks, config=config, focus_areas=focus)
 
 
-def hypotheses_to_test(patterns: Sequence[Pattern], interpretations: Any, hooks: Hooks | None,
-                       config: AnalysisConfig | None, floor: float = MIN_PRIORITY) -> list[Hypothesis]:
-    """What the analysis tests: hypotheses at or above the priority ``floor``, the focus
-    areas' first, capped at ``max_hypotheses_to_test`` (the floor comes before the cap)."""
-    every = len(patterns) * 8 + 8
+def select_hypotheses(patterns: Sequence[Pattern], interpretations: Any, hooks: Hooks | None,
+                      config: AnalysisConfig | None, floor: float = MIN_PRIORITY
+                      ) -> tuple[list[Hypothesis], list[DroppedHypothesis]]:
+    """What the analysis tests, and what it does not: hypotheses at or above the priority
+    ``floor``, the focus areas' first, capped at ``max_hypotheses_to_test`` (the floor
+    comes before the cap); every other hypothesis is returned as dropped with its reason,
+    so the report can say what was left untested and why."""
+    every = 10 ** 9  # all of them: the dropped ones are reported, not cut silently
     hypotheses = generate_hypotheses(patterns, interpretations, hooks=hooks, config=config,
                                      max_hypotheses=every)
     if config is not None and config.focus_areas:
@@ -283,7 +346,52 @@ def hypotheses_to_test(patterns: Sequence[Pattern], interpretations: Any, hooks:
                                     config=config.model_copy(update={"focus_areas": []}),
                                     max_hypotheses=every)
         hypotheses = rank_hypotheses(merge_hypotheses([*hypotheses, *plain]), config.focus_areas)
-    return [h for h in hypotheses if h.priority >= floor][:_max_hypotheses(config)]
+    cap = _max_hypotheses(config)
+    kept: list[Hypothesis] = []
+    dropped: list[DroppedHypothesis] = []
+    for h in hypotheses:
+        if h.priority < floor:
+            dropped.append(DroppedHypothesis(
+                hypothesis=h, reason="below_floor", limit=floor,
+                detail=f"priority {h.priority:.3f} below the floor {floor:.2f}"))
+        elif len(kept) >= cap:
+            dropped.append(DroppedHypothesis(
+                hypothesis=h, reason="over_cap", limit=float(cap),
+                detail=f"over the cap of {cap} (max_hypotheses_to_test); priority {h.priority:.3f}"))
+        else:
+            kept.append(h)
+    return kept, dropped
+
+
+def hypotheses_to_test(patterns: Sequence[Pattern], interpretations: Any, hooks: Hooks | None,
+                       config: AnalysisConfig | None, floor: float = MIN_PRIORITY) -> list[Hypothesis]:
+    """The hypotheses :func:`select_hypotheses` keeps."""
+    return select_hypotheses(patterns, interpretations, hooks, config, floor)[0]
+
+
+def discover_stage(
+    diff: CircuitDiff,
+    hooks: Hooks | None,
+    config: AnalysisConfig | None,
+    context: InterpretationContext | Mapping[str, Any] | None = None,
+) -> DiscoveryResult:
+    """The discovery stage: interpret the screened features, detect patterns, generate
+    hypotheses, keep those above the priority floor and under the cap. ``context`` is the
+    interpreter context (docs/discovery.md); its ``max_features_to_interpret`` bounds the
+    interpreted set, ``min_hypothesis_priority`` sets the floor."""
+    hooks = hooks or builtin_hooks()
+    context = InterpretationContext.of(context)
+    if context.config is None:
+        context = context.model_copy(update={"config": config})
+    features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
+    interpretations = interpret_features(hooks, features, context)
+    registry = pattern_types(hooks)
+    found = detect_patterns(hooks, diff, interpretations, config)
+    patterns = select_evidence(found, getattr(config, "discovery_evidence", "all"), registry)
+    floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
+    kept, dropped = select_hypotheses(patterns, interpretations, hooks, config, floor)
+    return DiscoveryResult(interpretations, patterns, kept, dropped,
+                           unregistered_pattern_types(found, registry))
 
 
 def discover(
@@ -292,46 +400,41 @@ def discover(
     config: AnalysisConfig | None,
     context: InterpretationContext | Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
-    """The discovery stage: interpret the screened features, detect patterns, generate
-    hypotheses. ``context`` is the interpreter context (docs/discovery.md); its
-    ``max_features_to_interpret`` bounds the interpreted set."""
-    hooks = hooks or builtin_hooks()
-    context = InterpretationContext.of(context)
-    if context.config is None:
-        context = context.model_copy(update={"config": config})
-    features = features_to_interpret(diff, int(context.get("max_features_to_interpret", DEFAULT_MAX_FEATURES)))
-    interpretations = interpret_features(hooks, features, context)
-    patterns = select_evidence(detect_patterns(hooks, diff, interpretations, config),
-                               getattr(config, "discovery_evidence", "all"))
-    floor = float(context.get("min_hypothesis_priority", MIN_PRIORITY))
-    hypotheses = hypotheses_to_test(patterns, interpretations, hooks, config, floor)
-    return interpretations, patterns, hypotheses
+    """:func:`discover_stage` without the dropped hypotheses: (interpretations, patterns,
+    hypotheses to test)."""
+    result = discover_stage(diff, hooks, config, context)
+    return result.interpretations, result.patterns, result.hypotheses
 
 
-#: pattern types read from the models' outputs (next-token flips, answer edits); every
-#: other pattern type is internal evidence (feature changes)
-OUTPUT_PATTERN_TYPES = frozenset({"output_shift", "answer_change"})
+def is_output_evidence(pattern: Pattern, registry: Mapping[str, PatternType] | None = None) -> bool:
+    """Whether ``pattern`` reads the models' outputs: its registered type's ``level`` is
+    ``output`` (``registry`` defaults to the builtin plugins' pattern types)."""
+    registry = pattern_types(None) if registry is None else registry
+    spec = registry.get(pattern.pattern_type)
+    return spec is not None and spec.level == "output"
 
 
-def is_output_evidence(pattern: Pattern) -> bool:
-    return pattern.pattern_type in OUTPUT_PATTERN_TYPES
-
-
-def select_evidence(patterns: Sequence[Pattern], evidence: str = "all") -> list[Pattern]:
+def select_evidence(patterns: Sequence[Pattern], evidence: str = "all",
+                    registry: Mapping[str, PatternType] | None = None) -> list[Pattern]:
     """Patterns allowed to form hypotheses: ``all``, ``output`` (output evidence only) or
     ``internal`` (feature changes only); config ``discovery_evidence``. Output patterns
     dropped under ``internal`` also stop typing families for the internal ones."""
+    if evidence == "all":
+        return list(patterns)
+    registry = pattern_types(None) if registry is None else registry
     if evidence == "output":
-        return [p for p in patterns if is_output_evidence(p)]
+        return [p for p in patterns if is_output_evidence(p, registry)]
     if evidence == "internal":
-        return [p for p in patterns if not is_output_evidence(p)]
+        return [p for p in patterns if not is_output_evidence(p, registry)]
     return list(patterns)
 
 
-def evidence_of(hypothesis: Hypothesis, patterns: Sequence[Pattern]) -> str:
+def evidence_of(hypothesis: Hypothesis, patterns: Sequence[Pattern],
+                registry: Mapping[str, PatternType] | None = None) -> str:
     """``output``, ``internal`` or ``both``: the kinds of the hypothesis' source patterns."""
+    registry = pattern_types(None) if registry is None else registry
     by_id = {p.id: p for p in patterns}
-    kinds = {"output" if is_output_evidence(by_id[i]) else "internal"
+    kinds = {"output" if is_output_evidence(by_id[i], registry) else "internal"
              for i in hypothesis.source_patterns if i in by_id}
     return "both" if len(kinds) == 2 else kinds.pop() if kinds else "internal"
 
@@ -348,6 +451,5 @@ def md_stage_patterns(hooks: Hooks, diff: CircuitDiff,
 
 @hookimpl
 def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
-                      context: InterpretationContext
-                      ) -> tuple[dict[str, list[FeatureInterpretation]], list[Pattern], list[Hypothesis]]:
-    return discover(diff, hooks, config, context)
+                      context: InterpretationContext) -> DiscoveryResult:
+    return discover_stage(diff, hooks, config, context)

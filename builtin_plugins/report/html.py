@@ -257,6 +257,22 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:30px;
 </section>
 {% endfor %}
 
+{% if r.dropped_hypotheses or r.unregistered_pattern_types %}
+<section class="card" id="dropped">
+  <h2>Hypotheses not tested</h2>
+  <p class="meta">Formed from the patterns but left out before validation: under the priority floor or over the cap
+    (max_hypotheses_to_test). None of them spent any α.</p>
+  <table><tr><th>hypothesis</th><th>reason</th><th class="num">priority</th><th>proposed by</th></tr>
+  {% for d in r.dropped_hypotheses %}
+    <tr><td><code>{{ d.hypothesis.id }}</code><div class="meta">{{ d.hypothesis.description }}</div></td>
+        <td>{{ 'below floor' if d.reason == 'below_floor' else 'over cap' }} {{ '%g'|format(d.limit) }}<div class="meta">{{ d.detail }}</div></td>
+        <td class="num">{{ '%.3f'|format(d.hypothesis.priority) }}</td><td>{{ d.hypothesis.provenance|join(', ') }}</td></tr>
+  {% endfor %}</table>
+  {% if r.unregistered_pattern_types %}<p class="meta">Pattern types no plugin declares (md_pattern_types; generic,
+    down-weighted reading only): {{ r.unregistered_pattern_types|join(', ') }}</p>{% endif %}
+</section>
+{% endif %}
+
 <section class="card" id="fdr">
   <h2>Online FDR decisions</h2>
   {% if r.fdr_trace %}

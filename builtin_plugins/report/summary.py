@@ -74,6 +74,8 @@ def summary_renderables(report: AnalysisReport) -> list[Any]:
     untested = [h for h in report.hypotheses if h.id not in tested]
     if untested:
         out.append(Text(f"Not tested (budget or cap): {', '.join(h.id for h in untested)}", style="dim"))
+    for line in report.dropped_text():
+        out.append(Text(line, style="dim"))
 
     stats = dict(report.circuit_statistics)
     diff = report.circuit_diff

@@ -387,11 +387,13 @@ class MechanisticBehavioralAnalyzer:
                    summary={"systematic_changes": len(diff.systematic_changes)})
 
         self.progress("discover", "interpreting features, detecting patterns, forming hypotheses")
-        interpretations, patterns, hypotheses = hooks.stage(
-            "md_stage_discover", hooks=hooks, diff=diff, config=config,
-            context=self.interpretation_context(explore))
+        found = hooks.stage("md_stage_discover", hooks=hooks, diff=diff, config=config,
+                            context=self.interpretation_context(explore))
+        interpretations, patterns, hypotheses = found.interpretations, found.patterns, found.hypotheses
         hooks.call("md_phase_finished", phase="hypotheses",
-                   summary={"patterns": len(patterns), "hypotheses": len(hypotheses)})
+                   summary={"patterns": len(patterns), "hypotheses": len(hypotheses),
+                            "dropped": len(found.dropped),
+                            "unregistered_pattern_types": found.unregistered_pattern_types})
 
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
         refiner = (hooks.stage("md_stage_refiner", run=self, hooks=hooks, explore=explore,
@@ -421,6 +423,8 @@ class MechanisticBehavioralAnalyzer:
                    if self.screen_result is not None else {})},
             patterns=patterns,
             hypotheses=exploration.hypotheses,  # with the refinements, in decision order
+            dropped_hypotheses=found.dropped,
+            unregistered_pattern_types=found.unregistered_pattern_types,
             validation_results=exploration.results,
             costs=Costs(behaviour_queries=exploration.queries,
                         selection_forward_passes=self._selection_finder.forward_passes,

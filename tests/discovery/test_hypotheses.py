@@ -65,14 +65,15 @@ def test_lab_plugin_patterns_reach_hypothesis_provenance(lab_hooks) -> None:
     assert "lab:family:harmful" in top.source_patterns
 
 
-def test_templates_for_lab_pattern_types() -> None:
+def test_templates_for_lab_pattern_types(lab_hooks) -> None:
     style = Pattern(id="lab:late-layer-shift", pattern_type="late_layer_shift", description="late shift",
                     families=["caps_style"], strength=0.8, detector="lab-patterns",
                     features=[FeatureRef(layer=9, feature=1)])
     fam = Pattern(id="lab:family:math", pattern_type="family_concentrated_change", description="math down",
                   families=["math"], strength=0.7, detector="lab-patterns",
                   evidence={"signed_mass": -2.0})
-    hyps = {h.source_patterns[0]: h for h in generate_hypotheses([style, fam])}
+    # the lab plugin declares its types (md_pattern_types); the builtin templates read them
+    hyps = {h.source_patterns[0]: h for h in generate_hypotheses([style, fam], hooks=lab_hooks)}
     assert hyps["lab:late-layer-shift"].hypothesis_type == "style_change"
     assert hyps["lab:late-layer-shift"].metric == "uppercase_ratio"
     assert hyps["lab:family:math"].hypothesis_type == "reasoning_change"

@@ -49,7 +49,7 @@ def test_example_plugins_are_discovered(example_plugins_site: Path | None) -> No
     lab = rows[("lab-patterns", "hooks")]
     assert medical["distribution"] == "md-medical" and medical["status"] == "ok"
     assert medical["hooks"] == ["md_generate_tests", "md_prompt_family_generators"]
-    assert lab["distribution"] == "md-lab-patterns" and lab["hooks"] == ["md_detect_patterns"]
+    assert lab["distribution"] == "md-lab-patterns" and lab["hooks"] == ["md_detect_patterns", "md_pattern_types"]
 
 
 def test_autoload_switch_hides_third_party_plugins(example_plugins_site: Path | None) -> None:

@@ -182,7 +182,7 @@ def test_md_detect_patterns_and_hypotheses(hooks: Hooks) -> None:
     patterns = hooks.collect("md_detect_patterns", diff=DIFF, interpretations={}, config=None)
     assert [(c.plugin, c.value.description) for c in patterns] == [("recorder", "seen a")]
     hyps = hooks.collect("md_hypotheses_from_patterns", patterns=[c.value for c in patterns],
-                         interpretations={}, config=None)
+                         interpretations={}, config=None, pattern_types={}, hypothesis_types={})
     assert hyps[0].value.source_patterns == ["p1"]
 
 

@@ -64,9 +64,9 @@ def test_builtin_split_diff_patterns_discover_and_screen(essential_only: Hooks) 
     from md_framework.config import config_from_mapping
 
     config = config_from_mapping({"base_model": "toy", "intervention_model": "toy"})
-    interpretations, found, hypotheses = full.stage("md_stage_discover", hooks=full, diff=diff,
-                                                    config=config, context={})
-    assert [p.id for p in found] and all(h.priority >= 0.3 for h in hypotheses)
+    result = full.stage("md_stage_discover", hooks=full, diff=diff, config=config, context={})
+    assert [p.id for p in result.patterns] and all(h.priority >= 0.3 for h in result.hypotheses)
+    assert all(d.reason in ("below_floor", "over_cap") for d in result.dropped)
 
     seeds = [(f"{f} prompt {i}", f) for f in ("harmful", "benign", "other") for i in range(3)]
     flagged, chosen, checks = hooks.stage("md_stage_screen", seeds=seeds, patterns=patterns,

@@ -6,7 +6,8 @@
 * ``late_layer_shift``: most of the change mass sits in the last third of the layers,
   the signature of output-formatting changes (style) more than of new computation.
 
-Only changes whose exploratory q-value is below ``Q_MAX`` count, so noise does not make
+Only changes passing the exploratory screen (q <= ``Q_MAX``,
+:func:`md_framework.detector_api.exploratory_changes`) count, so noise does not make
 patterns. Both rules report their numbers in ``evidence`` so a reader can check them.
 """
 
@@ -16,7 +17,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from md_framework import hookimpl
-from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, SystematicChange
+from md_framework.detector_api import exploratory_changes
+from md_framework.types import CircuitDiff, FeatureInterpretation, Pattern, PatternType, SystematicChange
 
 Q_MAX = 0.1
 FAMILY_SHARE = 0.5
@@ -25,10 +27,8 @@ MIN_FEATURES = 2
 
 
 def _significant(diff: CircuitDiff) -> list[SystematicChange]:
-    return [
-        change for change in diff.systematic_changes
-        if (change.q_value if change.q_value is not None else change.p_value or 1.0) <= Q_MAX
-    ]
+    # the kernel's public exploratory screen, so these rules screen like the builtins
+    return exploratory_changes(diff, Q_MAX)
 
 
 def family_concentrated(diff: CircuitDiff) -> list[Pattern]:
@@ -81,6 +81,19 @@ def late_layer_shift(diff: CircuitDiff) -> list[Pattern]:
         strength=share,
         evidence={"share": share, "first_late_layer": cut, "n_layers_seen": n_layers},
     )]
+
+
+@hookimpl
+def md_pattern_types() -> list[PatternType]:
+    """The two types, for the hypothesis templates: both are screened per feature
+    (``feature`` level); the direction of a concentrated change is its ``signed_mass``; a
+    late-layer shift suggests a style change (its direction is not known)."""
+    return [
+        PatternType(name="family_concentrated_change", level="feature", sign_key="signed_mass",
+                    weight=0.85, description="most of the significant change sits in one family"),
+        PatternType(name="late_layer_shift", level="feature", hypothesis_type="style_change",
+                    weight=0.6, description="most of the change mass sits in the last third of the layers"),
+    ]
 
 
 @hookimpl
