@@ -71,8 +71,10 @@ def _named(plugins: Sequence[PluginArg]) -> list[tuple[str, Any]]:
 def plugin_hooks(*plugins: PluginArg, builtins: bool = False) -> Hooks:
     """A :class:`~md_framework.plugins.Hooks` runner over a fresh plugin manager holding
     ``plugins`` (modules or objects with hookimpls, or ``(name, plugin)`` pairs; a bare
-    module is named after its last dotted part) and, with ``builtins``, md-framework's own
-    plugins. Third-party entry points are never scanned."""
+    module is named after its last dotted part), the essential stage plugins (they
+    implement only ``md_stage_*`` hooks, so no contribute-all hook hears from them) and,
+    with ``builtins``, md-framework's other plugins. Third-party entry points are never
+    scanned."""
     from md_framework.plugins import Hooks, get_plugin_manager
 
     pm = get_plugin_manager(autoload=False, builtins=builtins, extra_plugins=_named(plugins))
