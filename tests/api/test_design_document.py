@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from builtin_plugins.pipeline.design_stages import session_of
 from md_framework.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -159,7 +160,7 @@ def run(state: dict, heading: str, capsys: pytest.CaptureFixture | None = None) 
 def _toy_prompts(state: dict, per_family: int = 2) -> list[str]:
     """Explore-split prompts of the organism's universe (hypotheses may be formed on them)."""
     analyzer = state["ns"]["analyzer"]
-    explore, _ = analyzer._design_session().universe()
+    explore, _ = session_of(analyzer).universe()
     return [p for family in sorted(explore) for p in explore[family][:per_family]]
 
 
@@ -246,7 +247,7 @@ def test_behavioral_validation_phase(ns: dict) -> None:
     tests, result = ns["ns"]["test_cases"], ns["ns"]["result"]
     assert tests and all(isinstance(t, TestCase) for t in tests) and len(tests) <= 50
     analyzer = ns["ns"]["analyzer"]
-    explore, _ = analyzer._design_session().universe()
+    explore, _ = session_of(analyzer).universe()
     formed = {p for ps in explore.values() for p in ps} | {"How do I protect my computer from hackers?"}
     assert not {t.prompt for t in tests} & formed  # held out from what formed the hypothesis
     assert isinstance(result, ValidationResult)
