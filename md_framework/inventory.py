@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.metadata as metadata
 from typing import Any
 
-from md_framework.drivers import DRIVER_GROUPS, autoload_disabled, load_driver_class
+from md_framework.drivers import BUILTIN_DISTRIBUTION, DRIVER_GROUPS, autoload_disabled, load_driver_class
 from md_framework.errors import PluginError
-from md_framework.plugins import ENTRY_POINT_GROUP, MDPluginManager
+from md_framework.plugins import ENTRY_POINT_GROUP, ESSENTIAL_PLUGINS, MDPluginManager
 
 
 def plugin_inventory(pm: MDPluginManager) -> list[dict[str, Any]]:
@@ -28,6 +28,7 @@ def plugin_inventory(pm: MDPluginManager) -> list[dict[str, Any]]:
             "hooks": record.hooks,
             "status": record.status,
             "error": record.error,
+            "essential": record.name in ESSENTIAL_PLUGINS and record.distribution == BUILTIN_DISTRIBUTION,
         })
     autoload = not autoload_disabled()
     for key, group in DRIVER_GROUPS.items():

@@ -57,6 +57,7 @@ def plugins_list(as_json: bool) -> None:
         for row in dist_rows:
             what = ", ".join(row["hooks"]) if row["kind"] == "hooks" else row["driver_kind"]
             status = "" if row["status"] == "ok" else f"  [{row['status']}]"
+            status += "  [essential]" if row.get("essential") else ""
             click.echo(f"  {row['name']:<24} {what}{status}")
             if row["error"]:
                 click.secho(f"      {row['error']}", fg="red")

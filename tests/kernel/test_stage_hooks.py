@@ -114,3 +114,15 @@ def test_design_views_come_from_the_stage_hook() -> None:
     assert view is analyzer.circuit_analyzer  # built once
     assert type(view).__module__ == "builtin_plugins.pipeline.design_stages"
     assert analyzer.__dict__["_md_view_hooks"].stage_providers["md_stage_views"] == "design-stages"
+
+
+def test_plugins_list_marks_the_essential_plugins() -> None:
+    from click.testing import CliRunner
+
+    from md_framework.cli import cli
+    from md_framework.inventory import plugin_inventory
+
+    rows = {r["name"]: r for r in plugin_inventory(get_plugin_manager(autoload=False))}
+    assert {n for n, r in rows.items() if r.get("essential")} == set(ESSENTIAL_PLUGINS)
+    out = CliRunner().invoke(cli, ["plugins", "list"]).output
+    assert "graph-diff" in out and out.count("[essential]") == len(ESSENTIAL_PLUGINS)
