@@ -111,6 +111,27 @@ def measuring() -> Any:
         end.append(snapshot())
 
 
+class StageWork:
+    """Model work per pipeline stage, from process-wide snapshots: ``enter(stage)`` ends the
+    previous stage's span and starts the next; :meth:`tokens` is forward-token equivalents
+    per stage. Work in other processes is not seen (as for :func:`measuring`)."""
+
+    def __init__(self) -> None:
+        self.work: dict[str, ModelWork] = {}
+        self._stage: str | None = None
+        self._start = ModelWork()
+
+    def enter(self, stage: str | None) -> None:
+        now = snapshot()
+        if self._stage is not None:
+            self.work[self._stage] = self.work.get(self._stage, ModelWork()) + (now - self._start)
+        self._stage, self._start = stage, now
+
+    def tokens(self) -> dict[str, int]:
+        self.enter(self._stage)  # close the running span (it stays open)
+        return {stage: work.tokens for stage, work in self.work.items()}
+
+
 def counter_of(module: Any) -> CostCounter | None:
     return getattr(module, _ATTR, None)
 

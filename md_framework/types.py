@@ -520,6 +520,10 @@ class Costs(StrictModel):
     answer_generated_tokens: int = 0
     answer_teacher_forced_tokens: int = 0
     wall_time_s: float = 0.0
+    #: forward-token equivalents (md_framework.costs) per stage: load, trace (answers, the
+    #: screen and attribution graphs), discover (feature reading), validate (with
+    #: refinement's traces), causal, examples (answers shown with findings, not evidence)
+    tokens_by_stage: dict[str, int] = Field(default_factory=dict)
 
 
 class AnalysisReport(StrictModel):

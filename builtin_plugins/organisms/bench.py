@@ -179,7 +179,8 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
             "queries": report.costs.behaviour_queries,
             "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0,
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
-                              "teacher_forced": report.costs.answer_teacher_forced_tokens}}
+                              "teacher_forced": report.costs.answer_teacher_forced_tokens},
+            "tokens_by_stage": dict(report.costs.tokens_by_stage)}
 
 
 def run_method(method: str, spec_ref: str, base: Any, inter: Any,
@@ -283,6 +284,8 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                     row.update({"queries": res["queries"], "circuit_passes": res["circuit_passes"],
                                 "tokens": res["tokens"], **res["work"],
                                 "wall_s": round(res["wall_s"], 1)})
+                    if res.get("tokens_by_stage"):  # the pipeline's split of its tokens
+                        row["tokens_by_stage"] = res["tokens_by_stage"]
                     row["details"] = {k: v for k, v in res.items()
                                       if k not in ("discoveries", "status", "work")}
                 else:

@@ -22,6 +22,7 @@ from typing import Any
 
 from md_framework.cache_files import write_text_atomic
 from md_framework.config import AnalysisConfig, ResolvedConfig, load_config, resolve_config
+from md_framework.costs import StageWork
 from md_framework.errors import ConfigError, did_you_mean
 from md_framework.plugins import Hooks, MDPluginManager, get_plugin_manager
 from md_framework.run_dir import holds_run_dir, save_graph_pair
@@ -354,6 +355,8 @@ class MechanisticBehavioralAnalyzer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         hooks.call("md_run_started", config=config, run_dir=self.run_dir)
 
+        stage_work = StageWork()
+        stage_work.enter("load")
         self.progress("load", f"loading {config.base_model.source} and {config.intervention_model.source}")
         if config.universe.default_used:
             self.progress("universe", f"no universe given; using the default: {config.universe.default_used}")
@@ -363,6 +366,7 @@ class MechanisticBehavioralAnalyzer:
         explore, confirm = hooks.stage("md_stage_split_universe", universe=self.universe,
                                        explore_fraction=config.explore_fraction, seed=config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
+        stage_work.enter("trace")
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
         answers = self.trace_answers(seeds) if config.trace_answers else None
         traced = seeds
@@ -386,6 +390,7 @@ class MechanisticBehavioralAnalyzer:
         hooks.call("md_phase_finished", phase="diff",
                    summary={"systematic_changes": len(diff.systematic_changes)})
 
+        stage_work.enter("discover")
         self.progress("discover", "interpreting features, detecting patterns, forming hypotheses")
         found = hooks.stage("md_stage_discover", hooks=hooks, diff=diff, config=config,
                             context=self.interpretation_context(explore))
@@ -395,6 +400,7 @@ class MechanisticBehavioralAnalyzer:
                             "dropped": len(found.dropped),
                             "unregistered_pattern_types": found.unregistered_pattern_types})
 
+        stage_work.enter("validate")
         self.progress("validate", f"validating {len(hypotheses)} hypotheses on held-out prompts")
         refiner = (hooks.stage("md_stage_refiner", run=self, hooks=hooks, explore=explore,
                                seeds=traced) if config.exploration.refine else None)
@@ -406,10 +412,12 @@ class MechanisticBehavioralAnalyzer:
         # --- causal confirmation (docs/causal.md): only for tracers with the optional
         # FeatureIntervener capability; fills ValidationResult.causal_share -----------------
         if config.causal_confirmation:
+            stage_work.enter("causal")
             self.progress("causal", "intervening on the features of validated hypotheses")
             hooks.stage("md_stage_causal", run=self, hooks=hooks, exploration=exploration)
         # ------------------------------------------------------------------------------------
         # both models' answers on the examples shown (display only, not evidence)
+        stage_work.enter("examples")
         exploration.results = answer_examples(exploration.results, self._causal_inputs[0].metrics,
                                               self.models)
 
@@ -432,7 +440,8 @@ class MechanisticBehavioralAnalyzer:
                         wall_time_s=time.perf_counter() - started,
                         answer_generated_tokens=sum(t.generated_tokens for t in answers or []),
                         answer_teacher_forced_tokens=sum(t.teacher_forced_tokens
-                                                         for t in answers or [])),
+                                                         for t in answers or []),
+                        tokens_by_stage=stage_work.tokens()),
             circuit_diff=diff,
             fdr_trace=exploration.fdr_trace,
             bandit_rounds=exploration.rounds,

@@ -201,3 +201,12 @@ def test_a_replaced_stage_runs_in_the_analysis(demo_run, artefact_cache_dir: Pat
     # the other stages are untouched: the same decisions
     assert [(r.hypothesis.id, r.decision) for r in replaced.validation_results] == \
         [(r.hypothesis.id, r.decision) for r in report.validation_results]
+
+
+def test_the_report_splits_model_work_by_stage(demo_run) -> None:
+    _, report, _ = demo_run
+    by_stage = report.costs.tokens_by_stage
+    assert set(by_stage) <= {"load", "trace", "discover", "validate", "causal", "examples"}
+    # graphs may come from the artefact cache (no model work); measuring never does
+    assert by_stage["validate"] > 0, by_stage
+    assert all(v >= 0 for v in by_stage.values())
