@@ -46,7 +46,7 @@ __all__ = ["BenchConfig", "Discovery", "METHODS", "run_bench", "score", "min_eff
 
 #: every method ``--methods`` accepts
 METHODS = ("pipeline", "pipeline-internal", "pipeline-output", "exhaustive", "sequential",
-           "bandit", "output-screen")
+           "bandit", "output-screen", "adl", "pipeline-crosscoder", "pipeline-circuit-tracer")
 DEFAULT_METHODS = ["pipeline", "exhaustive", "sequential", "bandit", "output-screen"]
 
 
@@ -199,9 +199,38 @@ def run_method(method: str, spec_ref: str, base: Any, inter: Any,
     if method == "output-screen":
         return B.run_output_screen(arms, cfg.alpha, cfg.n_prompts, max(cfg.screen_n, 4),
                                    cfg.max_new_tokens)
+    if method == "adl":
+        from builtin_plugins.organisms.bench_methods import run_adl
+
+        return run_adl(arms, cfg.alpha, cfg.n_prompts, max(cfg.screen_n, 4), seed)
+    if method in ("pipeline-crosscoder", "pipeline-circuit-tracer"):
+        return _run_dictionary_pipeline(method, spec_ref, base, inter, universe, cfg, seed)
     evidence = {"pipeline": "all", "pipeline-internal": "internal",
                 "pipeline-output": "output"}[method]
     return run_pipeline(spec_ref, universe, cfg, seed, evidence)
+
+
+def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
+                             universe: dict[str, list[str]], cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    """The pipeline with the ``crosscoder`` or ``circuit-tracer`` tracer; the dictionary's
+    training work rides along as ``dictionary_work`` when it was trained by an earlier run
+    (run_bench adds it: builtin_plugins.organisms.bench_methods)."""
+    import dataclasses
+
+    from builtin_plugins.organisms import bench_methods as M
+
+    if method == "pipeline-crosscoder":
+        path, recorded = M.crosscoder_for(base, inter, cfg.cache_dir)
+        tracer = {"tracer": "crosscoder", "tracer_options": {"crosscoder": str(path)}}
+    else:
+        path, recorded = M.transcoders_for(base, universe, cfg.cache_dir)
+        tracer = {"tracer": "circuit-tracer", "tracer_options": {"transcoders": str(path)}}
+    sub = dataclasses.replace(cfg, pipeline_overrides={**cfg.pipeline_overrides, **tracer})
+    res = run_pipeline(spec_ref, universe, sub, seed)
+    res["dictionary"] = str(path)
+    if recorded is not None:
+        res["dictionary_work"] = recorded
+    return res
 
 
 def exhaustive_queries(cases: dict[str, list[tuple[str, str | None]]], metrics: list[Any],
@@ -268,8 +297,11 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 with costs.measuring() as work:
                     res = run_method(method, spec_ref, base, inter, cases, universe, metrics,
                                      cfg, seed)
-                res["work"] = work().model_dump()
-                res["tokens"] = work().tokens
+                spent = work()
+                if res.get("dictionary_work"):  # trained by an earlier run: charged here too
+                    spent = spent + costs.ModelWork(**res["dictionary_work"])
+                res["work"] = spent.model_dump()
+                res["tokens"] = spent.tokens
                 res.setdefault("wall_s", time.time() - t0)
                 results[method] = res
             planted, real_units = _ground_truth_for_scorer(built)  # scorer only, after all ran
