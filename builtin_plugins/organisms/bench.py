@@ -233,6 +233,16 @@ def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
     return res
 
 
+def charged_work(measured: Any, res: dict[str, Any]) -> Any:
+    """The work a method run is charged: what was measured during it plus, for a dictionary
+    trained by an earlier run, the work recorded when it was trained (``dictionary_work``)."""
+    from md_framework.costs import ModelWork
+
+    if res.get("dictionary_work"):
+        return measured + ModelWork(**res["dictionary_work"])
+    return measured
+
+
 def exhaustive_queries(cases: dict[str, list[tuple[str, str | None]]], metrics: list[Any],
                        n: int) -> int:
     """Behavioural queries of the exhaustive design (the bandit's default budget)."""
@@ -297,9 +307,7 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 with costs.measuring() as work:
                     res = run_method(method, spec_ref, base, inter, cases, universe, metrics,
                                      cfg, seed)
-                spent = work()
-                if res.get("dictionary_work"):  # trained by an earlier run: charged here too
-                    spent = spent + costs.ModelWork(**res["dictionary_work"])
+                spent = charged_work(work(), res)
                 res["work"] = spent.model_dump()
                 res["tokens"] = spent.tokens
                 res.setdefault("wall_s", time.time() - t0)
