@@ -6,6 +6,8 @@ readable traces in activation differences").
    models' residual streams after layer L over the first ``k`` token positions (position 0,
    BOS, is skipped when the tokenizer adds one: both models see the same fixed embedding
    there). Cost: 2 forward passes per generic prompt, whatever the universe holds.
+   Generic prompts are English (:data:`GENERIC_PROMPTS`) unless the base tokenizer cannot
+   read them; then they are drawn from its vocabulary (:func:`choose_generic_prompts`).
 2. **Reading.** The logit lens of ``delta_L`` (the base model's final norm and unembedding
    applied to ``mean h^B + delta_L`` minus those of ``mean h^B``: the tokens the difference
    promotes), and *steered generations*: the base model generating from a few generic
