@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,29 @@ def dictionary_root(organism_cache: Path | str) -> Path:
 
 def _reuse_or_train(out: Path, train: Any) -> tuple[Path, dict[str, int] | None]:
     """(directory, recorded work or None when trained now). A directory without its work
-    record (a run that died between the two writes) is trained again: its cost is unknown."""
+    record (left by a run that died, or trained outside md bench) is trained again, because
+    its cost is unknown; the work record is written before the directory is renamed in."""
     from md_framework import costs
 
     work_file = out.with_name(out.name + WORK_SUFFIX)
     if out.exists() and work_file.exists():
         return out, json.loads(work_file.read_text())
-    shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with costs.measuring() as work:
-        train(out)
-    work_file.write_text(json.dumps(work().model_dump()))
+    # trained into a private directory and renamed into place, so a bench process running
+    # beside this one never reads (or deletes) a half-written dictionary
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        with costs.measuring() as work:
+            train(tmp / "d")
+        work_file.write_text(json.dumps(work().model_dump()))
+        try:
+            (tmp / "d").rename(out)
+        except OSError:
+            if not out.exists():
+                raise
+            # the same content-addressed dictionary, finished first by another process
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out, None
 
 
