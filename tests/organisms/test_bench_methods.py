@@ -133,3 +133,23 @@ def test_adl_confirms_only_named_families_on_prompts_disjoint_from_its_mapping(m
         assert len(prompts) == 12 and not set(prompts) & set(seen["mapping"][family])
     assert [(d.families, d.metric) for d in res["discoveries"]] == [(["a"], "m")]
     assert res["named"] == ["a", "b"] and res["adl_cost"] == {"forward_passes": 3}
+
+
+def test_adl_method_on_a_toy_organism_counts_its_passes(toy_multi, organism_cache: Path, tmp_path: Path) -> None:
+    """End to end through run_bench: the lens reads the toy's own language, maps onto 4
+    screening prompts per family, and every pass it makes is in the token ledger."""
+    from builtin_plugins.organisms.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(specs=["toy-multi"], out_dir=tmp_path, cache_dir=organism_cache, methods=["adl"],
+                      plots=False, metrics=["refusal_probability", "uppercase_ratio"], threads=1)
+    (row,) = run_bench(cfg, log=lambda *a, **k: None)["rows"]
+    assert row["status"] == "ok", row.get("error")
+    d = row["details"]
+    assert d["prompt_source"] == "vocabulary"
+    n_fam = row["families"]
+    assert d["adl_cost"]["forward_passes"] == 2 * 32 + 4 * n_fam
+    assert 1 <= len(d["named"]) <= n_fam // 3
+    # ADL's passes plus the confirmation's are counted by the models themselves
+    assert row["forward_passes"] >= d["adl_cost"]["forward_passes"]
+    # confirmation only: 2 models x 12 prompts x 2 model calls (scored + greedy) per named family
+    assert row["tokens"] > 0 and row["queries"] == 2 * 12 * 2 * len(d["named"])
