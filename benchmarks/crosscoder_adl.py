@@ -161,8 +161,11 @@ def adl_seeds(built: Any, base: Any, inter: Any, seeds: int) -> dict[str, Any]:
         hit = res.named_families[0] in planted
         hits += hit
         best = next(d for d in res.directions if d.layer == res.layer)
+        ranked = sorted(res.family_scores, key=lambda f: -res.family_scores[f])
         runs.append({"seed": s, "named": res.named_families, "hit": hit,
                      "z": res.family_scores.get(res.named_families[0]),
+                     "planted_ranks": sorted(ranked.index(f) + 1 for f in planted if f in ranked),
+                     "prompt_source": res.prompt_source, "family_scores": res.family_scores,
                      "lens": best.lens_tokens[:8], "candidates": [c[1] for c in res.hypotheses],
                      "cost": res.cost})
     return {"organism": built.name, "hits": hits, "seeds": seeds, "interval": wilson(hits, seeds),
@@ -217,16 +220,20 @@ def markdown(results: dict[str, Any]) -> str:
         ctrl = (f"{cs[len(cs) // 2]:.3f} ({cs[0]:.3f}–{cs[-1]:.3f}, {len(cs)})" if cs else "–")
         out.append(f"| {r['organism']} | {r['planted']} | {r['metric']} | {r['selection']} | "
                    f"{r['n_latents']} ({', '.join(r.get('classes', []))}) | {share} | {ctrl} |")
-    out += ["", "| organism | ADL hits / seeds | Wilson 95 % | families named | forward passes / run | generated tokens / run |",
-            "|---|---|---|---|---|---|"]
+    out += ["", "| organism | ADL hits / seeds | Wilson 95 % | families named | planted family's rank (of N), median (min–max) | generic prompts | forward passes / run | generated tokens / run |",
+            "|---|---|---|---|---|---|---|---|"]
     for a in results.get("adl", []):
         named: dict[str, int] = {}
         for r in a["runs"]:
             named[r["named"][0]] = named.get(r["named"][0], 0) + 1
         cost = a["runs"][0]["cost"]
         lo, hi = wilson(a["hits"], a["seeds"])
+        ranks = sorted(r["planted_ranks"][0] for r in a["runs"] if r.get("planted_ranks"))
+        n_fam = len(a["runs"][0].get("family_scores") or {}) or "?"
+        rank = f"{ranks[len(ranks) // 2]} ({ranks[0]}–{ranks[-1]}) of {n_fam}" if ranks else "–"
         out.append(f"| {a['organism']} | {a['hits']}/{a['seeds']} | {lo:.2f}–{hi:.2f} | "
                    f"{', '.join(f'{k} x{v}' for k, v in sorted(named.items(), key=lambda t: -t[1]))} | "
+                   f"{rank} | {a['runs'][0].get('prompt_source', 'english')} | "
                    f"{cost['forward_passes']} | {cost['generated_tokens']} |")
     out += ["", "| organism | seed | tracer | recall | precision | recovered | false disc. | queries | traced prompts | causal share (control) of validated feature hypotheses | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -279,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.specs.split(","):
         built = build_organism(spec, args.cache_dir / "organisms", log=None)
         base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+        if "adl" in parts:  # ADL needs no crosscoder: measured first, before any training
+            a = adl_seeds(built, base, inter, args.adl_seeds)
+            results["adl"].append(a)
+            print(f"[{spec}] ADL hits {a['hits']}/{a['seeds']} {a['interval']} "
+                  f"named {[r['named'][0] for r in a['runs']]} ({a['seconds']}s)", flush=True)
+            out_file.write_text(json.dumps(results, indent=1, default=str))
+        if not parts & {"train", "patch", "pipeline"}:
+            continue
         t0 = time.time()
         path = ensure_crosscoder(base, inter, CrosscoderTrainConfig(**TRAIN), args.cache_dir)
         meta = json.loads((path / META_FILE).read_text())
@@ -297,11 +312,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{spec}] patch {r['planted']} ({r['selection']}): share {r.get('share')} {r.get('ci')} "
                       f"control {r.get('control_shares')} ({r['n_latents']} latents) {r.get('note', '')}",
                       flush=True)
-        if "adl" in parts:
-            a = adl_seeds(built, base, inter, args.adl_seeds)
-            results["adl"].append(a)
-            print(f"[{spec}] ADL hits {a['hits']}/{a['seeds']} {a['interval']} "
-                  f"named {[r['named'][0] for r in a['runs']]} ({a['seconds']}s)", flush=True)
         if "pipeline" in parts:
             for seed in range(args.pipeline_seeds):
                 for name, opts in (("crosscoder", {"crosscoder": str(path), "cache_dir": str(args.cache_dir)}),

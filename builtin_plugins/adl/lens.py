@@ -6,6 +6,8 @@ readable traces in activation differences").
    models' residual streams after layer L over the first ``k`` token positions (position 0,
    BOS, is skipped when the tokenizer adds one: both models see the same fixed embedding
    there). Cost: 2 forward passes per generic prompt, whatever the universe holds.
+   Generic prompts are English (:data:`GENERIC_PROMPTS`) unless the base tokenizer cannot
+   read them; then they are drawn from its vocabulary (:func:`choose_generic_prompts`).
 2. **Reading.** The logit lens of ``delta_L`` (the base model's final norm and unembedding
    applied to ``mean h^B + delta_L`` minus those of ``mean h^B``: the tokens the difference
    promotes), and *steered generations*: the base model generating from a few generic
@@ -77,6 +79,7 @@ class ADLResult(StrictModel):
     layer: int  # the direction the mapping used
     hypotheses: list[tuple[str, str, str, float]]  # (type, metric, direction, factor)
     prompts: list[str]
+    prompt_source: str = "english"  # "english" or "vocabulary" (choose_generic_prompts)
     cost: dict[str, int]
 
 
@@ -85,6 +88,55 @@ def generic_prompts(n: int, seed: int) -> list[str]:
     pool = list(GENERIC_PROMPTS)
     random.Random(seed).shuffle(pool)
     return pool[:min(n, 32)]
+
+
+#: below this share of known (non-``<unk>``) tokens the base tokenizer cannot read English
+#: generic prompts (the toy organisms' word-level tokenizers map most English words to
+#: ``<unk>``, so every generic prompt is the same ``<unk>`` sequence and carries no signal)
+MIN_READABLE = 0.9
+#: words per vocabulary prompt: longer than the default ``k_tokens`` window
+VOCAB_PROMPT_WORDS = 8
+
+
+def readable_share(tok: Any, prompts: Sequence[str]) -> float:
+    """Share of the tokens of ``prompts`` (special tokens aside) that are not ``<unk>``."""
+    unk = tok.unk_token_id
+    specials = set(getattr(tok, "all_special_ids", []) or []) - {unk}
+    ids = [i for p in prompts for i in _ids(tok, p) if i not in specials]
+    if not ids or unk is None:
+        return 1.0
+    return 1.0 - sum(i == unk for i in ids) / len(ids)
+
+
+def vocabulary_prompts(tok: Any, n: int, seed: int, words: int = VOCAB_PROMPT_WORDS) -> list[str]:
+    """``n`` (<= 32) generic prompts in the tokenizer's own language: each ``words`` words
+    drawn uniformly (with ``seed``) from the lower-case alphabetic words of its vocabulary.
+
+    Family-agnostic by construction: the draw sees only the base tokenizer's vocabulary
+    (shared by both models), never a family, a test prompt or the intervention model; every
+    family's words appear in proportion to their number. Word-level tokenizers only (the
+    toy organisms'); a subword vocabulary would give fragments, and those models read the
+    English :data:`GENERIC_PROMPTS`.
+    """
+    specials = set(getattr(tok, "all_special_tokens", []) or [])
+    pool = sorted(w for w in tok.get_vocab() if w not in specials and w.isalpha() and w.islower())
+    if not pool:
+        raise ValueError("the tokenizer has no lower-case alphabetic words to draw generic prompts from")
+    rng = random.Random(f"adl-vocab:{seed}")
+    return [" ".join(rng.choice(pool) for _ in range(words)) for _ in range(min(n, 32))]
+
+
+def choose_generic_prompts(tok: Any, n: int, seed: int) -> tuple[list[str], str]:
+    """The generic prompts for a pair whose (shared) tokenizer is ``tok``, and their source.
+
+    English :data:`GENERIC_PROMPTS` when the base tokenizer reads them (at least
+    :data:`MIN_READABLE` of their tokens known), else :func:`vocabulary_prompts`. Decided
+    from the base tokenizer alone, before any model pass.
+    """
+    english = generic_prompts(n, seed)
+    if readable_share(tok, english) >= MIN_READABLE:
+        return english, "english"
+    return vocabulary_prompts(tok, n, seed), "vocabulary"
 
 
 def _ids(tok: Any, text: str) -> list[int]:
@@ -184,7 +236,7 @@ def activation_difference_lens(base: Any, intervention: Any, families: Mapping[s
     tok = base.tokenizer
     n_layers = base.model.config.num_hidden_layers
     layers = list(o.layers) if o.layers is not None else [n_layers // 2]
-    prompts = generic_prompts(o.n_prompts, seed)
+    prompts, prompt_source = choose_generic_prompts(tok, o.n_prompts, seed)
     sums = {i: None for i in layers}
     base_sums = {i: None for i in layers}
     norm_sum = {i: 0.0 for i in layers}
@@ -244,5 +296,6 @@ def activation_difference_lens(base: Any, intervention: Any, families: Mapping[s
     named = [f for f in ranked if z[f] >= o.min_z][:o.max_families] or ranked[:1]
     return ADLResult(directions=directions, family_scores=z, named_families=named,
                      layer=best.layer, hypotheses=type_change(best.tags), prompts=prompts,
+                     prompt_source=prompt_source,
                      cost={"forward_passes": passes, "generated_tokens": gen_tokens,
                            "generic_prompts": len(prompts)})

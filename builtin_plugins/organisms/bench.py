@@ -46,7 +46,7 @@ __all__ = ["BenchConfig", "Discovery", "METHODS", "run_bench", "score", "min_eff
 
 #: every method ``--methods`` accepts
 METHODS = ("pipeline", "pipeline-internal", "pipeline-output", "exhaustive", "sequential",
-           "bandit", "output-screen")
+           "bandit", "output-screen", "adl", "pipeline-crosscoder", "pipeline-circuit-tracer")
 DEFAULT_METHODS = ["pipeline", "exhaustive", "sequential", "bandit", "output-screen"]
 
 
@@ -200,9 +200,52 @@ def run_method(method: str, spec_ref: str, base: Any, inter: Any,
     if method == "output-screen":
         return B.run_output_screen(arms, cfg.alpha, cfg.n_prompts, max(cfg.screen_n, 4),
                                    cfg.max_new_tokens)
+    if method == "adl":
+        from builtin_plugins.organisms.bench_methods import run_adl
+
+        return run_adl(arms, cfg.alpha, cfg.n_prompts, max(cfg.screen_n, 4), seed)
+    if method in ("pipeline-crosscoder", "pipeline-circuit-tracer"):
+        return _run_dictionary_pipeline(method, spec_ref, base, inter, universe, cfg, seed)
     evidence = {"pipeline": "all", "pipeline-internal": "internal",
                 "pipeline-output": "output"}[method]
     return run_pipeline(spec_ref, universe, cfg, seed, evidence)
+
+
+def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
+                             universe: dict[str, list[str]], cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    """The pipeline with the ``crosscoder`` or ``circuit-tracer`` tracer; the dictionary's
+    training work rides along as ``dictionary_work`` when it was trained by an earlier run
+    (run_bench adds it: builtin_plugins.organisms.bench_methods)."""
+    import dataclasses
+
+    from builtin_plugins.organisms import bench_methods as M
+
+    if method == "pipeline-crosscoder":
+        path, recorded = M.crosscoder_for(base, inter, cfg.cache_dir)
+        tracer = {"tracer": "crosscoder", "tracer_options": {"crosscoder": str(path)}}
+    else:
+        path, recorded = M.transcoders_for(base, universe, cfg.cache_dir)
+        tracer = {"tracer": "circuit-tracer", "tracer_options": {"transcoders": str(path)}}
+    sub = dataclasses.replace(cfg, pipeline_overrides={**cfg.pipeline_overrides, **tracer})
+    res = run_pipeline(spec_ref, universe, sub, seed)
+    res["dictionary"] = str(path)
+    if method == "pipeline-circuit-tracer":
+        # circuit-tracer's ReplacementModel loads its own copy of the weights, which the cost
+        # counters never see: its attribution passes are missing from the tokens (a lower bound)
+        res["uncounted"] = "circuit-tracer attribution passes (ReplacementModel's own weights copy)"
+    if recorded is not None:
+        res["dictionary_work"] = recorded
+    return res
+
+
+def charged_work(measured: Any, res: dict[str, Any]) -> Any:
+    """The work a method run is charged: what was measured during it plus, for a dictionary
+    trained by an earlier run, the work recorded when it was trained (``dictionary_work``)."""
+    from md_framework.costs import ModelWork
+
+    if res.get("dictionary_work"):
+        return measured + ModelWork(**res["dictionary_work"])
+    return measured
 
 
 def exhaustive_queries(cases: dict[str, list[tuple[str, str | None]]], metrics: list[Any],
@@ -269,8 +312,9 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 with costs.measuring() as work:
                     res = run_method(method, spec_ref, base, inter, cases, universe, metrics,
                                      cfg, seed)
-                res["work"] = work().model_dump()
-                res["tokens"] = work().tokens
+                spent = charged_work(work(), res)
+                res["work"] = spent.model_dump()
+                res["tokens"] = spent.tokens
                 res.setdefault("wall_s", time.time() - t0)
                 results[method] = res
             planted, real_units = _ground_truth_for_scorer(built)  # scorer only, after all ran

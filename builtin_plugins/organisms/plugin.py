@@ -137,7 +137,8 @@ def md_register_commands(cli: Any) -> None:
     @click.option("--methods", default="pipeline,exhaustive,sequential,bandit,output-screen",
                   show_default=True,
                   help="comma-separated: pipeline, pipeline-internal, pipeline-output, "
-                       "exhaustive, sequential, bandit, output-screen")
+                       "exhaustive, sequential, bandit, output-screen, adl, "
+                       "pipeline-crosscoder, pipeline-circuit-tracer")
     @click.option("--alpha", default=0.05, show_default=True, type=float)
     @click.option("--n-prompts", default=12, show_default=True, type=int,
                   help="prompts per family x metric arm (fixed-n designs)")

@@ -124,3 +124,59 @@ def test_adl_patterns_become_self_typed_hypotheses(narrow_pair, toy_safety) -> N
     # only the ADL plugin typed them (the generic template skips self-typed patterns)
     assert {h.metric for h in hyps} == {c[1] for c in res.hypotheses}
     assert all(h.families == patterns[0].families for h in hyps if h.source_patterns == [patterns[0].id])
+
+
+def _toy_tokenizer():
+    from builtin_plugins.organisms.toy_language import vocabulary
+    from builtin_plugins.organisms.training import build_toy_tokenizer
+
+    return build_toy_tokenizer(vocabulary())
+
+
+def test_toy_tokenizer_gets_generic_prompts_in_its_own_language() -> None:
+    """The toy organisms' word-level tokenizer reads the English generic prompts as mostly
+    ``<unk>`` (no signal); the ADL then draws its generic prompts from the vocabulary."""
+    from builtin_plugins.adl.lens import (
+        MIN_READABLE,
+        choose_generic_prompts,
+        generic_prompts,
+        readable_share,
+    )
+
+    tok = _toy_tokenizer()
+    assert readable_share(tok, generic_prompts(32, 0)) < MIN_READABLE
+    prompts, source = choose_generic_prompts(tok, 32, 0)
+    assert source == "vocabulary" and len(prompts) == 32
+    assert readable_share(tok, prompts) == 1.0
+    ids = {i for p in prompts for i in tok(p)["input_ids"]}
+    assert tok.unk_token_id not in ids
+    # fixed per seed, different across seeds, capped at 32, no special tokens drawn
+    assert choose_generic_prompts(tok, 32, 0) == (prompts, source)
+    assert choose_generic_prompts(tok, 32, 1)[0] != prompts
+    assert len(choose_generic_prompts(tok, 64, 0)[0]) == 32
+    assert not any(w.startswith("<") for p in prompts for w in p.split())
+
+
+def test_a_tokenizer_that_reads_english_keeps_the_english_prompts() -> None:
+    from builtin_plugins.adl.lens import GENERIC_PROMPTS, choose_generic_prompts, generic_prompts
+    from builtin_plugins.organisms.training import build_toy_tokenizer
+
+    tok = build_toy_tokenizer(sorted({w for p in GENERIC_PROMPTS for w in p.split()}))
+    prompts, source = choose_generic_prompts(tok, 16, 3)
+    assert source == "english" and prompts == generic_prompts(16, 3)
+
+
+def test_vocabulary_prompts_do_not_depend_on_families_or_models() -> None:
+    """Family-agnostic by construction: the draw is a function of the tokenizer's vocabulary
+    and the seed only, uniform over its lower-case words (every word equally likely)."""
+    from collections import Counter
+
+    from builtin_plugins.adl.lens import vocabulary_prompts
+
+    tok = _toy_tokenizer()
+    pool = {w for w in tok.get_vocab() if w.isalpha() and w.islower() and not w.startswith("<")}
+    counts = Counter(w for s in range(200) for p in vocabulary_prompts(tok, 32, s) for w in p.split())
+    assert set(counts) <= pool
+    assert len(counts) > 0.95 * len(pool)  # 51,200 draws reach (almost) every word
+    mean = sum(counts.values()) / len(pool)
+    assert max(counts.values()) < 2 * mean  # no word (no family's word) is favoured
