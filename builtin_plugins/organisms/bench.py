@@ -186,6 +186,10 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
             "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0,
+            # what reached the validator: a null run with no decision tests nothing downstream
+            "decisions": len(report.validation_results),
+            "not_validated_reasons": sorted(r.reason for r in report.validation_results
+                                            if not r.decision and r.reason),
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
                               "teacher_forced": report.costs.answer_teacher_forced_tokens}}
 
