@@ -30,6 +30,7 @@ method, so no method decodes for free what another decoded. Ratios "at equal rec
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from md_framework.cache_keys import CACHE_DIR_ENV
 
 from builtin_plugins.organisms.baselines import Arms, min_effect  # noqa: F401 - public
 from builtin_plugins.organisms.scoring import Discovery, score, summarise
@@ -146,6 +149,9 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
     # the organisms directory is shared so nothing is rebuilt
     scratch = Path(tempfile.mkdtemp(prefix="md-bench-"))
     (scratch / "organisms").symlink_to(Path(cfg.cache_dir).resolve(), target_is_directory=True)
+    # $MD_CACHE_DIR outranks a config's cache_dir (md_framework.cache.default_cache_dir): left
+    # set, every seed would read the graphs an earlier run cached there, uncounted
+    env_cache = os.environ.pop(CACHE_DIR_ENV, None)
     try:
         from md_framework.config import AnalysisConfig
 
@@ -167,6 +173,8 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=5), "wall_s": time.time() - t0}
     finally:
+        if env_cache is not None:
+            os.environ[CACHE_DIR_ENV] = env_cache
         shutil.rmtree(scratch, ignore_errors=True)
     prompt_family = {p: f for f, ps in universe.items() for p in ps}
     discoveries = [discovery_from_validation(r, prompt_family) for r in report.validated()]
@@ -178,6 +186,10 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
             "circuit_passes": report.costs.traced_prompts, "wall_s": time.time() - t0,
+            # what reached the validator: a null run with no decision tests nothing downstream
+            "decisions": len(report.validation_results),
+            "not_validated_reasons": sorted(r.reason for r in report.validation_results
+                                            if not r.decision and r.reason),
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
                               "teacher_forced": report.costs.answer_teacher_forced_tokens},
             "tokens_by_stage": dict(report.costs.tokens_by_stage)}

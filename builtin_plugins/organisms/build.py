@@ -483,6 +483,8 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
     original = base if original_dir == base_dir else load_dir(original_dir)
     # ---- training data
     replay = [f for f, r in roles.items() if r == "control" or (r == "distractor" and iv.replay == "all")]
+    if iv.method == "none":
+        replay = []  # the identical-pair null: no training data, the base's weights unchanged
     planted_examples: list[tuple[str, str]] = []
     replay_examples: list[tuple[str, str]] = []
     t_data = time.time()
@@ -499,7 +501,7 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
     log(f"{spec.name}: {len(planted_examples)} planted and {len(replay_examples)} replay examples "
         f"({time.time() - t_data:.0f} s for base responses)")
     examples = planted_examples + replay_examples
-    if not examples:
+    if not examples and iv.method != "none":
         raise ConfigError(f"organism {spec.name!r} has no training data (no planted change and no "
                           "replay family with training prompts)")
     if planted_examples and replay_examples:
@@ -518,9 +520,12 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
         targets = [m for m in iv.lora_target_modules if m in present]
         model = get_peft_model(model, LoraConfig(r=iv.lora_rank, lora_alpha=iv.lora_alpha,
                                                  target_modules=targets, lora_dropout=0.0))
-    losses = train_sft(model, base.tokenizer, examples, steps=iv.steps, lr=iv.lr,
-                       batch_size=iv.batch_size, seed=spec.seed, max_length=iv.max_length,
-                       weights=weights, log_every=max(1, iv.steps // 5))
+    if iv.method == "none":
+        losses = [None]
+    else:
+        losses = train_sft(model, base.tokenizer, examples, steps=iv.steps, lr=iv.lr,
+                           batch_size=iv.batch_size, seed=spec.seed, max_length=iv.max_length,
+                           weights=weights, log_every=max(1, iv.steps // 5))
     if iv.method == "lora":
         model = model.merge_and_unload()
     model.eval()
@@ -558,9 +563,11 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
 def render_card(spec: OrganismSpec, gt: dict[str, Any]) -> str:
     lines = [f"# Organism `{spec.name}`", "", spec.description or "", "",
              f"- base: `{spec.base}` (model id `{gt['base_model_id'][:23]}`)",
-             f"- intervention: {spec.intervention.method} fine-tune, {spec.intervention.steps} steps,"
-             f" lr {spec.intervention.lr}, batch {spec.intervention.batch_size}"
-             f" (model id `{gt['intervention_model_id'][:23]}`)",
+             (f"- intervention: none, an unchanged copy of the base"
+              if spec.intervention.method == "none" else
+              f"- intervention: {spec.intervention.method} fine-tune, {spec.intervention.steps} steps,"
+              f" lr {spec.intervention.lr}, batch {spec.intervention.batch_size}")
+             + f" (model id `{gt['intervention_model_id'][:23]}`)",
              f"- spec hash `{gt['spec_hash'][:16]}`, built in {gt['timings_s']['total']} s", "",
              "## Planted changes", ""]
     if not gt["planted"]:

@@ -179,7 +179,9 @@ class ToyConfig(StrictModel):
 
 
 class Intervention(StrictModel):
-    method: Literal["full", "lora"] = "full"
+    #: ``none``: the intervention is an unchanged copy of the base (the identical-pair null:
+    #: a model against itself), no training; only without planted changes
+    method: Literal["full", "lora", "none"] = "full"
     steps: int = Field(default=150, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     batch_size: int = Field(default=16, ge=1)
@@ -232,6 +234,9 @@ class OrganismSpec(StrictModel):
                 raise ValueError(
                     f"planted {p.id!r} names family {p.family!r}, which is not in the universe "
                     f"({', '.join(sorted(names))})")
+        if self.intervention.method == "none" and self.planted:
+            raise ValueError("intervention.method 'none' (an unchanged copy of the base) cannot "
+                             f"carry planted changes ({', '.join(ids)})")
         planted_families = {p.family for p in self.planted}
         for f in self.universe.families:
             if f.role == "control" and f.name in planted_families:

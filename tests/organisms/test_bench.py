@@ -50,3 +50,32 @@ def test_evidence_switch_is_the_pipeline_ablation():
     assert cfg.discovery_evidence == "internal"
     with pytest.raises(Exception, match="discovery_evidence"):
         AnalysisConfig(base_model="toy", intervention_model="toy", discovery_evidence="outputs")
+
+
+def test_pipeline_runs_in_a_fresh_cache_even_with_md_cache_dir_set(tmp_path: Path, monkeypatch):
+    """$MD_CACHE_DIR outranks a config's cache_dir; a bench pipeline run must still get its
+    own empty artefact cache (else later seeds read earlier seeds' graphs, uncounted)."""
+    from md_framework.cache import default_cache_dir
+    from md_framework.pipeline import analyzer
+
+    from builtin_plugins.organisms import bench
+
+    env_cache = tmp_path / "env-cache"
+    monkeypatch.setenv("MD_CACHE_DIR", str(env_cache))
+    seen = []
+
+    class Recorder:
+        def __init__(self, config):
+            seen.append(default_cache_dir(config.cache_dir))
+
+        def analyze(self):
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(analyzer, "MechanisticBehavioralAnalyzer", Recorder)
+    cfg = bench.BenchConfig(specs=["toy-null"], cache_dir=tmp_path / "organisms", plots=False)
+    res = bench.run_pipeline("toy-null", {}, cfg, seed=0)
+    assert res["status"] == "failed" and "recorded" in res["error"]
+    assert seen and env_cache not in seen[0].parents and seen[0] != env_cache
+    import os
+
+    assert os.environ["MD_CACHE_DIR"] == str(env_cache)  # restored afterwards

@@ -137,3 +137,21 @@ def test_remeasure_reproduces_the_ground_truth_without_retraining(toy_null, tmp_
     missing = CliRunner().invoke(main, ["organism", "build", "toy-multi", "--remeasure",
                                         "--cache-dir", str(cache)])
     assert missing.exit_code != 0 and "not built" in str(missing.exception or missing.output)
+
+
+def test_identical_pair_organism_is_the_base_itself(organism_cache: Path):
+    """``intervention.method: none``: the identical-pair null (a model against itself) — the
+    intervention's weights are the base's (same weights hash), nothing is real."""
+    from md_framework.errors import ConfigError
+
+    from builtin_plugins.organisms import build_organism
+    from builtin_plugins.organisms.spec import load_spec
+
+    built = build_organism("toy-identical", organism_cache, log=None)
+    gt = built.ground_truth()
+    assert gt["base_model_id"] == gt["intervention_model_id"]
+    assert gt["planted"] == [] and gt["real_units"] == []
+    data = load_spec("toy-multi").model_dump(mode="json")
+    data["intervention"]["method"] = "none"
+    with pytest.raises(ConfigError, match="cannot carry planted"):
+        load_spec(data)
