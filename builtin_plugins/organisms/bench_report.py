@@ -82,10 +82,36 @@ def ratio_table(ratio_rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+STAGES = ("load", "trace", "discover", "validate", "causal", "examples")
+
+
+def stage_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean tokens per pipeline stage (the analyzer's ``Costs.tokens_by_stage``), per
+    organism and method, with each stage's share of the method's counted tokens."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("tokens_by_stage"):
+            groups.setdefault((r["organism"], r["method"]), []).append(r)
+    if not groups:
+        return ["(no pipeline run recorded a per-stage split)"]
+    lines = ["| organism | method | runs | " + " | ".join(STAGES) + " | total counted |",
+             "|---|---|---|" + "---|" * len(STAGES) + "---|"]
+    for (org, method), rs in sorted(groups.items()):
+        total = sum(r["tokens"] for r in rs) / len(rs)
+        cells = []
+        for stage in STAGES:
+            mean = sum(r["tokens_by_stage"].get(stage, 0) for r in rs) / len(rs)
+            cells.append(f"{mean / 1000:.1f}k ({mean / total:.0%})" if total else f"{mean / 1000:.1f}k")
+        lines.append(f"| {org} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {total / 1000:.1f}k |")
+    return lines
+
+
 def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
              ratio_rows: list[dict[str, Any]]) -> str:
     lines = ["## Summary", ""] + summary_table(summary) + ["", "## Runs", ""] + run_table(rows)
     lines += ["", "## Cost ratios", ""] + ratio_table(ratio_rows)
+    lines += ["", "## Pipeline tokens by stage (mean per run; share of the method's tokens)", ""]
+    lines += stage_table(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -110,3 +110,17 @@ def test_bench_plots_with_several_organisms_of_one_universe_size(tmp_path) -> No
     summary = [entry("a", 12, 100.0), entry("b", 12, 200.0), entry("c", 48, 300.0)]
     names = sorted(p.name for p in plots(summary, tmp_path))
     assert names == ["recall_cost.png", "scaling.png"]
+
+
+def test_stage_table_splits_the_pipeline_tokens() -> None:
+    from builtin_plugins.organisms.bench_report import stage_table
+
+    rows = [{"organism": "o", "method": "pipeline", "tokens": 1000,
+             "tokens_by_stage": {"trace": 600, "validate": 300, "causal": 100}},
+            {"organism": "o", "method": "pipeline", "tokens": 3000,
+             "tokens_by_stage": {"trace": 1000, "validate": 2000}},
+            {"organism": "o", "method": "bandit", "tokens": 500}]
+    lines = stage_table(rows)
+    assert len(lines) == 3 and lines[2].startswith("| o | pipeline | 2 |")
+    assert "0.8k (40%)" in lines[2] and "1.1k (57%)" in lines[2] and "| 2.0k |" in lines[2]
+    assert stage_table(rows[2:]) == ["(no pipeline run recorded a per-stage split)"]
