@@ -419,6 +419,32 @@ def select_outliers(scores: dict[str, float], k_max: int, z: float = 3.0) -> lis
     return (chosen or ranked[:1])[:k_max]
 
 
+def confirm_families(arms: Arms, families: Sequence[str], n_prompts: int, held_back: int,
+                     alpha: float) -> tuple[list[dict[str, Any]], list[Discovery]]:
+    """Confirm screened ``families``: every applicable metric on up to ``n_prompts`` of each
+    family's prompts that the screen did not read (its last ``held_back`` are the screen's),
+    relevance-gated p-values, then Benjamini-Hochberg (1995) over all of them at ``alpha``.
+    Returns every test's record (``rejected`` filled in) and the discoveries."""
+    from md_framework.drivers import create_driver
+
+    records = []
+    for family in families:
+        items = arms.cases[family]
+        confirm = items[: min(n_prompts, len(items) - held_back)]
+        for metric in applicable(arms.metrics, items):
+            b, i = arms.measure(family, metric, confirm)
+            p, effect = arms.gated_p(metric, b, i)
+            records.append({"family": family, "metric": metric, "p": p, "effect": effect})
+    found = []
+    if records:
+        decisions = create_driver("fdr_procedure", "bh", {}, alpha=alpha).test_many([r["p"] for r in records])
+        for r, d in zip(records, decisions):
+            r["rejected"] = bool(d.rejected)
+            if d.rejected:
+                found.append(_discovery(r["family"], r["metric"], r["effect"]))
+    return records, found
+
+
 def run_output_screen(arms: Arms, alpha: float, n_prompts: int, screen_n: int = 4,
                       max_new_tokens: int = 24, k_max: int | None = None) -> dict[str, Any]:
     """Output-only screen, then confirm: per family the teacher-forced JS divergence of the
@@ -437,21 +463,7 @@ def run_output_screen(arms: Arms, alpha: float, n_prompts: int, screen_n: int = 
         for p in prompts:
             arms._seen.update({("base", p, "teacher-forced"), ("intervention", p, "teacher-forced")})
     chosen = select_outliers(scores, k_max or max(1, len(scores) // 3))
-    records = []
-    for family in chosen:
-        items = arms.cases[family]
-        confirm = items[: min(n_prompts, len(items) - screen_n)]
-        for metric in applicable(arms.metrics, items):
-            b, i = arms.measure(family, metric, confirm)
-            p, effect = arms.gated_p(metric, b, i)
-            records.append({"family": family, "metric": metric, "p": p, "effect": effect})
-    found = []
-    if records:
-        decisions = create_driver("fdr_procedure", "bh", {}, alpha=alpha).test_many([r["p"] for r in records])
-        for r, d in zip(records, decisions):
-            r["rejected"] = bool(d.rejected)
-            if d.rejected:
-                found.append(_discovery(r["family"], r["metric"], r["effect"]))
+    records, found = confirm_families(arms, chosen, n_prompts, screen_n, alpha)
     return _result(found, arms, t0, screened=len(scores), confirmed_families=chosen,
                    divergence={f: round(v, 5) for f, v in scores.items()}, fdr="bh",
                    records=records)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builtin_plugins.organisms.baselines import Arms, _discovery, _result, applicable
+from builtin_plugins.organisms.baselines import Arms, _result, confirm_families
 
 #: the crosscoder of benchmarks/crosscoder_adl.py (toy models: 2 layers x 64 wide)
 TOY_CROSSCODER = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 40_000, "epochs": 20,
@@ -111,7 +111,6 @@ def run_adl(arms: Arms, alpha: float, n_prompts: int, map_n: int, seed: int,
     the first ``min(n_prompts, len - map_n)`` (disjoint). At most ``k_max`` families are named
     (default: a third of the universe, as the output screen), those with z >= ``min_z``."""
     from md_framework.config import ActivationDifferenceLensConfig
-    from md_framework.drivers import create_driver
 
     from builtin_plugins.adl.lens import activation_difference_lens
 
@@ -120,21 +119,7 @@ def run_adl(arms: Arms, alpha: float, n_prompts: int, map_n: int, seed: int,
     opts = ActivationDifferenceLensConfig(**{"enabled": True, "max_families": k_max, **(options or {})})
     mapping = {f: [p for p, _ in items[len(items) - map_n:]] for f, items in arms.cases.items()}
     res = activation_difference_lens(arms.base, arms.inter, mapping, opts, seed=seed)
-    records = []
-    for family in res.named_families:
-        items = arms.cases[family]
-        confirm = items[: min(n_prompts, len(items) - map_n)]
-        for metric in applicable(arms.metrics, items):
-            b, i = arms.measure(family, metric, confirm)
-            p, effect = arms.gated_p(metric, b, i)
-            records.append({"family": family, "metric": metric, "p": p, "effect": effect})
-    found = []
-    if records:
-        decisions = create_driver("fdr_procedure", "bh", {}, alpha=alpha).test_many([r["p"] for r in records])
-        for r, d in zip(records, decisions):
-            r["rejected"] = bool(d.rejected)
-            if d.rejected:
-                found.append(_discovery(r["family"], r["metric"], r["effect"]))
+    records, found = confirm_families(arms, res.named_families, n_prompts, map_n, alpha)
     best = next(d for d in res.directions if d.layer == res.layer)
     return _result(found, arms, t0, named=list(res.named_families), fdr="bh", records=records,
                    family_scores=dict(res.family_scores), adl_cost=dict(res.cost),
