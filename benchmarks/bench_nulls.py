@@ -1,7 +1,8 @@
 """Null organisms through ``md bench``: per organism × method, the runs (seeds) with at
 least one discovery — on a null every discovery is false — with its exact Clopper–Pearson
 95 % interval (Clopper & Pearson 1934: the α/2 and 1 − α/2 quantiles of Beta(k, n − k + 1)
-and Beta(k + 1, n − k)), and, for the pipeline, how many hypotheses reached the validator
+and Beta(k + 1, n − k)) and the Wilson score upper bound (Wilson 1927:
+(p̂ + z²/2n + z·sqrt(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n), z = 1.96), and, for the pipeline, how many hypotheses reached the validator
 (``decisions``; a null run that decides nothing tests only that nothing upstream invents a
 change) and why the others were not validated.
 
@@ -24,6 +25,14 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return lo, hi
 
 
+def wilson_upper(k: int, n: int, z: float = 1.959964) -> float:
+    """Upper end of the Wilson score interval for k successes in n trials (Wilson 1927)."""
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return (centre + half) / (1 + z * z / n)
+
+
 def _ranges(seeds: list[int]) -> str:
     out, start = [], seeds[0]
     for a, b in zip(seeds, seeds[1:] + [None]):
@@ -42,10 +51,11 @@ def main() -> None:
         for r in json.loads((Path(run) / "bench.json").read_text())["rows"]:
             if r.get("status") == "ok":
                 groups.setdefault((r["organism"], r["method"]), []).append(r)
-    print("| organism | method | runs (seeds) | runs with ≥ 1 discovery | share | Clopper–Pearson 95 % "
+    print("| organism | method | runs (seeds) | runs with ≥ 1 discovery | share | Wilson 95 % upper "
+          "| Clopper–Pearson 95 % "
           "| decisions (total; runs with ≥ 1) | not validated: reasons | hypotheses proposed (mean) "
           "| tokens (mean) | wall s (mean) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (org, method), rs in sorted(groups.items()):
         seeds = sorted(r["seed"] for r in rs)
         if len(set(seeds)) != len(seeds):
@@ -68,7 +78,8 @@ def main() -> None:
         hyp = [len(d["hypotheses"]) for d in det if "hypotheses" in d]
         hyp_s = f"{sum(hyp) / len(hyp):.1f}" if hyp else "—"
         seed_s = f"{n} ({_ranges(seeds)})"
-        print(f"| {org} | {method} | {seed_s} | {k} | {k / n:.3f} | [{lo:.3f}, {hi:.3f}] | {decisions} "
+        print(f"| {org} | {method} | {seed_s} | {k} | {k / n:.3f} | {wilson_upper(k, n):.3f} "
+              f"| [{lo:.3f}, {hi:.3f}] | {decisions} "
               f"| {why} | {hyp_s} | {sum(r['tokens'] for r in rs) / n:,.0f} "
               f"| {sum(r['wall_s'] for r in rs) / n:.1f} |")
 
