@@ -362,10 +362,11 @@ def md_stage_causal(run: MechanisticBehavioralAnalyzer, hooks: Hooks, exploratio
 
 
 @hookspec(firstresult=True)
-def md_stage_views(run: MechanisticBehavioralAnalyzer, view: str) -> Any:
+def md_stage_views(run: MechanisticBehavioralAnalyzer, hooks: Hooks, view: str) -> Any:
     """The design document's stage object ``view`` (``circuit_analyzer``,
     ``pattern_recognizer``, ``hypothesis_generator``, ``test_generator``,
-    ``behavioral_validator``) over ``run``.
+    ``behavioral_validator``) over ``run``; the views call plugins through ``hooks`` (the
+    runner the analyzer asked with, so one plugin manager serves the analyzer and its views).
 
     Called on first access of ``analyzer.<view>``; the analyzer keeps the object. Returns
     the view, or ``None`` for a view this plugin does not provide. Firstresult; builtin:

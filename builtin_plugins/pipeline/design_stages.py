@@ -444,9 +444,14 @@ _VIEWS: dict[str, type[_View]] = {
 
 
 @hookimpl
-def md_stage_views(run: Any, view: str) -> _View | None:
+def md_stage_views(run: Any, hooks: Any, view: str) -> _View | None:
     cls = _VIEWS.get(view)
-    return cls(session_of(run)) if cls is not None else None
+    if cls is None:
+        return None
+    session = session_of(run)
+    if session.hooks is None:  # the analyzer's runner: no second plugin manager for the views
+        session.hooks = hooks
+    return cls(session)
 
 
 # --------------------------------------------------------------------------- explorer

@@ -168,7 +168,7 @@ class MechanisticBehavioralAnalyzer:
             hooks = self.__dict__.get("_md_view_hooks")
             if hooks is None:
                 hooks = self.__dict__["_md_view_hooks"] = self._hooks()
-            views[name] = hooks.stage("md_stage_views", run=self, view=name)
+            views[name] = hooks.stage("md_stage_views", run=self, hooks=hooks, view=name)
         return views[name]
 
     @property

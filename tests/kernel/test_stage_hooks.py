@@ -114,6 +114,8 @@ def test_design_views_come_from_the_stage_hook() -> None:
     assert view is analyzer.circuit_analyzer  # built once
     assert type(view).__module__ == "builtin_plugins.pipeline.design_stages"
     assert analyzer.__dict__["_md_view_hooks"].stage_providers["md_stage_views"] == "design-stages"
+    # the views call plugins through the runner the analyzer asked with (one plugin manager)
+    assert analyzer.pattern_recognizer._s.get_hooks() is analyzer.__dict__["_md_view_hooks"]
 
 
 def test_plugins_list_marks_the_essential_plugins() -> None:
