@@ -25,10 +25,11 @@ of a forward pass: Kaplan et al. 2020, "Scaling Laws for Neural Language Models"
 C ≈ 2N per token forward, 4N backward).
 
 Limits (documented, not hidden): work done by a *different* module object than the one the
-loader returned (e.g. a TransformerLens copy built by a circuit tracer) is counted only if
+loader returned (e.g. the copy of the weights a circuit tracer loads) is counted only if
 that code calls :func:`attach` on it; work in other processes is not counted (the default
 executor is serial); a backward pass that starts inside the network (from a hidden
-activation rather than the logits) is not seen.
+activation rather than the logits) is not seen by the hooks, so code that starts one records
+it with :meth:`CostCounter.add` (the circuit-tracer tracer does, for its attribution passes).
 
 This module imports torch only when a counter is attached (the kernel imports without torch).
 """
@@ -79,7 +80,9 @@ class CostCounter:
         self.work = ModelWork()
         self._in_generate = 0
 
-    def _add(self, **delta: int) -> None:
+    def add(self, **delta: int) -> None:
+        """Record work this counter's hooks cannot see (``ModelWork`` field names as keywords),
+        e.g. backward passes a tracer starts inside the network."""
         with _LOCK:
             for key, value in delta.items():
                 setattr(self.work, key, getattr(self.work, key) + int(value))
@@ -171,7 +174,7 @@ def attach(module: Any, label: str = "") -> CostCounter:
         if counter._in_generate:
             return  # decoding steps are counted by the generate wrapper
         n = _token_positions(args, kwargs)
-        counter._add(prompt_tokens=n, forward_passes=1)
+        counter.add(prompt_tokens=n, forward_passes=1)
         mod._md_cost_last_tokens = n
 
     def post_hook(mod: Any, args: tuple, kwargs: dict, output: Any) -> None:
@@ -186,7 +189,7 @@ def attach(module: Any, label: str = "") -> CostCounter:
         def on_grad(grad: Any) -> None:
             if not seen[0]:  # one backward pass per forward, however many grads flow
                 seen[0] = True
-                counter._add(backward_passes=1, backward_tokens=n)
+                counter.add(backward_passes=1, backward_tokens=n)
 
         logits.register_hook(on_grad)
 
@@ -216,7 +219,7 @@ def attach(module: Any, label: str = "") -> CostCounter:
                             n = k + 1
                             break
                     new += n
-            counter._add(prompt_tokens=prompt, generated_tokens=new, forward_passes=1)
+            counter.add(prompt_tokens=prompt, generated_tokens=new, forward_passes=1)
             return out
 
         module.generate = counted_generate

@@ -241,10 +241,6 @@ def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
     sub = dataclasses.replace(cfg, pipeline_overrides={**cfg.pipeline_overrides, **tracer})
     res = run_pipeline(spec_ref, universe, sub, seed)
     res["dictionary"] = str(path)
-    if method == "pipeline-circuit-tracer":
-        # circuit-tracer's ReplacementModel loads its own copy of the weights, which the cost
-        # counters never see: its attribution passes are missing from the tokens (a lower bound)
-        res["uncounted"] = "circuit-tracer attribution passes (ReplacementModel's own weights copy)"
     if recorded is not None:
         res["dictionary_work"] = recorded
     return res

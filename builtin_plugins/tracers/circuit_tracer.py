@@ -6,6 +6,15 @@ activation (``influence`` filled for the features attribution selected), the nod
 survive ``prune_graph(node_threshold, edge_threshold)`` (features, error nodes, tokens,
 logits) and the edges among those kept nodes (at most ``max_edges``, largest |weight|
 first), the logit targets and the faithfulness scores. Dense adjacency matrices are dropped.
+
+Cost (the benchmark's token currency, :mod:`md_framework.costs`): attribution runs on the
+ReplacementModel's own module (a second copy of the weights for models loaded from a
+directory), so :func:`count_attribution_work` attaches a counter to it; its forward passes
+(the prompt, then the prompt repeated ``batch_size`` times) are counted by the counter's
+hooks, and each ``compute_batch`` — one backward pass over the whole batched sequence,
+started at a residual stream, which the hooks cannot see — is recorded as
+``batch_size × positions`` backward tokens (circuit-tracer 0.5, ``attribution/attribute.py``
+phases 1, 3 and 4; a partly filled batch still back-propagates every row).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from md_framework import costs
 from md_framework.errors import ConfigError, MDError
 from md_framework.runtime import LoadedModel
 from md_framework.tracing_api import Tracer
@@ -96,6 +106,30 @@ def _layers_of(transcoders: Any) -> list[Any]:
     return list(layers.values()) if isinstance(layers, dict) else list(layers)
 
 
+def count_attribution_work(rm: Any, label: str) -> costs.CostCounter:
+    """Count a ReplacementModel's attribution work in the token currency (module docstring):
+    a counter on its torch module for the forward passes, and each attribution batch's
+    backward pass recorded by wrapping the attribution context's ``compute_batch``."""
+    counter = costs.attach(rm._model, label)
+    setup = rm.setup_attribution
+
+    def counted_setup(*args: Any, **kwargs: Any) -> Any:
+        ctx = setup(*args, **kwargs)
+        compute = ctx.compute_batch
+
+        def counted_compute(*c_args: Any, **c_kwargs: Any) -> Any:
+            resid = ctx._resid_activations[0]  # (batch_size, positions, d_model)
+            rows = compute(*c_args, **c_kwargs)
+            counter.add(backward_passes=1, backward_tokens=int(resid.shape[0]) * int(resid.shape[1]))
+            return rows
+
+        ctx.compute_batch = counted_compute
+        return ctx
+
+    rm.setup_attribution = counted_setup
+    return counter
+
+
 class CircuitTracerTracer(Tracer):
     Options = CircuitTracerOptions
     description = "transcoder attribution graphs through circuit-tracer (nnsight backend)"
@@ -168,6 +202,7 @@ class CircuitTracerTracer(Tracer):
                 rm = NNSightReplacementModel(hf, tokenizer=model.tokenizer, dispatch=True)
                 rm._hf_config = hf.config
                 rm._configure_replacement_model(transcoders)
+            count_attribution_work(rm, f"{model.model_id} (circuit-tracer)")
             self._replacement[key] = rm
         return self._replacement[key]
 
