@@ -9,10 +9,10 @@
   (focus areas steer it) and capped at ``max_hypotheses_to_test``.
 * :func:`generate_focused_hypotheses` and :func:`discover` — the whole stage.
 
-Torch-free. ``hooks=None`` means the builtin discovery plugins only (the three builtin
-discovery packages and the builtin hypothesis types), registered without entry-point
-scanning; pass a :class:`~md_framework.plugins.Hooks` over a full plugin manager to include
-third-party detectors and templates.
+Torch-free. ``hooks=None`` means md-framework's own plugins only, loaded through their
+entry points (:func:`builtin_hooks`; no builtin package is imported here); pass a
+:class:`~md_framework.plugins.Hooks` over a full plugin manager to include third-party
+detectors and templates.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from md_framework.hookspecs import hookimpl
 from md_framework.config import AnalysisConfig
 from md_framework.detector_api import EXPLORATORY_Q
 from md_framework.errors import did_you_mean
-from md_framework.plugins import Hooks, MDPluginManager
+from md_framework.plugins import Hooks, get_plugin_manager
 from md_framework.runtime import InterpretationContext
 from md_framework.types import (
     CircuitDiff,
@@ -49,17 +49,9 @@ MIN_PRIORITY = 0.3
 
 
 def builtin_hooks() -> Hooks:
-    """Hooks over the builtin discovery plugins only (no entry-point scanning)."""
-    import builtin_plugins.hypothesis_templates as templates
-    import builtin_plugins.hypothesis_types as types_
-    import builtin_plugins.interpreters as interpreters
-    import builtin_plugins.patterns as patterns
-
-    pm = MDPluginManager()
-    for name, module in (("hypothesis-types", types_), ("feature-interpreters", interpreters),
-                         ("pattern-detectors", patterns), ("hypothesis-templates", templates)):
-        pm.register(module, name=name)
-    return Hooks(pm)
+    """Hooks over md-framework's own plugins, loaded through their entry points like any
+    plugin (third-party entry points are not scanned): what ``hooks=None`` means here."""
+    return Hooks(get_plugin_manager(autoload=False))
 
 
 def _max_hypotheses(config: AnalysisConfig | None) -> int:
