@@ -366,6 +366,40 @@ def remeasure_organism(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE, *,
     return built
 
 
+_BASE_WEIGHTS_MEMO: dict[tuple[Any, ...], str] = {}
+
+
+def base_weights_key(base: str) -> str | None:
+    """The content identity of a non-toy base, part of the organism key (docs/cache.md, model
+    identity): the sha256 of the GGUF file for ``smollm2-135m-instruct`` and ``*.gguf`` bases,
+    the weights files' identity for a local model directory — so an organism built on a base
+    whose file changed is rebuilt, never reused. ``None`` for a hub id (its download is
+    identified by its revision when it loads) and for toy or organism bases (keyed by their
+    own specs). Memoised per process by each file's (path, size, mtime, inode)."""
+    from md_framework.runtime import ModelSpec
+
+    from builtin_plugins.models.loaders import classify_source, smollm2_gguf_path
+    from builtin_plugins.models.weights_identity import file_sha256, weight_files, weights_identity
+
+    kind = classify_source(ModelSpec(source=base))
+    if kind == "smollm2":
+        files = [smollm2_gguf_path()]
+    elif kind in ("gguf", "local"):
+        path = Path(base).expanduser()
+        files = weight_files(path) if kind == "local" else [path]
+    else:
+        return None
+    memo = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino)
+                 for f in files)
+    if memo not in _BASE_WEIGHTS_MEMO:
+        if kind == "local":
+            identity = weights_identity(Path(base).expanduser())
+            _BASE_WEIGHTS_MEMO[memo] = identity.model_id if identity else "no weights files"
+        else:
+            _BASE_WEIGHTS_MEMO[memo] = "sha256:" + file_sha256(files[0])
+    return _BASE_WEIGHTS_MEMO[memo]
+
+
 def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
     extra: dict[str, Any] = {}
     if spec.base.startswith("organism:"):
@@ -377,6 +411,10 @@ def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
         extra["parent"] = organism_key(parent_spec, parent_dir)
     if spec.base == "toy":
         extra["toy_vocab"] = toy_vocabulary(spec)
+    elif not spec.base.startswith("organism:"):
+        base_weights = base_weights_key(spec.base.strip())
+        if base_weights is not None:
+            extra["base_weights"] = base_weights
     extra["ground_truth"] = GROUND_TRUTH_VERSION
     return spec.spec_hash(extra)
 

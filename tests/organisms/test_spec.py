@@ -81,3 +81,29 @@ def test_spec_file_and_builtin_name_resolve(tmp_path: Path):
     assert load_spec(path).name == "mini"
     with pytest.raises(ConfigError, match="neither a file nor a builtin"):
         load_spec("no-such-organism")
+
+
+def test_organism_key_follows_the_base_weights(tmp_path: Path):
+    """An organism on a local base directory is keyed by the base's weights (issue 19): a
+    changed weights file gives another key, so the organism built on the old file is never
+    reused; the same bytes give the same key."""
+    pytest.importorskip("torch")
+    from builtin_plugins.organisms.build import organism_key
+    from builtin_plugins.organisms.spec import OrganismSpec
+    from tests.reliability.test_faults_weights import _flip_mantissa_bits, _tiny_model_dir
+
+    base = _tiny_model_dir(tmp_path / "base")
+
+    def spec(path: Path) -> OrganismSpec:
+        return OrganismSpec.model_validate({
+            "name": "local-base", "base": str(path),
+            "universe": {"families": [{"name": "a", "prompts": ["p1", "p2"]},
+                                      {"name": "b", "prompts": ["p3", "p4"], "role": "control"}]},
+            "planted": [{"id": "x", "kind": "style_change", "family": "a",
+                         "change": {"type": "uppercase"}}],
+        })
+
+    key = organism_key(spec(base), None)
+    assert organism_key(spec(base), None) == key
+    _flip_mantissa_bits(base / "model.safetensors")
+    assert organism_key(spec(base), None) != key
