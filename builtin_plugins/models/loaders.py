@@ -323,6 +323,18 @@ def _from_hub(spec: ModelSpec, options: ModelLoadOptions) -> LoadedModel:
     except Exception:  # noqa: BLE001 - the path is only an optimisation for tracers
         local_path = None
     model_id = f"hub:{spec.source}@{commit}" if commit else None
+    if local_path is not None:  # identity from the bytes, as for a local directory
+        from builtin_plugins.models.weights_identity import (
+            check_hub_blobs,
+            open_identity_cache,
+            weights_identity,
+        )
+
+        identity = weights_identity(local_path, open_identity_cache(options.cache_dir))
+        if identity is not None:
+            check_hub_blobs(identity)
+            full_precision = options.dtype in ("float32", "auto") and options.quantization == "none"
+            model_id = identity.model_id if full_precision else derived_model_id(identity.model_id, options)
     return _finish(model, tokenizer, spec, options, local_path, "hub", model_id=model_id)
 
 

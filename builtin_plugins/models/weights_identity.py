@@ -123,6 +123,27 @@ def check_recorded(identity: WeightsIdentity, recorded: Mapping[str, str],
                 " replaced the weights on purpose")
 
 
+def check_hub_blobs(identity: WeightsIdentity) -> None:
+    """Refuse a Hugging Face cache snapshot whose weights differ from what the hub sent.
+
+    In the hub cache a snapshot's large (LFS) files are links to ``blobs/<sha256 of the
+    content>`` (huggingface_hub's cache layout), so the blob's name is the hash the hub
+    published: a file whose bytes hash to something else was damaged after download."""
+    import re
+
+    for name, found in sorted(identity.files.items()):
+        path = identity.directory / name
+        if not path.is_symlink():
+            continue
+        blob = Path(os.readlink(path)).name
+        if re.fullmatch(r"[0-9a-f]{64}", blob) and blob != found:
+            raise DamagedFileError(
+                path, f"damaged after download: its sha256 {found[:12]}… differs from the hub's"
+                      f" {blob[:12]}… (its blob's name in the Hugging Face cache)",
+                "Delete the model from the Hugging Face cache (huggingface-cli delete-cache) and"
+                " download it again")
+
+
 def was_verified(cache: ArtifactCache | None, identity: WeightsIdentity, model_id: str) -> bool:
     """Whether these exact file contents were already checked against ``model_id``."""
     if cache is None:
