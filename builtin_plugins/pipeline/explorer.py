@@ -71,11 +71,23 @@ def per_family(hypothesis: Hypothesis) -> list[Hypothesis]:
         hypothesis.model_copy(update={
             "id": f"{hypothesis.id}@{family}",
             "families": [family],
-            "description": f"{hypothesis.description} [on '{family}' prompts]",
+            "description": _one_family_description(hypothesis.description, families, family),
             "provenance": [*hypothesis.provenance, f"unit:{hypothesis.id}"],
         })
         for family in families
     ]
+
+
+def _one_family_description(description: str, families: Sequence[str], family: str) -> str:
+    """The parent's description with its claim narrowed to ``family`` (the templates name the
+    families as ``'a', 'b' prompts``), so a per-family decision never reads as a claim about
+    the parent's families; the evidence ("because ...") is kept as the parent saw it."""
+    quoted = ", ".join(f"'{f}'" for f in families)
+    narrowed = description.replace(f"{quoted} prompts", f"'{family}' prompts", 1)
+    if narrowed == description:
+        narrowed = f"On '{family}' prompts: {description}"
+    return (f"{narrowed} [tested on '{family}' alone: one decision per family of a"
+            f" {len(families)}-family hypothesis]")
 
 
 def family_embedding(families: Sequence[str], dim: int = 16) -> list[float]:

@@ -143,7 +143,9 @@ def paired_effect_size(base: Sequence[float], intervention: Sequence[float], out
 
     * continuous / bounded: paired Cohen's d_z = mean(D) / sd(D), SE = sqrt(1/n + d_z^2 / (2n))
       (large-sample variance of a standardised mean difference; Hedges & Olkin 1985,
-      Lakens 2013 "Calculating and reporting effect sizes", Front. Psychol.).
+      Lakens 2013 "Calculating and reporting effect sizes", Front. Psychol.). When
+      |d_z| reaches :data:`DZ_CAP` (a near-constant difference, sd ~ 0) the mean difference
+      with its Student t-interval is reported instead (``name="mean_difference"``).
     * binary: paired risk difference RD = (c - b) / n with b = #(base 1, intervention 0),
       c = #(base 0, intervention 1) and the Agresti-Min (2005, Statist. Med.) adjusted Wald
       interval (0.5 added to every cell of the paired 2x2 table).
@@ -165,9 +167,19 @@ def paired_effect_size(base: Sequence[float], intervention: Sequence[float], out
         half = z * math.sqrt(var)
         return EffectSize(name="risk_difference", estimate=rd, ci_low=max(-1.0, rda - half),
                           ci_high=min(1.0, rda + half), confidence=confidence)
-    dz = cohens_dz(y - x)
+    d = y - x
+    dz = cohens_dz(d)
     if n < 2:
         return EffectSize(name="cohens_dz", estimate=dz, confidence=confidence)
+    if dz != 0.0 and abs(dz) >= DZ_CAP:
+        # a (near-)constant difference: d_z is unbounded and says nothing a reader can use,
+        # so report the mean difference in the metric's units with its t-interval (Student)
+        from scipy.stats import t as student_t
+
+        mean, sd = float(d.mean()), float(d.std(ddof=1))
+        half = float(student_t.ppf(0.5 + confidence / 2.0, n - 1)) * sd / math.sqrt(n)
+        return EffectSize(name="mean_difference", estimate=mean, ci_low=mean - half,
+                          ci_high=mean + half, confidence=confidence)
     se = math.sqrt(1.0 / n + dz * dz / (2.0 * n))
     return EffectSize(name="cohens_dz", estimate=dz, ci_low=dz - z * se, ci_high=dz + z * se,
                       confidence=confidence)

@@ -144,7 +144,14 @@ def test_effect_size_formulas():
     d = rng.normal(0.5, 1.0, 400)
     es = paired_effect_size(np.zeros(400), d, "continuous")
     assert es.ci_low < 0.5 < es.ci_high and abs(es.estimate - d.mean() / d.std(ddof=1)) < 1e-12
-    assert paired_effect_size([1, 1], [2, 2], "continuous").estimate == 100.0
+    # a constant difference has no finite d_z: the mean difference is reported instead
+    es = paired_effect_size([1, 1], [2, 2], "continuous")
+    assert (es.name, es.estimate, es.ci_low, es.ci_high) == ("mean_difference", 1.0, 1.0, 1.0)
+    es = paired_effect_size(np.zeros(12), 0.9 + 1e-4 * rng.normal(size=12), "continuous")
+    assert es.name == "mean_difference" and es.ci_low < es.estimate < es.ci_high
+    assert abs(es.estimate - 0.9) < 1e-3
+    # below the cap, d_z as before
+    assert paired_effect_size(np.zeros(12), 0.9 + 0.1 * rng.normal(size=12), "continuous").name == "cohens_dz"
 
 
 def test_hooks_called_in_decision_order():
@@ -192,3 +199,23 @@ def test_clear_errors():
     with pytest.raises(ValidationError, match="returned 4 readings for 5"):
         v3.validate(h2, test_source(5)(h2))
     assert isinstance(TestCase, type)
+
+
+def test_per_family_split_narrows_the_claim_to_its_family():
+    from builtin_plugins.pipeline.explorer import per_family
+    from md_framework.types import Hypothesis
+
+    parent = Hypothesis(
+        id="h1", hypothesis_type="knowledge_update", metric="target_logprob",
+        families=["colors", "greetings"],
+        description="The intervention model states different facts on 'colors', 'greetings'"
+                    " prompts (target_logprob should change), because 1 feature(s) less active"
+                    " on colors, greetings prompts.")
+    kids = per_family(parent)
+    assert [k.families for k in kids] == [["colors"], ["greetings"]]
+    text = kids[1].description
+    assert text.startswith("The intervention model states different facts on 'greetings' prompts")
+    assert "'colors', 'greetings'" not in text and "on colors, greetings prompts" in text  # evidence kept
+    assert "tested on 'greetings' alone" in text
+    odd = per_family(parent.model_copy(update={"description": "Something changed."}))
+    assert odd[0].description.startswith("On 'colors' prompts: Something changed.")
