@@ -11,7 +11,15 @@ paired bootstrap CI), the share of a random control of the same size (random dir
 the same layers for a direction set, random neurons of the same layers for a neuron set), and
 the paired difference share - control share with its CI (builtin_plugins.pipeline.causal).
 
-    python benchmarks/causal_sets.py toy-multi --seeds 5 --out benchmarks/causal-sets-toy-multi.json
+A random set is a random variable, so the control is drawn ``--control-draws`` times (fresh
+random sets, the same prompts): the range within which 95 % of random sets' shares fall (2.5
+and 97.5 percentiles over draws), their mean, and the found set's rank among them as an
+empirical p-value, (1 + #draws with share >= the found set's) / (1 + draws) (a Monte Carlo
+permutation-style test: Davison & Hinkley 1997, "Bootstrap Methods", eq. 4.11). The
+paired share - control CI is against the first draw.
+
+    python benchmarks/causal_sets.py toy-multi --seeds 5 --control-draws 20 \
+        --out benchmarks/causal-sets-toy-multi.json
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ def main() -> None:
     ap.add_argument("--search", type=int, default=10)
     ap.add_argument("--fresh", type=int, default=16)
     ap.add_argument("--cache-dir", default="/work/cache/tests/organisms")
+    ap.add_argument("--control-draws", type=int, default=20)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
+    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -70,17 +80,21 @@ def main() -> None:
                 rows.append({"organism": built.name, "planted": planted["id"], "seed": seed,
                              "error": found.get("reason")})
                 continue
-            if all(is_direction(f) for f in feats):
-                controls = random_directions(sorted({f.layer for f in feats}), seed=seed + 1)
-            else:
-                crng = random.Random(seed)
+            def control_set(draw: int) -> list:
+                if all(is_direction(f) for f in feats):
+                    return random_directions(sorted({f.layer for f in feats}),
+                                             seed=seed + 1 + 1000 * draw)
+                crng = random.Random(f"{seed}:{draw}")
                 own = {(f.layer, f.feature) for f in feats}
-                controls = []
+                out = []
                 for layer in sorted({f.layer for f in feats}):
                     k = sum(f.layer == layer for f in feats)
                     cand = [i for i in range(d_mlp) if (layer, i) not in own]
-                    controls += [FeatureRef(layer=layer, feature=i, dictionary_id="neurons")
-                                 for i in crng.sample(cand, k)]
+                    out += [FeatureRef(layer=layer, feature=i, dictionary_id="neurons")
+                            for i in crng.sample(cand, k)]
+                return out
+
+            controls = control_set(0)
             cases = [TestCase(id=f"c{i}", hypothesis_id="h", prompt=p) for i, p in enumerate(fresh)]
 
             def run(fs):
@@ -94,6 +108,16 @@ def main() -> None:
             est = causal_share(vb, vi, va, min_denominator=floor, seed=seed)
             ctrl = causal_share(vb, vi, vc, min_denominator=floor, seed=seed)
             diff = share_difference(vb, vi, va, vc, min_denominator=floor, seed=seed)
+            def share_of(e):
+                return e.effect.estimate if e.effect is not None else float("nan")
+
+            draws = [share_of(ctrl)]
+            for draw in range(1, args.control_draws):
+                _, _, vd = run(control_set(draw))
+                draws.append(share_of(causal_share(vb, vi, vd, min_denominator=floor, seed=seed)))
+            lo_q, hi_q = np.nanquantile(draws, [0.025, 0.975])
+            found_share = share_of(est)
+            p_random = (1 + sum(d >= found_share for d in draws)) / (1 + len(draws))
 
             def fmt(e):
                 return None if e is None else [round(e.estimate, 3), e.ci_low and round(e.ci_low, 3),
@@ -107,7 +131,12 @@ def main() -> None:
                    "alternative": found.get("alternative"), "n_fresh": len(cases),
                    "effect": round(est.mean_intervention - est.mean_base, 4),
                    "share": fmt(est.effect), "control_share": fmt(ctrl.effect),
-                   "share_minus_control": fmt(diff), "search_passes": found.get("passes"),
+                   "share_minus_control": fmt(diff),
+                   "control_draws": len(draws), "control_mean": round(float(np.mean(draws)), 4),
+                   "control_95_range": [round(float(lo_q), 4), round(float(hi_q), 4)],
+                   "control_draw_shares": [round(d, 4) for d in draws],
+                   "p_vs_random_sets": round(p_random, 4),
+                   "search_passes": found.get("passes"),
                    "search_queries": found.get("queries"),
                    "sweep": [{"set": r["set"], "size": r["size"], "share": round(r["share"], 3)}
                              for r in found.get("sweep", [])],
