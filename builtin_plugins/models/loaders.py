@@ -129,7 +129,7 @@ def load_model(spec: ModelSpec | str, options: ModelLoadOptions | None = None) -
         loaded = _from_hub(spec, options)
     if spec.adapter:
         loaded = _apply_adapter(loaded, spec, options)
-    from md_framework.costs import attach  # one cost currency for every method (md bench)
+    from builtin_plugins.models.cost_counting import attach  # one cost currency (md bench)
 
     attach(loaded.model, label=loaded.model_id)
     return loaded

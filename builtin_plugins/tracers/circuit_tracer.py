@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from md_framework import costs
 from md_framework.errors import ConfigError, MDError
 from md_framework.runtime import LoadedModel
 from md_framework.tracing_api import Tracer
@@ -106,11 +105,13 @@ def _layers_of(transcoders: Any) -> list[Any]:
     return list(layers.values()) if isinstance(layers, dict) else list(layers)
 
 
-def count_attribution_work(rm: Any, label: str) -> costs.CostCounter:
+def count_attribution_work(rm: Any, label: str) -> Any:
     """Count a ReplacementModel's attribution work in the token currency (module docstring):
     a counter on its torch module for the forward passes, and each attribution batch's
     backward pass recorded by wrapping the attribution context's ``compute_batch``."""
-    counter = costs.attach(rm._model, label)
+    from builtin_plugins.models.cost_counting import attach
+
+    counter = attach(rm._model, label)
     setup = rm.setup_attribution
 
     def counted_setup(*args: Any, **kwargs: Any) -> Any:

@@ -23,10 +23,10 @@ def test_new_methods_are_registered_and_misspellings_get_a_did_you_mean() -> Non
 
 def _counted_linear():
     torch = pytest.importorskip("torch")
-    from md_framework import costs
+    from builtin_plugins.models.cost_counting import attach
 
     lin = torch.nn.Linear(4, 4)
-    costs.attach(lin, "t")
+    attach(lin, "t")
     return torch, lin
 
 

@@ -29,9 +29,11 @@ def test_kernel_module_imports_without_torch():
 def test_forward_generate_backward_are_counted():
     from md_framework import costs
 
+    from builtin_plugins.models.cost_counting import attach
+
     torch, model = _tiny_llama()
-    counter = costs.attach(model)
-    assert costs.attach(model) is counter  # idempotent
+    counter = attach(model)
+    assert attach(model) is counter  # idempotent
     with costs.measuring() as work:
         ids = torch.tensor([[1, 2, 3, 4], [0, 0, 5, 6]])
         mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
@@ -57,7 +59,7 @@ def test_forward_generate_backward_are_counted():
 
 
 def test_loaded_models_carry_a_counter(toy_multi):
-    from md_framework.costs import counter_of
+    from builtin_plugins.models.cost_counting import counter_of
 
     from builtin_plugins.organisms.build import load_dir
 
