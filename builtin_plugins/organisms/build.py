@@ -373,9 +373,10 @@ def base_weights_key(base: str) -> str | None:
     """The content identity of a non-toy base, part of the organism key (docs/cache.md, model
     identity): the sha256 of the GGUF file for ``smollm2-135m-instruct`` and ``*.gguf`` bases,
     the weights files' identity for a local model directory — so an organism built on a base
-    whose file changed is rebuilt, never reused. ``None`` for a hub id (its download is
-    identified by its revision when it loads) and for toy or organism bases (keyed by their
-    own specs). Memoised per process by each file's (path, size, mtime, inode)."""
+    whose file changed is rebuilt, never reused. ``None`` for a hub id (hashing it would need
+    the download; its weights' identity is checked when it loads) and for toy or organism
+    bases (keyed by their own specs). Memoised per process by each file's (path, size,
+    mtime, inode)."""
     from md_framework.runtime import ModelSpec
 
     from builtin_plugins.models.loaders import classify_source, smollm2_gguf_path
@@ -389,8 +390,8 @@ def base_weights_key(base: str) -> str | None:
         files = weight_files(path) if kind == "local" else [path]
     else:
         return None
-    memo = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino)
-                 for f in files)
+    stats = [(f, f.stat()) for f in files]
+    memo = tuple((str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino) for f, st in stats)
     if memo not in _BASE_WEIGHTS_MEMO:
         if kind == "local":
             identity = weights_identity(Path(base).expanduser())
