@@ -39,6 +39,9 @@ def _panel(ax, summary, methods, stat, ylabel, log_y):
     if log_y:
         ax.set_yscale("log")
     sizes = sorted({e["families"] for e in summary if e.get("families")})
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())  # log-axis minor labels overprint the sizes
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
     ax.set_xlabel("families in the universe")
