@@ -104,3 +104,21 @@ def test_parametrised_toy_families_grow_the_universe_without_touching_the_base()
         spec = load_spec(f"toy-scale-{n}")
         assert len(spec.universe.families) == n
         assert [p.id for p in spec.planted] == ["refuse-hacking", "shout-greetings", "telephone-edison"]
+
+
+@pytest.mark.parametrize("n", [12, 48, 192])
+def test_scale_specs_measure_enough_prompts_for_bh_over_their_arms(n):
+    """With ``eval_per_family`` prompts the ground truth's smallest attainable Wilcoxon p must
+    pass BH's strictest threshold (alpha / arms): at 8 prompts (p >= 2/2^8 = 0.0078) toy-scale-48
+    failed its build with its planted changes measured at Δ +0.996, p 0.0078, 384 arms."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    from builtin_plugins.metrics.core import ALL_METRIC_NAMES
+    from builtin_plugins.organisms.spec import load_spec
+
+    spec = load_spec(f"toy-scale-{n}")
+    k = spec.measurement.eval_per_family
+    p_min = float(wilcoxon(np.arange(1, k + 1, dtype=float), zero_method="zsplit").pvalue)
+    arms = len(spec.universe.families) * len(ALL_METRIC_NAMES)
+    assert p_min <= spec.measurement.alpha / arms, (k, p_min, arms)
