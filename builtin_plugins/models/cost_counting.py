@@ -42,8 +42,9 @@ class CostCounter:
         self._in_generate = 0
 
     def add(self, **delta: int) -> None:
-        """Record work this counter's hooks cannot see (``ModelWork`` field names as keywords),
-        e.g. backward passes a tracer starts inside the network."""
+        """Add work (``ModelWork`` field names as keywords) to this counter and to the
+        process-wide totals: the hooks call it, and so does code recording work the hooks
+        cannot see, e.g. backward passes a tracer starts inside the network."""
         with _LOCK:
             for key, value in delta.items():
                 setattr(self.work, key, getattr(self.work, key) + int(value))
