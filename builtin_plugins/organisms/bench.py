@@ -29,6 +29,7 @@ method, so no method decodes for free what another decoded. Ratios "at equal rec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from md_framework.cache_keys import CACHE_DIR_ENV
 
@@ -50,6 +51,8 @@ __all__ = ["BenchConfig", "Discovery", "METHODS", "run_bench", "score", "min_eff
 #: every method ``--methods`` accepts
 METHODS = ("pipeline", "pipeline-internal", "pipeline-output", "exhaustive", "sequential",
            "bandit", "output-screen", "adl", "pipeline-crosscoder", "pipeline-circuit-tracer")
+#: the variable every generated metric reads its answer length from (metrics/core.py)
+METRIC_LENGTH_ENV = "MD_METRIC_MAX_NEW_TOKENS"
 DEFAULT_METHODS = ["pipeline", "exhaustive", "sequential", "bandit", "output-screen"]
 
 
@@ -89,7 +92,10 @@ class BenchConfig:
     query_budget: int | None = None  # bandit; default: the exhaustive design's queries
     metrics: list[str] | None = None  # default: every registered behaviour metric
     threads: int = 2
-    max_new_tokens: int = 24
+    #: answer length for every method's generated metrics; ``None`` (the default): each
+    #: organism's ``measurement.max_new_tokens``, the length its ground truth was measured
+    #: at. Another value is refused: the judge would score a different quantity.
+    max_new_tokens: int | None = None
     plots: bool = True
     #: how the fixed-n baselines apply min_change before FDR: ``gate`` (p := 1 below it, as
     #: the pipeline's validator) or ``shifted`` (a test of |mean| <= min_change)
@@ -195,9 +201,41 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
             "tokens_by_stage": dict(report.costs.tokens_by_stage)}
 
 
+def organism_answer_length(spec_ref: Any, requested: int | None) -> int:
+    """The answer length every method generates on this organism: the one its ground truth
+    was measured at (``measurement.max_new_tokens``), so the judge and the methods measure
+    the same quantity (a ``length`` read on 24 tokens is not the one measured on 16)."""
+    from md_framework.errors import ConfigError
+
+    from builtin_plugins.organisms.build import _spec_and_dir
+
+    measured = _spec_and_dir(spec_ref)[0].measurement.max_new_tokens
+    if requested is not None and requested != measured:
+        raise ConfigError(f"max_new_tokens={requested}, but {spec_ref}'s ground truth is measured "
+                          f"on {measured} generated tokens; the methods must generate as many "
+                          "(leave max_new_tokens unset, or change the spec's measurement)")
+    return measured
+
+
+@contextlib.contextmanager
+def answer_length(n_tokens: int) -> Iterator[None]:
+    """Every generated metric inside (the baselines' and the pipeline's, which read
+    ``MD_METRIC_MAX_NEW_TOKENS`` when they measure) generates ``n_tokens``."""
+    old = os.environ.get(METRIC_LENGTH_ENV)
+    os.environ[METRIC_LENGTH_ENV] = str(n_tokens)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(METRIC_LENGTH_ENV, None)
+        else:
+            os.environ[METRIC_LENGTH_ENV] = old
+
+
 def run_method(method: str, spec_ref: str, base: Any, inter: Any,
                cases: dict[str, list[tuple[str, str | None]]], universe: dict[str, list[str]],
-               metrics: list[Any], cfg: BenchConfig, seed: int) -> dict[str, Any]:
+               metrics: list[Any], cfg: BenchConfig, seed: int,
+               max_new_tokens: int = 24) -> dict[str, Any]:
     from builtin_plugins.organisms import baselines as B
 
     arms = B.Arms(base, inter, cases, metrics, relevance=cfg.relevance)
@@ -205,13 +243,13 @@ def run_method(method: str, spec_ref: str, base: Any, inter: Any,
         return B.run_exhaustive(arms, cfg.alpha, cfg.n_prompts)
     if method == "sequential":
         return B.run_sequential(arms, cfg.alpha, n_max=max(len(v) for v in cases.values()),
-                                max_new_tokens=cfg.max_new_tokens)
+                                max_new_tokens=max_new_tokens)
     if method == "bandit":
         budget = cfg.query_budget or exhaustive_queries(cases, metrics, cfg.n_prompts)
         return B.run_bandit(arms, cfg.alpha, cfg.n_prompts, cfg.screen_n, seed, budget)
     if method == "output-screen":
         return B.run_output_screen(arms, cfg.alpha, cfg.n_prompts, max(cfg.screen_n, 4),
-                                   cfg.max_new_tokens)
+                                   max_new_tokens)
     if method == "adl":
         from builtin_plugins.organisms.bench_methods import run_adl
 
@@ -303,6 +341,7 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
         built = build_organism(spec_ref, cfg.cache_dir, log=log)
         build_s = time.time() - t_build
         base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+        n_tokens = organism_answer_length(spec_ref, cfg.max_new_tokens)
         universe_cases = load_universe_cases(spec_ref)
         universe = {f: [p for p, _ in items] for f, items in universe_cases.items()}
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
@@ -317,9 +356,9 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 log(f"[bench] {built.name} seed {seed}: {method}")
                 clear_generation_cache()  # nobody decodes for free what another decoded
                 t0 = time.time()
-                with costs.measuring() as work:
+                with costs.measuring() as work, answer_length(n_tokens):
                     res = run_method(method, spec_ref, base, inter, cases, universe, metrics,
-                                     cfg, seed)
+                                     cfg, seed, n_tokens)
                 spent = charged_work(work(), res)
                 res["work"] = spent.model_dump()
                 res["tokens"] = spent.tokens

@@ -79,3 +79,55 @@ def test_pipeline_runs_in_a_fresh_cache_even_with_md_cache_dir_set(tmp_path: Pat
     import os
 
     assert os.environ["MD_CACHE_DIR"] == str(env_cache)  # restored afterwards
+
+
+def test_every_method_generates_as_many_tokens_as_the_ground_truth_measured(monkeypatch):
+    """A `length` read on 24 generated tokens is not the one the judge measured on 16: the
+    bench takes each organism's measurement length and refuses another."""
+    from md_framework.errors import ConfigError
+
+    from builtin_plugins.metrics.core import metric_by_name
+    from builtin_plugins.organisms.bench import METRIC_LENGTH_ENV, answer_length, organism_answer_length
+    from builtin_plugins.organisms.spec import load_spec
+
+    spec = load_spec("toy-multi")
+    short = spec.model_copy(update={"measurement": spec.measurement.model_copy(update={"max_new_tokens": 7})})
+    assert organism_answer_length("toy-multi", None) == spec.measurement.max_new_tokens
+    assert organism_answer_length(short, None) == organism_answer_length(short, 7) == 7
+    with pytest.raises(ConfigError, match="measured on 7 generated tokens"):
+        organism_answer_length(short, 24)
+
+    monkeypatch.setenv(METRIC_LENGTH_ENV, "30")
+    length = metric_by_name("length", {})
+    with answer_length(7):
+        assert length.options.resolved_max_new_tokens() == 7
+    assert length.options.resolved_max_new_tokens() == 30
+    monkeypatch.delenv(METRIC_LENGTH_ENV)
+    with answer_length(9):
+        pass
+    import os
+
+    assert METRIC_LENGTH_ENV not in os.environ
+
+
+def test_run_bench_hands_the_organisms_length_to_every_method(toy_multi, organism_cache: Path,
+                                                              tmp_path: Path, monkeypatch):
+    import os
+
+    from builtin_plugins.organisms import bench
+
+    seen = []
+
+    def record(method, spec_ref, base, inter, cases, universe, metrics, cfg, seed, max_new_tokens=24):
+        seen.append((method, max_new_tokens, os.environ.get(bench.METRIC_LENGTH_ENV)))
+        return {"status": "failed", "error": "recorded"}
+
+    monkeypatch.setattr(bench, "run_method", record)
+    monkeypatch.setattr(bench, "organism_answer_length", lambda spec_ref, requested: 11)
+    monkeypatch.delenv(bench.METRIC_LENGTH_ENV, raising=False)
+    cfg = bench.BenchConfig(specs=["toy-multi"], out_dir=tmp_path, cache_dir=organism_cache,
+                            methods=["exhaustive", "output-screen"], plots=False,
+                            metrics=["length"], threads=1)
+    bench.run_bench(cfg, log=lambda *a, **k: None)
+    assert seen == [("exhaustive", 11, "11"), ("output-screen", 11, "11")]
+    assert bench.METRIC_LENGTH_ENV not in os.environ
