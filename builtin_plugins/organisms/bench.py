@@ -102,6 +102,10 @@ class BenchConfig:
     relevance: str = "gate"
     #: AnalysisConfig keys for the pipeline method (models and universe are set per organism)
     pipeline_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
+    #: training options of the dictionaries the dictionary pipelines train, by kind
+    #: (``crosscoder``: CrosscoderTrainConfig, ``transcoders``: TrainConfig); they override
+    #: the per-model defaults of :func:`builtin_plugins.organisms.bench_methods.dictionary_settings`
+    dictionaries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from md_framework.errors import ConfigError, did_you_mean
@@ -112,6 +116,10 @@ class BenchConfig:
             if m not in METHODS:
                 raise ConfigError(f"unknown bench method {m!r}.{did_you_mean(m, METHODS)} "
                                   f"Known: {', '.join(METHODS)}")
+        from builtin_plugins.organisms.bench_methods import dictionary_settings
+
+        for kind, options in self.dictionaries.items():
+            dictionary_settings(kind, toy=False, options=options)  # refuses unknown kinds/keys
 
 
 #: The pipeline settings of the README demo: dictionary-free tracing, so an organism needs
@@ -269,12 +277,16 @@ def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
     import dataclasses
 
     from builtin_plugins.organisms import bench_methods as M
+    from builtin_plugins.organisms.build import _spec_and_dir
 
+    toy = _spec_and_dir(spec_ref)[0].base == "toy"
     if method == "pipeline-crosscoder":
-        path, recorded = M.crosscoder_for(base, inter, cfg.cache_dir)
+        train = M.dictionary_settings("crosscoder", toy, cfg.dictionaries.get("crosscoder"))
+        path, recorded = M.crosscoder_for(base, inter, cfg.cache_dir, train)
         tracer = {"tracer": "crosscoder", "tracer_options": {"crosscoder": str(path)}}
     else:
-        path, recorded = M.transcoders_for(base, universe, cfg.cache_dir)
+        train = M.dictionary_settings("transcoders", toy, cfg.dictionaries.get("transcoders"))
+        path, recorded = M.transcoders_for(base, universe, cfg.cache_dir, train)
         tracer = {"tracer": "circuit-tracer", "tracer_options": {"transcoders": str(path)}}
     sub = dataclasses.replace(cfg, pipeline_overrides={**cfg.pipeline_overrides, **tracer})
     res = run_pipeline(spec_ref, universe, sub, seed)

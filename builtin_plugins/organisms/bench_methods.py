@@ -38,6 +38,37 @@ TOY_CROSSCODER = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 40_000, "epochs
 TOY_TRANSCODERS = {"d_sae": 256, "k": 8, "tokens": 10**6, "batch_size": 256, "epochs": 12,
                    "lr": 3e-3, "n_generate": 0, "seq_len": 32, "outlier_factor": 50.0}
 WORK_SUFFIX = ".work.json"
+#: the dictionary kinds ``md bench --dictionary-config`` accepts
+DICTIONARY_KINDS = ("crosscoder", "transcoders")
+
+
+def dictionary_settings(kind: str, toy: bool, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training settings of a bench-trained dictionary, validated: the toy's
+    (``TOY_CROSSCODER`` / ``TOY_TRANSCODERS``) on the toy, the training command's own defaults
+    on any other model (``md crosscoders train``: the middle layer; ``md transcoders train``:
+    every layer), with ``options`` on top. Unknown kinds and keys are refused."""
+    from md_framework.errors import ConfigError, did_you_mean
+
+    if kind not in DICTIONARY_KINDS:
+        raise ConfigError(f"unknown dictionary kind {kind!r}.{did_you_mean(kind, DICTIONARY_KINDS)} "
+                          f"Known: {', '.join(DICTIONARY_KINDS)}")
+    if kind == "crosscoder":
+        from builtin_plugins.tracers.crosscoder_train import CrosscoderTrainConfig as Config
+
+        defaults = TOY_CROSSCODER if toy else {}
+    else:
+        from builtin_plugins.tracers.transcoders import TrainConfig as Config
+
+        defaults = TOY_TRANSCODERS if toy else {}
+    known = sorted(Config.model_fields)
+    for key in options or {}:
+        if key not in known:
+            raise ConfigError(f"unknown {kind} training option {key!r}.{did_you_mean(key, known)} "
+                              f"Known: {', '.join(known)}")
+    try:
+        return Config(**{**defaults, **(options or {})}).model_dump()
+    except Exception as exc:  # pydantic's message names the field
+        raise ConfigError(f"{kind} training options: {exc}") from exc
 
 
 def dictionary_root(organism_cache: Path | str) -> Path:

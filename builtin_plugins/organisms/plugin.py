@@ -153,8 +153,13 @@ def md_register_commands(cli: Any) -> None:
     @click.option("--pipeline-config", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="analysis config (YAML/TOML) for the pipeline method; its models and "
                        "universe are replaced by each organism's")
+    @click.option("--dictionary-config", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="YAML/JSON mapping {crosscoder: {...}, transcoders: {...}}: training "
+                       "options of the dictionaries pipeline-crosscoder / pipeline-circuit-tracer "
+                       "train (default: the toy's settings on the toy, the training commands' "
+                       "defaults on other models)")
     def bench_cmd(specs, seeds, first_seed, out_dir, cache_dir, methods, alpha, n_prompts,
-                  metrics, threads, relevance, no_plots, pipeline_config) -> None:
+                  metrics, threads, relevance, no_plots, pipeline_config, dictionary_config) -> None:
         """Run discovery methods on organisms and judge them by measured ground truth."""
         from builtin_plugins.organisms.bench import DEFAULT_PIPELINE, BenchConfig, run_bench
 
@@ -174,6 +179,22 @@ def md_register_commands(cli: Any) -> None:
                              alpha=alpha, n_prompts=n_prompts,
                              metrics=[m.strip() for m in metrics.split(",")] if metrics else None,
                              threads=threads, plots=not no_plots, relevance=relevance,
-                             pipeline_overrides=overrides)
+                             pipeline_overrides=overrides,
+                             dictionaries=_dictionary_options(dictionary_config))
         result = run_bench(config, log=click.echo)
         click.echo(result["markdown"])
+
+
+def _dictionary_options(path: str | None) -> dict[str, Any]:
+    """``--dictionary-config``: a mapping of dictionary kind to training options."""
+    from md_framework.config import read_config_file
+    from md_framework.errors import ConfigError
+
+    if path is None:
+        return {}
+    data = read_config_file(path)
+    bad = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if bad:
+        raise ConfigError(f"{path}: each kind maps to a mapping of training options; "
+                          f"got {sorted(bad)} with other values")
+    return data

@@ -74,15 +74,28 @@ def test_dictionary_pipeline_sets_the_tracer_and_passes_the_recorded_work(monkey
         return {"status": "ok", "discoveries": [], "queries": 0, "circuit_passes": 0}
 
     monkeypatch.setattr(bench, "run_pipeline", fake_pipeline)
-    monkeypatch.setattr(bench_methods, "crosscoder_for", lambda b, i, c: (tmp_path / "xc", {"prompt_tokens": 7}))
-    monkeypatch.setattr(bench_methods, "transcoders_for", lambda b, u, c: (tmp_path / "tc", None))
-    cfg = BenchConfig(specs=["toy-multi"], cache_dir=tmp_path)
+    trained = {}
+
+    def fake_crosscoder(b, i, c, train):
+        trained["crosscoder"] = train
+        return tmp_path / "xc", {"prompt_tokens": 7}
+
+    def fake_transcoders(b, u, c, train):
+        trained["transcoders"] = train
+        return tmp_path / "tc", None
+
+    monkeypatch.setattr(bench_methods, "crosscoder_for", fake_crosscoder)
+    monkeypatch.setattr(bench_methods, "transcoders_for", fake_transcoders)
+    cfg = BenchConfig(specs=["toy-multi"], cache_dir=tmp_path, dictionaries={"crosscoder": {"d_sae": 128}})
     res = _run_dictionary_pipeline("pipeline-crosscoder", "toy-multi", None, None, {}, cfg, 0)
+    assert trained["crosscoder"]["d_sae"] == 128  # the option, over the toy's layers
+    assert trained["crosscoder"]["layers"] == bench_methods.TOY_CROSSCODER["layers"]
     assert seen["overrides"]["tracer"] == "crosscoder"
     assert seen["overrides"]["tracer_options"] == {"crosscoder": str(tmp_path / "xc")}
     assert seen["overrides"]["n_seed_prompts"] == cfg.pipeline_overrides["n_seed_prompts"]
     assert res["dictionary_work"] == {"prompt_tokens": 7}
     res = _run_dictionary_pipeline("pipeline-circuit-tracer", "toy-multi", None, None, {}, cfg, 0)
+    assert trained["transcoders"]["d_sae"] == bench_methods.TOY_TRANSCODERS["d_sae"]
     assert seen["overrides"]["tracer"] == "circuit-tracer"
     assert seen["overrides"]["tracer_options"] == {"transcoders": str(tmp_path / "tc")}
     assert "dictionary_work" not in res
@@ -154,3 +167,63 @@ def test_adl_method_on_a_toy_organism_counts_its_passes(toy_multi, organism_cach
     assert row["forward_passes"] >= d["adl_cost"]["forward_passes"]
     # confirmation only: 2 models x 12 prompts x 2 model calls (scored + greedy) per named family
     assert row["tokens"] > 0 and row["queries"] == 2 * 12 * 2 * len(d["named"])
+
+
+def test_dictionary_settings_are_the_toys_on_the_toy_and_the_commands_defaults_elsewhere(tmp_path: Path) -> None:
+    """md bench trained every dictionary with the toy's settings (layer 1 of SmolLM2's 30);
+    on another model it now uses the training commands' defaults, and options override both."""
+    from md_framework.errors import ConfigError
+
+    from builtin_plugins.organisms.bench import BenchConfig
+    from builtin_plugins.organisms.bench_methods import (
+        TOY_CROSSCODER,
+        TOY_TRANSCODERS,
+        dictionary_settings,
+    )
+    from builtin_plugins.tracers.crosscoder_train import CrosscoderTrainConfig
+    from builtin_plugins.tracers.transcoders import TrainConfig
+
+    assert dictionary_settings("crosscoder", toy=True) == CrosscoderTrainConfig(**TOY_CROSSCODER).model_dump()
+    assert dictionary_settings("transcoders", toy=True) == TrainConfig(**TOY_TRANSCODERS).model_dump()
+    real = dictionary_settings("crosscoder", toy=False)
+    assert real == CrosscoderTrainConfig().model_dump() and real["layers"] is None  # the middle layer
+    assert dictionary_settings("transcoders", toy=False, options={"layers": [3, 4]})["layers"] == [3, 4]
+    with pytest.raises(ConfigError, match="crosscoder"):
+        dictionary_settings("crosscoders", toy=True)
+    with pytest.raises(ConfigError, match="d_sae"):
+        dictionary_settings("crosscoder", toy=True, options={"dsae": 64})
+    with pytest.raises(ConfigError, match="k"):
+        dictionary_settings("transcoders", toy=False, options={"k": 0})
+    with pytest.raises(ConfigError, match="transcoders"):
+        BenchConfig(specs=["toy-multi"], dictionaries={"transcoder": {}})
+
+
+def test_bench_command_reads_the_dictionary_config(monkeypatch, tmp_path: Path) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from builtin_plugins.organisms import bench
+    from builtin_plugins.organisms.plugin import md_register_commands
+
+    @click.group()
+    def cli() -> None:
+        pass
+
+    md_register_commands(cli=cli)  # only this plugin's commands: no installed plugin leaks in
+    seen = {}
+
+    def fake_run(config, log=print):
+        seen["dictionaries"] = config.dictionaries
+        return {"markdown": "ok"}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
+    conf = tmp_path / "dicts.yaml"
+    conf.write_text("crosscoder: {layers: [15], d_sae: 1024}\n")
+    result = CliRunner().invoke(cli, ["bench", "toy-multi", "--dictionary-config", str(conf),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert seen["dictionaries"] == {"crosscoder": {"layers": [15], "d_sae": 1024}}
+    conf.write_text("crosscoder: {layer: [15]}\n")
+    result = CliRunner().invoke(cli, ["bench", "toy-multi", "--dictionary-config", str(conf),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "layers" in (result.output + str(result.exception))
