@@ -16,6 +16,8 @@ import json
 import os
 import random
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,13 @@ def seed_prompts(explore: Mapping[str, Sequence[str]], n: int, seed: int) -> lis
             if queues[family] and len(chosen) < n:
                 chosen.append((queues[family].pop(), family))
     return chosen
+
+
+def thin_families(explore: Mapping[str, Sequence[str]], seeds: Sequence[tuple[str, str]]) -> list[str]:
+    """Families with at least 2 exploration prompts of which fewer than 2 were drawn as
+    seeds, sorted."""
+    drawn = Counter(f for _, f in seeds)
+    return sorted(f for f, p in explore.items() if len(p) >= 2 and drawn[f] < 2)
 
 
 def load_user_interpretations(value: dict[str, str] | str | None) -> Any:
@@ -366,6 +375,17 @@ class MechanisticBehavioralAnalyzer:
         explore, confirm = hooks.stage("md_stage_split_universe", universe=self.universe,
                                        explore_fraction=config.explore_fraction, seed=config.seed)
         seeds = seed_prompts(explore, config.n_seed_prompts, config.seed)
+        thin = thin_families(explore, seeds)
+        if thin:
+            # a family contrast needs >= 2 prompts per family (Welch's t in the graph diff);
+            # at 192 families the default 96 seeds found nothing, without a word
+            need = sum(min(2, len(p)) for p in explore.values())
+            msg = (f"{len(thin)} of {len(explore)} families get fewer than 2 traced seed prompts "
+                   f"(n_seed_prompts={config.n_seed_prompts}; e.g. {', '.join(thin[:3])}): a change "
+                   f"confined to one of them cannot show as a family change. Raise n_seed_prompts "
+                   f"to at least {need}.")
+            warnings.warn(msg, stacklevel=2)
+            self.progress("trace", msg)
         stage_work.enter("trace")
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
         answers = self.trace_answers(seeds) if config.trace_answers else None
