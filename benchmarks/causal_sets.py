@@ -1,4 +1,4 @@
-"""Feature sets that carry each planted change of a toy organism, next to a random control.
+"""Feature sets that carry each planted change of an organism, next to a random control.
 
 For every planted change (family, metric) of the organism and every seed: search a set on
 ``--search`` discovery prompts of the family (attribution patching over MLP neurons capped
@@ -20,6 +20,13 @@ paired share - control CI is against the first draw.
 
     python benchmarks/causal_sets.py toy-multi --seeds 5 --control-draws 20 \
         --out benchmarks/causal-sets-toy-multi.json
+
+Prompts: on a toy organism the family's whole toy-language pool, sampled per seed; on any
+other organism (SmolLM2) the search prompts are drawn from the family's universe prompts
+(what methods see) and the fresh prompts from its evaluation split when that is held out
+(``measurement.eval``), so the share is measured on prompts the search never saw. The metric
+is measured as the organism's ground truth measures it: its ``measurement.max_new_tokens``,
+and the sign-off metric with the planted phrases added.
 """
 
 from __future__ import annotations
@@ -50,9 +57,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from builtin_plugins.metrics.core import metric_by_name
+    from builtin_plugins.metrics.core import DEFAULT_SIGNOFFS, metric_by_name, model_word_lists
     from builtin_plugins.organisms import build_organism
-    from builtin_plugins.organisms.build import load_dir
+    from builtin_plugins.organisms.build import _family_pools, _spec_and_dir, load_dir
     from builtin_plugins.organisms.toy_language import all_prompts
     from builtin_plugins.tracers.activation_diff import ActivationDiffTracer
     from builtin_plugins.tracers.feature_search import is_direction, random_directions
@@ -61,17 +68,36 @@ def main() -> None:
 
     built = build_organism(args.organism, args.cache_dir, log=None)
     base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+    spec = _spec_and_dir(args.organism)[0]
+    pools = None if spec.base == "toy" else _family_pools(spec)
     tracer = ActivationDiffTracer()
     d_mlp = int(inter.model.config.intermediate_size)
     rows = []
-    for planted in built.ground_truth()["planted"]:
+    gt = built.ground_truth()
+    planted_phrases = [p["change"]["text"] for p in gt["planted"]
+                       if p["change"]["type"] == "signoff" and p["change"].get("text")]
+    for planted in gt["planted"]:
         family = planted["family"]
-        metric = metric_by_name(METRIC_FOR[planted["change"]["type"]])
-        pool = [p for p, _ in all_prompts(family)]
+        name = METRIC_FOR[planted["change"]["type"]]
+        options = {"max_new_tokens": spec.measurement.max_new_tokens}
+        if name == "signoff" and planted_phrases:  # as the ground truth measures it
+            known = list(model_word_lists(base).get("signoffs") or DEFAULT_SIGNOFFS)
+            options["signoffs"] = known + [s for s in planted_phrases if s not in known]
+        metric = metric_by_name(name, options)
         for seed in range(args.seeds):
             rng = random.Random(f"{family}:{seed}")
-            prompts = rng.sample(pool, min(len(pool), args.search + args.fresh))
-            search, fresh = prompts[:args.search], prompts[args.search:]
+            if pools is None:
+                pool = [p for p, _ in all_prompts(family)]
+                prompts = rng.sample(pool, min(len(pool), args.search + args.fresh))
+                search, fresh = prompts[:args.search], prompts[args.search:]
+            else:
+                fam = pools[family]
+                seen = [p for p, _ in fam["universe"]]
+                search = rng.sample(seen, min(len(seen), args.search))
+                held = [p for p, _ in fam["eval"] if p not in search]
+                if fam["eval_source"] != "held-out":
+                    held = [p for p in held if p not in seen]
+                fresh = rng.sample(held, min(len(held), args.fresh))
             t0 = time.time()
             found = tracer.search_feature_set(base, inter, search, metric=metric)
             search_s = time.time() - t0
