@@ -12,6 +12,9 @@ cost. Protocol (dev set, freezing rule, holdout run once): benchmarks/README.md,
     python benchmarks/adl_mapping.py --cache-dir /work/cache/tests --set dev --out benchmarks/adl-mapping/dev.json
     python benchmarks/adl_mapping.py --cache-dir /work/cache/tests --set holdout --out benchmarks/adl-mapping/holdout.json
     python benchmarks/adl_mapping.py --markdown benchmarks/adl-mapping/dev.json
+    # SmolLM2 organisms (built elsewhere; the script never builds what it does not find)
+    python benchmarks/adl_mapping.py --cache-dir /work/cache/bench \
+        --specs examples/organisms/smollm2-safety.yaml --out benchmarks/adl-mapping/smollm2-safety.json
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def run(spec: str, rule: dict[str, Any], seeds: int, cache: Path) -> dict[str, A
     from builtin_plugins.organisms.build import load_dir
     from builtin_plugins.pipeline.testgen import split_universe
 
-    built = build_organism(spec, cache / "organisms", log=None)
+    from builtin_plugins.organisms.build import find_built
+
+    built = find_built(spec, cache / "organisms")
+    if built is None and not spec.startswith("toy"):
+        raise SystemExit(f"{spec} is not built under {cache / 'organisms'}; build it with md organism build")
+    built = built or build_organism(spec, cache / "organisms", log=None)
     base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
     planted = sorted({p["family"] for p in built.ground_truth()["planted"]})
     runs = []
@@ -68,7 +76,7 @@ def run(spec: str, rule: dict[str, Any], seeds: int, cache: Path) -> dict[str, A
                      "planted_rank": min((ranked.index(f) + 1 for f in planted), default=None),
                      "families": len(ranked), "cost": res.cost})
     hits = sum(r["hit"] for r in runs)
-    return {"organism": spec, "planted": planted, "rule": rule, "seeds": seeds, "hits": hits,
+    return {"organism": built.name, "planted": planted, "rule": rule, "seeds": seeds, "hits": hits,
             "interval": wilson(hits, seeds) if planted else None,
             "seconds": round(time.time() - t0, 1), "runs": runs}
 
