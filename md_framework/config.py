@@ -167,8 +167,9 @@ class ActivationDifferenceLensConfig(StrictModel):
     #: (KL of the base model's next-token distributions on the family's prompts when the
     #: direction is added), "steering-control" (that KL over the KL of a random direction)
     mapping: Literal["projection", "steering", "steering-control"] = "projection"
-    #: steering-based mappings: vector norm as a multiple of the mean residual norm
-    mapping_strength: float = Field(default=2.0, gt=0)
+    #: steering-based mappings: vector norm as a multiple of the mean residual norm (4: the
+    #: value frozen on the development organisms, benchmarks/README.md)
+    mapping_strength: float = Field(default=4.0, gt=0)
 
 
 class AnalysisConfig(StrictModel):

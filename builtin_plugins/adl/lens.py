@@ -20,16 +20,17 @@ readable traces in activation differences").
    family scores are the mean over their prompts, standardised across families (z). The
    families with the largest z (at least ``min_z``, at most ``max_families``) are named.
    Cost: one base pass per mapping prompt, fixed by the number of traced prompts.
-   Options (``mapping``), both read by steering, the third read-out Minder et al. use:
-   ``"steering"`` scores a family by how much adding ``s * ||h|| * delta_L / ||delta_L||``
-   (``s`` = ``mapping_strength``) to the base model's residual stream after L changes its
-   next-token distributions on the family's prompts, ``mean_{p in f} mean_t
-   KL(P_B(.|p_<t) || P_B+delta(.|p_<t))``; ``"steering-control"`` divides that by the same
-   KL for a random direction of equal norm (one seeded draw per prompt) and takes the log,
-   so families whose predictions move under *any* push do not rank first (the random-
-   direction control of steering studies, e.g. Turner et al. 2023, "Activation
-   addition"). Cost: 1 (``steering``) or 2 (``steering-control``) extra base passes per
-   mapping prompt. Measured on the toy organisms in benchmarks/README.md.
+   ``mapping`` picks another score, still base model only and read by steering (the third
+   read-out Minder et al. use): ``"steering"`` scores a family by how far the base model's
+   next-token distributions on its prompts move when ``s * ||h|| * delta_L / ||delta_L||``
+   (``s`` = ``mapping_strength``) is added to the residual stream after L at every
+   position, ``mean_{p in f} mean_t KL(P_B(.|p_<=t) || P_{B+delta}(.|p_<=t))``;
+   ``"steering-control"`` divides that by the same KL for a random direction of equal norm
+   (one seeded draw per prompt) and takes the log, so families whose predictions move under
+   *any* push do not rank first (the random-direction control of steering studies, e.g.
+   Turner et al. 2023, "Activation addition"). Cost: 1 (``steering``) or 2
+   (``steering-control``) extra base passes per mapping prompt. Measured on the toy
+   organisms, development and holdout sets apart, in benchmarks/README.md.
 4. **Typing.** Refusal words among the lens tokens or in the steered texts suggest a safety
    change (``refusal_probability`` up), mostly upper-case lens tokens a style change
    (``uppercase_ratio`` up); otherwise a fact/content change (``target_logprob``) and a
@@ -229,7 +230,7 @@ def _logprobs(model: Any, ids: Sequence[int], layer: int, vector: Any | None) ->
     if vector is not None:
         def hook(m: Any, a: Any, o: Any) -> Any:
             h = o[0] if isinstance(o, tuple) else o
-            h = h + vector.to(h.dtype)
+            h = h + vector.to(h.device, h.dtype)
             return (h, *o[1:]) if isinstance(o, tuple) else h
         handle = _hooks.decoder_layers(model)[layer].register_forward_hook(hook)
     try:
@@ -273,7 +274,7 @@ def steering_scores(model: Any, tok: Any, families: Mapping[str, Sequence[str]],
             passes += 2
             kl.append(float((p0.exp() * (p0 - p1)).sum(-1)[skip:].mean()))
             if control:
-                r = torch.randn(vector.shape, generator=gen)
+                r = torch.randn(vector.shape, generator=gen).to(vector.device)
                 p2 = _logprobs(model, ids, layer, r * (norm / float(r.norm())))
                 passes += 1
                 kl_rand.append(float((p0.exp() * (p0 - p2)).sum(-1)[skip:].mean()))

@@ -184,6 +184,7 @@ def test_vocabulary_prompts_do_not_depend_on_families_or_models() -> None:
 
 def test_mapping_option_is_validated() -> None:
     assert ActivationDifferenceLensConfig().mapping == "projection"  # default unchanged
+    assert ActivationDifferenceLensConfig(mapping="steering").mapping_strength == 4.0  # the frozen rule
     cfg = ActivationDifferenceLensConfig(mapping="steering", mapping_strength=4)
     assert cfg.mapping == "steering" and cfg.mapping_strength == 4
     with pytest.raises(ValidationError):
