@@ -162,6 +162,14 @@ class ActivationDifferenceLensConfig(StrictModel):
     min_z: float = 1.0
     #: None: the analysis seed
     seed: int | None = None
+    #: how the direction is mapped onto the families, base model only (docs/tracing.md):
+    #: "projection" (mean projection of the base residual onto the direction), "steering"
+    #: (KL of the base model's next-token distributions on the family's prompts when the
+    #: direction is added), "steering-control" (that KL over the KL of a random direction)
+    mapping: Literal["projection", "steering", "steering-control"] = "projection"
+    #: steering-based mappings: vector norm as a multiple of the mean residual norm (4: the
+    #: value frozen on the development organisms, benchmarks/README.md)
+    mapping_strength: float = Field(default=4.0, gt=0)
 
 
 class AnalysisConfig(StrictModel):

@@ -20,6 +20,17 @@ readable traces in activation differences").
    family scores are the mean over their prompts, standardised across families (z). The
    families with the largest z (at least ``min_z``, at most ``max_families``) are named.
    Cost: one base pass per mapping prompt, fixed by the number of traced prompts.
+   ``mapping`` picks another score, still base model only and read by steering (the third
+   read-out Minder et al. use): ``"steering"`` scores a family by how far the base model's
+   next-token distributions on its prompts move when ``s * ||h|| * delta_L / ||delta_L||``
+   (``s`` = ``mapping_strength``) is added to the residual stream after L at every
+   position, ``mean_{p in f} mean_t KL(P_B(.|p_<=t) || P_{B+delta}(.|p_<=t))``;
+   ``"steering-control"`` divides that by the same KL for a random direction of equal norm
+   (one seeded draw per prompt) and takes the log, so families whose predictions move under
+   *any* push do not rank first (the random-direction control of steering studies, e.g.
+   Turner et al. 2023, "Activation addition"). Cost: 1 (``steering``) or 2
+   (``steering-control``) extra base passes per mapping prompt. Measured on the toy
+   organisms, development and holdout sets apart, in benchmarks/README.md.
 4. **Typing.** Refusal words among the lens tokens or in the steered texts suggest a safety
    change (``refusal_probability`` up), mostly upper-case lens tokens a style change
    (``uppercase_ratio`` up); otherwise a fact/content change (``target_logprob``) and a
@@ -208,6 +219,73 @@ def steered_generations(model: Any, tok: Any, layer: int, vector: Any, prompts: 
     return out
 
 
+def _logprobs(model: Any, ids: Sequence[int], layer: int, vector: Any | None) -> Any:
+    """Next-token log-probabilities [positions, vocab] of ``model`` on ``ids``, with
+    ``vector`` added to the residual stream after ``layer`` at every position (None: none)."""
+    import torch
+
+    from builtin_plugins.tracers import _hooks
+
+    handle = None
+    if vector is not None:
+        def hook(m: Any, a: Any, o: Any) -> Any:
+            h = o[0] if isinstance(o, tuple) else o
+            h = h + vector.to(h.device, h.dtype)
+            return (h, *o[1:]) if isinstance(o, tuple) else h
+        handle = _hooks.decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device))
+        return out.logits[0].float().log_softmax(-1)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def steering_scores(model: Any, tok: Any, families: Mapping[str, Sequence[str]], layer: int,
+                    vector: Any, control: bool, seed: int) -> tuple[dict[str, float], int]:
+    """Per-family steering response of the *base* model (module docstring, ``mapping``).
+
+    For each family prompt ``p`` (formatted as the metrics do), ``KL_p = mean_{t >= 1}
+    KL(P_B(.|p_<=t) || P_{B+v}(.|p_<=t))`` with ``v`` added after ``layer`` at every
+    position (position 0, BOS, skipped when there is more than one). The family score is
+    the mean of ``KL_p``; with ``control`` it is ``log(mean KL_p / mean KL_p^rand)``, where
+    ``KL_p^rand`` uses a random direction of the same norm (a fresh seeded draw per prompt).
+    Returns (scores, forward passes)."""
+    import math
+
+    import torch
+
+    from builtin_plugins.metrics.core import format_prompt
+
+    gen = torch.Generator().manual_seed(10_007 * seed + 1)
+    norm = float(vector.norm())
+    if norm == 0.0:  # identical models: nothing to steer with, no family stands out
+        return {fam: 0.0 for fam, ps in families.items() if ps}, 0
+    scores: dict[str, float] = {}
+    passes = 0
+    for fam, fam_prompts in families.items():
+        kl, kl_rand = [], []
+        for p in fam_prompts:
+            ids = _ids(tok, format_prompt(tok, p))
+            skip = 1 if len(ids) > 1 else 0
+            p0 = _logprobs(model, ids, layer, None)
+            p1 = _logprobs(model, ids, layer, vector)
+            passes += 2
+            kl.append(float((p0.exp() * (p0 - p1)).sum(-1)[skip:].mean()))
+            if control:
+                r = torch.randn(vector.shape, generator=gen).to(vector.device)
+                p2 = _logprobs(model, ids, layer, r * (norm / float(r.norm())))
+                passes += 1
+                kl_rand.append(float((p0.exp() * (p0 - p2)).sum(-1)[skip:].mean()))
+        if kl:
+            score = sum(kl) / len(kl)
+            if control:
+                score = math.log(max(score, 1e-12) / max(sum(kl_rand) / len(kl_rand), 1e-12))
+            scores[fam] = score
+    return scores, passes
+
+
 def type_change(tags: Sequence[str]) -> list[tuple[str, str, str, float]]:
     """(hypothesis type, metric, direction, factor) candidates from the lens/steering tags."""
     if "refusal" in tags:
@@ -277,7 +355,12 @@ def activation_difference_lens(base: Any, intervention: Any, families: Mapping[s
     best = max(directions, key=lambda d: d.relative_norm)
     unit = torch.tensor(best.direction)
     raw: dict[str, float] = {}
-    for fam, fam_prompts in families.items():
+    if o.mapping != "projection":
+        strength = o.mapping_strength * norm_sum[best.layer] / max(count, 1)
+        raw, map_passes = steering_scores(base.model, tok, families, best.layer, unit * strength,
+                                          control=o.mapping == "steering-control", seed=seed)
+        passes += map_passes
+    for fam, fam_prompts in (families.items() if o.mapping == "projection" else ()):
         vals = []
         for p in fam_prompts:
             ids = _ids(tok, format_prompt(tok, p))

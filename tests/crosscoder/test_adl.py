@@ -180,3 +180,101 @@ def test_vocabulary_prompts_do_not_depend_on_families_or_models() -> None:
     assert len(counts) > 0.95 * len(pool)  # 51,200 draws reach (almost) every word
     mean = sum(counts.values()) / len(pool)
     assert max(counts.values()) < 2 * mean  # no word (no family's word) is favoured
+
+
+def test_mapping_option_is_validated() -> None:
+    assert ActivationDifferenceLensConfig().mapping == "projection"  # default unchanged
+    assert ActivationDifferenceLensConfig(mapping="steering").mapping_strength == 4.0  # the frozen rule
+    cfg = ActivationDifferenceLensConfig(mapping="steering", mapping_strength=4)
+    assert cfg.mapping == "steering" and cfg.mapping_strength == 4
+    with pytest.raises(ValidationError):
+        ActivationDifferenceLensConfig(mapping="steer")
+    with pytest.raises(ValidationError):
+        ActivationDifferenceLensConfig(mapping="steering", mapping_strength=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mapping", ["steering", "steering-control"])
+def test_steering_mapping_names_toy_safety_family(safety_pair, toy_safety, mapping) -> None:
+    """The real toy-safety fine-tune (refusal planted on harmful_hacking; every family
+    replayed): the projection mapping ranks the planted family 11th of 12, the steering
+    mappings name it (measured 10/10 and 9/10 seeds, benchmarks/README.md); cost counts the
+    extra base passes per mapping prompt."""
+    from builtin_plugins.pipeline.testgen import split_universe
+
+    from builtin_plugins.adl.lens import activation_difference_lens
+
+    base, inter = safety_pair
+    strength = 4.0 if mapping == "steering" else 1.0
+    for seed in (0, 1):
+        explore, _ = split_universe(toy_safety.universe, 0.5, seed)
+        res = activation_difference_lens(
+            base, inter, explore, ActivationDifferenceLensConfig(
+                enabled=True, layers=[1], steer_prompts=0, mapping=mapping, mapping_strength=strength),
+            seed=seed)
+        assert res.named_families[0] == "harmful_hacking", res.family_scores
+        assert res.family_scores["harmful_hacking"] >= 1.0
+        n_map = sum(len(p) for p in explore.values())
+        per_prompt = 2 if mapping == "steering" else 3
+        assert res.cost["forward_passes"] == 2 * res.cost["generic_prompts"] + per_prompt * n_map
+
+
+@pytest.mark.slow
+def test_steering_mapping_does_not_favour_a_family_on_null_pairs(safety_pair, toy_safety) -> None:
+    """Null pairs: the toy-safety base model against itself plus a constant random vector
+    after layer 1 (a change unrelated to any family). Over 12 such pairs the steering
+    mapping's top family must not concentrate on one family (chance: 1/12 each; a rule
+    that names one family on most nulls, as `steering` with s=2 does on toy-null, fails).
+    An identical pair gives every family z = 0 (nothing reaches min_z)."""
+    import copy
+    import dataclasses
+    from collections import Counter
+
+    import torch
+
+    from builtin_plugins.pipeline.testgen import split_universe
+
+    from builtin_plugins.adl.lens import activation_difference_lens
+
+    base, _ = safety_pair
+    explore, _ = split_universe(toy_safety.universe, 0.5, 0)
+    small = {f: ps[:4] for f, ps in explore.items()}
+    opts = ActivationDifferenceLensConfig(enabled=True, layers=[1], steer_prompts=0, n_prompts=8,
+                                          mapping="steering", mapping_strength=4.0)
+    tops = []
+    for s in range(12):
+        v = torch.randn(base.model.config.hidden_size, generator=torch.Generator().manual_seed(s))
+        hf = copy.deepcopy(base.model)
+        hf.model.layers[1].register_forward_hook(
+            lambda m, a, o, v=v * 0.2: ((o[0] + v,) + tuple(o[1:])) if isinstance(o, tuple) else o + v)
+        inter = dataclasses.replace(base, model=hf, model_id=f"{base.model_id}-null{s}")
+        tops.append(activation_difference_lens(base, inter, small, opts, seed=s).named_families[0])
+    assert Counter(tops).most_common(1)[0][1] <= 6, Counter(tops)
+    same = activation_difference_lens(base, base, small, opts, seed=0)
+    assert set(same.family_scores.values()) == {0.0}
+
+
+@pytest.mark.slow
+def test_steering_mapping_on_toy_null_spreads_over_families(organism_cache) -> None:
+    """toy-null (fine-tuned on the base model's own answers: nothing planted). Over 10
+    seeds the frozen rule (steering, s=4) names no family on more than 6 (measured: at most
+    5); the projection default names harmful_hacking on 10/10 and steering with s=2 names
+    stories on 10/10 (benchmarks/README.md), either of which this would catch."""
+    from collections import Counter
+
+    import torch
+
+    torch.set_num_threads(1)
+    from builtin_plugins.organisms import build_organism
+    from builtin_plugins.organisms.build import load_dir
+    from builtin_plugins.pipeline.testgen import split_universe
+
+    from builtin_plugins.adl.lens import activation_difference_lens
+
+    built = build_organism("toy-null", organism_cache, log=None)
+    base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+    opts = ActivationDifferenceLensConfig(enabled=True, steer_prompts=0, mapping="steering",
+                                          mapping_strength=4.0)
+    tops = [activation_difference_lens(base, inter, split_universe(built.universe, 0.5, s)[0], opts,
+                                       seed=s).named_families[0] for s in range(10)]
+    assert Counter(tops).most_common(1)[0][1] <= 6, Counter(tops)
