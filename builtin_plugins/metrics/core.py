@@ -96,6 +96,11 @@ ALL_METRIC_NAMES = (
 _MIN_LOGPROB = -1.0e4
 
 
+#: the variable generated metrics read their answer length from (``md bench`` sets it per
+#: organism: builtin_plugins.organisms.bench.answer_length)
+MAX_NEW_TOKENS_ENV = "MD_METRIC_MAX_NEW_TOKENS"
+
+
 def _env_int(name: str, default: int) -> int:
     try:
         return max(1, int(os.environ.get(name, default)))
@@ -124,7 +129,7 @@ class MetricOptions(StrictModel):
     refusal_mass: Literal["auto", "relative", "absolute"] = "auto"
 
     def resolved_max_new_tokens(self) -> int:
-        return self.max_new_tokens or _env_int("MD_METRIC_MAX_NEW_TOKENS", 24)
+        return self.max_new_tokens or _env_int(MAX_NEW_TOKENS_ENV, 24)
 
     def resolved_batch_size(self) -> int:
         return self.batch_size or _env_int("MD_METRIC_BATCH_SIZE", 8)

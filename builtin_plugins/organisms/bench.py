@@ -43,6 +43,7 @@ from typing import Any, Iterator
 
 from md_framework.cache_keys import CACHE_DIR_ENV
 
+from builtin_plugins.metrics.core import MAX_NEW_TOKENS_ENV as METRIC_LENGTH_ENV
 from builtin_plugins.organisms.baselines import Arms, min_effect  # noqa: F401 - public
 from builtin_plugins.organisms.scoring import Discovery, score, summarise
 
@@ -51,8 +52,6 @@ __all__ = ["BenchConfig", "Discovery", "METHODS", "run_bench", "score", "min_eff
 #: every method ``--methods`` accepts
 METHODS = ("pipeline", "pipeline-internal", "pipeline-output", "exhaustive", "sequential",
            "bandit", "output-screen", "adl", "pipeline-crosscoder", "pipeline-circuit-tracer")
-#: the variable every generated metric reads its answer length from (metrics/core.py)
-METRIC_LENGTH_ENV = "MD_METRIC_MAX_NEW_TOKENS"
 DEFAULT_METHODS = ["pipeline", "exhaustive", "sequential", "bandit", "output-screen"]
 
 
