@@ -40,8 +40,9 @@ readable traces in activation differences").
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from md_framework.config import ActivationDifferenceLensConfig as ADLOptions
@@ -195,18 +196,8 @@ def steered_generations(model: Any, tok: Any, layer: int, vector: Any, prompts: 
     stream after ``layer`` at every position."""
     import torch
 
-    from builtin_plugins.tracers import _hooks
-
-    block = _hooks.decoder_layers(model)[layer]
-
-    def hook(m: Any, a: Any, o: Any) -> Any:
-        h = o[0] if isinstance(o, tuple) else o
-        h = h + vector.to(h.dtype)
-        return (h, *o[1:]) if isinstance(o, tuple) else h
-
     out = []
-    handle = block.register_forward_hook(hook)
-    try:
+    with added_to_residual(model, layer, vector):
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for p in prompts:
             ids = torch.tensor([_ids(tok, p)])
@@ -214,9 +205,28 @@ def steered_generations(model: Any, tok: Any, layer: int, vector: Any, prompts: 
                 gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
             out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+@contextlib.contextmanager
+def added_to_residual(model: Any, layer: int, vector: Any | None) -> Iterator[None]:
+    """Inside, ``vector`` is added to the residual stream after ``layer`` at every position
+    (``None``: nothing is added)."""
+    if vector is None:
+        yield
+        return
+    from builtin_plugins.tracers import _hooks
+
+    def hook(m: Any, a: Any, o: Any) -> Any:
+        h = o[0] if isinstance(o, tuple) else o
+        h = h + vector.to(h.device, h.dtype)
+        return (h, *o[1:]) if isinstance(o, tuple) else h
+
+    handle = _hooks.decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        yield
     finally:
         handle.remove()
-    return out
 
 
 def _logprobs(model: Any, ids: Sequence[int], layer: int, vector: Any | None) -> Any:
@@ -224,22 +234,9 @@ def _logprobs(model: Any, ids: Sequence[int], layer: int, vector: Any | None) ->
     ``vector`` added to the residual stream after ``layer`` at every position (None: none)."""
     import torch
 
-    from builtin_plugins.tracers import _hooks
-
-    handle = None
-    if vector is not None:
-        def hook(m: Any, a: Any, o: Any) -> Any:
-            h = o[0] if isinstance(o, tuple) else o
-            h = h + vector.to(h.device, h.dtype)
-            return (h, *o[1:]) if isinstance(o, tuple) else h
-        handle = _hooks.decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            out = model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device))
-        return out.logits[0].float().log_softmax(-1)
-    finally:
-        if handle is not None:
-            handle.remove()
+    with added_to_residual(model, layer, vector), torch.no_grad():
+        out = model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device))
+    return out.logits[0].float().log_softmax(-1)
 
 
 def steering_scores(model: Any, tok: Any, families: Mapping[str, Sequence[str]], layer: int,
