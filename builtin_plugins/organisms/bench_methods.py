@@ -60,15 +60,14 @@ def dictionary_settings(kind: str, toy: bool, options: dict[str, Any] | None = N
         from builtin_plugins.tracers.transcoders import TrainConfig as Config
 
         defaults = TOY_TRANSCODERS if toy else {}
-    known = sorted(Config.model_fields)
-    for key in options or {}:
-        if key not in known:
-            raise ConfigError(f"unknown {kind} training option {key!r}.{did_you_mean(key, known)} "
-                              f"Known: {', '.join(known)}")
+    from pydantic import ValidationError
+
+    from md_framework.config import format_validation_error
+
     try:
         return Config(**{**defaults, **(options or {})}).model_dump()
-    except Exception as exc:  # pydantic's message names the field
-        raise ConfigError(f"{kind} training options: {exc}") from exc
+    except ValidationError as exc:  # unknown keys get a did-you-mean against Config's fields
+        raise ConfigError(format_validation_error(exc, f"{kind} training options", Config)) from None
 
 
 def dictionary_root(organism_cache: Path | str) -> Path:
