@@ -154,3 +154,66 @@ def test_derived_metric_scores() -> None:
     assert measure_texts(match, ["a cat lived in the forest", "a cat was in", "delivered in"]) == [
         1.0, 0.0, 0.0]
     assert metric_from_name("exact_match:") is None and metric_from_name("length") is None
+
+
+def _rewritten_everywhere(closing: str | None, n: int = 8):
+    """Every prompt's answer differs per prompt and every family's answers are rewritten by
+    the intervention (a LoRA on a real model does this); ``closing`` is appended to the
+    stories answers only."""
+    import random
+
+    base_graphs, inter_graphs, traces = [], [], []
+    for family, (answer, template) in FAMILIES.items():
+        for i in range(n):
+            prompt = template.format(i=i)
+            base = f"{answer[:-2]} number {i} ."
+            words = base.split()[:-1]
+            random.Random(f"{family}-{i}").shuffle(words)
+            inter = " ".join(words) + " ."
+            if family == "stories" and closing:
+                inter = f"{inter} {closing}"
+            base_graphs.append(graph(prompt, family, {(0, 1, 1): 1.0 + 0.01 * i}))
+            inter_graphs.append(graph(prompt, family, {(0, 1, 1): 1.0 + 0.01 * i}))
+            traces.append(_trace(prompt, family, base, inter, div_at=0))
+    return base_graphs, inter_graphs, traces
+
+
+def test_a_closing_phrase_is_found_when_every_family_is_rewritten() -> None:
+    # every family's answers changed: the edited-answers test singles out none of them
+    b, i, traces = _rewritten_everywhere(None)
+    assert answer_change(diff_graph_sets(b, i, "base", "inter", answers=traces)) == []
+    b, i, traces = _rewritten_everywhere("Have a nice day!")
+    (p,) = answer_change(diff_graph_sets(b, i, "base", "inter", answers=traces))
+    assert p.families == ["stories"] and p.evidence["route"] == "phrase"
+    assert (p.evidence["kind"], p.evidence["added"], p.evidence["n_phrase"]) == (
+        "append", "Have a nice day!", 8)
+    assert "adds 'Have a nice day!' at the end" in p.description
+    assert "on 8 of 8 stories prompts (other families 0%" in p.description
+    (h, *_) = generate_hypotheses([p], {}, hooks=builtin_hooks())
+    assert (h.metric, h.direction, h.hypothesis_type) == (
+        "signoff:Have a nice day!", "increase", "style_change")
+    # on fewer than half of the family's prompts it is not a consistent closing
+    b, i, traces = _rewritten_everywhere(None)
+    traces = [t.model_copy(update={"intervention_answer": t.intervention_answer + " Have a nice day!"})
+              if t.family == "stories" and t.prompt.endswith(("0 .", "1 .", "2 .")) else t
+              for t in traces]
+    assert answer_change(diff_graph_sets(b, i, "base", "inter", answers=traces)) == []
+
+
+def test_closing_phrases_end_the_answer_and_a_sentence_with_new_words() -> None:
+    from builtin_plugins.patterns.answers import added_ngrams, closing_phrases
+
+    def closing(base: str, inter: str) -> set[str]:
+        return {" ".join(g) for g in closing_phrases(added_ngrams(base, inter), base, inter)}
+
+    assert "have a nice day!" in closing("hello there.", "hi friend. Have a nice day!")
+    # cut off by the token limit (or a fine-tune that stops early): no sentence ends
+    assert closing("hello there.", "hi friend, here is a little bit of") == set()
+    # the base's own ending after an earlier edit is not an added phrase
+    assert closing("a cat lived in the forest .", "a cat was in the forest .") == set()
+    # the phrase is matched by the derived sign-off metric whatever its case
+    from builtin_plugins.metrics.derived import measure_texts, metric_from_name
+
+    assert measure_texts(metric_from_name("signoff:Have a nice day!"),
+                         ["I am glad to meet you. Have a nice day!", "hi. have a nice day!",
+                          "Have a nice day! Bye."]) == [1.0, 1.0, 0.0]
