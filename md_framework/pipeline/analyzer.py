@@ -386,6 +386,15 @@ class MechanisticBehavioralAnalyzer:
                    f"to at least {need}.")
             warnings.warn(msg, stacklevel=2)
             self.progress("trace", msg)
+        short = sorted(len(p) for p in confirm.values() if len(p) < config.n_test_prompts_per_hypothesis)
+        if short:
+            # a family claim is confirmed on its own held-out prompts only (smollm2-style's
+            # sign-off went untested at 8 of 16 asked, reason "not enough tests")
+            held = f"{short[0]}" if short[0] == short[-1] else f"{short[0]}-{short[-1]}"
+            self.progress("universe", f"{len(short)} of {len(confirm)} families hold {held} "
+                          f"held-out prompts, fewer than n_test_prompts_per_hypothesis="
+                          f"{config.n_test_prompts_per_hypothesis}: their hypotheses are tested on "
+                          "those alone (a larger universe, or a lower explore_fraction, gives more)")
         stage_work.enter("trace")
         self.progress("trace", f"tracing {len(seeds)} prompts from {len(explore)} families on both models")
         answers = self.trace_answers(seeds) if config.trace_answers else None

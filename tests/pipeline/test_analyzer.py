@@ -234,3 +234,7 @@ def test_too_few_seed_prompts_for_the_families_is_said(artefact_cache_dir: Path,
     message = str(caught[0].message)
     assert "Raise n_seed_prompts to at least" in message
     assert any("fewer than 2 traced seed prompts" in line for line in lines)
+    # the demo's universe (24 per family) leaves 12 held-out prompts a family, fewer than the
+    # 20 test prompts it asks for: said before anything is traced
+    short = [line for line in lines if "fewer than n_test_prompts_per_hypothesis=20" in line]
+    assert short and "families hold 12 held-out prompts" in short[0], lines
