@@ -420,6 +420,39 @@ def organism_key(spec: OrganismSpec, spec_dir: Path | None) -> str:
     return spec.spec_hash(extra)
 
 
+#: measurement fields only the ground truth reads (never the training data, the universe or
+#: the models): a spec that differs from a built one in these alone reuses its models and is
+#: measured again, never retrained (LoRA training is not bit-reproducible on CPU, so a retrain
+#: would also change the models that earlier runs saw)
+MEASUREMENT_ONLY = frozenset({"max_new_tokens", "max_prompts_per_family", "alpha"})
+
+
+def _models_part(spec: OrganismSpec) -> dict[str, Any]:
+    data = spec.model_dump(mode="json")
+    for name in MEASUREMENT_ONLY:
+        data["measurement"].pop(name, None)
+    return data
+
+
+def built_with_same_models(spec: OrganismSpec, spec_dir: Path | None, cache_dir: Path) -> Path | None:
+    """A complete build of ``spec.name`` in ``cache_dir`` whose spec differs from ``spec`` in
+    :data:`MEASUREMENT_ONLY` fields alone and that today's builder made the way it would make
+    it now: its stored key is what :func:`organism_key` gives its stored spec today (same
+    builder and ground-truth versions, same base weights, same parent organism)."""
+    want = _models_part(spec)
+    for root in sorted(Path(cache_dir).glob(f"{spec.name}-*")):
+        if not (root / ".complete").exists():
+            continue
+        try:
+            stored = OrganismSpec.model_validate_json((root / "spec.json").read_text())
+            manifest = json.loads((root / "organism.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if _models_part(stored) == want and organism_key(stored, spec_dir) == manifest.get("spec_hash"):
+            return root
+    return None
+
+
 def find_built(spec_ref: Any, cache_dir: Path | str = DEFAULT_CACHE) -> BuiltOrganism | None:
     spec, spec_dir = _spec_and_dir(spec_ref)
     root = Path(cache_dir) / f"{spec.name}-{organism_key(spec, spec_dir)[:16]}"
@@ -500,8 +533,13 @@ def _build_locked(spec: OrganismSpec, spec_dir: Path | None, cache_dir: Path, ke
     base_dir, original_dir, provenance = _resolve_base(spec, spec_dir, cache_dir, log)
     base_seconds = time.time() - t0
 
+    donor = built_with_same_models(spec, spec_dir, cache_dir)
+
     def build(tmp: Path) -> None:
-        _build_into(tmp, spec, key, base_dir, original_dir, provenance, log, t0, base_seconds)
+        if donor is not None:
+            _remeasured_into(tmp, spec, key, donor, base_dir, provenance, log, t0)
+        else:
+            _build_into(tmp, spec, key, base_dir, original_dir, provenance, log, t0, base_seconds)
 
     cached_dir(root, build)
     return _from_manifest(root, cached=False)
@@ -587,16 +625,52 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
                       "replay_examples": len(replay_examples), "final_loss": losses[-1],
                       "method": iv.method, "steps": iv.steps, "lr": iv.lr,
                       "batch_size": iv.batch_size}
+    _write_build(tmp, spec, key, gt, pools, base_dir, t0,
+                 {"base_model_id": base.model_id, "intervention_model_id": inter_id})
+    clear_generation_cache()
+    log(f"{spec.name}: built in {time.time() - t0:.0f} s")
+
+
+def _write_build(tmp: Path, spec: OrganismSpec, key: str, gt: dict[str, Any], pools: dict[str, Any],
+                 base_dir: Path, t0: float, extra: dict[str, Any]) -> None:
     (tmp / "ground_truth.json").write_text(json.dumps(gt, indent=2))
     (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
     (tmp / "card.md").write_text(render_card(spec, gt))
     universe = {f: [q for q, _ in pool["universe"]] for f, pool in pools.items()}
     manifest = {"name": spec.name, "spec_hash": key, "base_dir": str(Path(base_dir).resolve()),
-                "universe": universe, "roles": roles, "build_seconds": round(time.time() - t0, 1),
-                "extra": {"base_model_id": base.model_id, "intervention_model_id": inter_id}}
+                "universe": universe, "roles": spec.roles(), "build_seconds": round(time.time() - t0, 1),
+                "extra": extra}
     (tmp / "organism.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _remeasured_into(tmp: Path, spec: OrganismSpec, key: str, donor: Path, base_dir: Path,
+                     provenance: dict[str, Any], log: Any, t0: float) -> None:
+    """Build ``tmp`` from ``donor``'s models (hard links, a copy across file systems) with a
+    ground truth measured for ``spec`` (:func:`built_with_same_models`)."""
+    import shutil
+
+    from builtin_plugins.metrics.core import clear_generation_cache
+
+    (tmp / "intervention").mkdir()
+    for f in (donor / "intervention").iterdir():
+        try:
+            os.link(f, tmp / "intervention" / f.name)
+        except OSError:
+            shutil.copy2(f, tmp / "intervention" / f.name)
+    log(f"{spec.name}: the models of {donor.name} are reused (the specs differ only in "
+        f"measurement {', '.join(sorted(MEASUREMENT_ONLY))}); measuring the ground truth")
+    base, inter = load_dir(base_dir), load_dir(tmp / "intervention")
+    pools = _family_pools(spec)
+    old = json.loads((donor / "ground_truth.json").read_text())
+    gt = measure_ground_truth(spec, key, pools, base, inter, provenance, log)
+    gt["timings_s"] = {**old.get("timings_s", {}), "ground_truth": gt.pop("ground_truth_seconds"),
+                       "total": round(time.time() - t0, 1)}
+    gt["training"] = {**old.get("training", {}), "models_from": donor.name}
+    _write_build(tmp, spec, key, gt, pools, base_dir, t0,
+                 {"base_model_id": base.model_id, "intervention_model_id": inter.model_id,
+                  "models_from": donor.name})
     clear_generation_cache()
-    log(f"{spec.name}: built in {time.time() - t0:.0f} s")
+    log(f"{spec.name}: measured in {time.time() - t0:.0f} s")
 
 
 def render_card(spec: OrganismSpec, gt: dict[str, Any]) -> str:

@@ -139,6 +139,42 @@ def test_remeasure_reproduces_the_ground_truth_without_retraining(toy_null, tmp_
     assert missing.exit_code != 0 and "not built" in str(missing.exception or missing.output)
 
 
+def test_a_measurement_only_change_reuses_the_models_and_measures_again(toy_null, tmp_path):
+    """A spec that differs from a built one only in how the ground truth is measured
+    (``measurement.max_new_tokens``, ``max_prompts_per_family``, ``alpha``) gets the built
+    models and a new ground truth; any other change is a new build (LoRA training is not
+    bit-reproducible, so a retrain would change the models earlier runs saw)."""
+    import shutil
+
+    from builtin_plugins.organisms import build_organism, load_spec
+    from builtin_plugins.organisms.build import built_with_same_models
+
+    cache = tmp_path / "organisms"
+    shutil.copytree(toy_null.root, cache / toy_null.root.name)
+    spec = load_spec("toy-null")
+    measured = spec.model_copy(update={"measurement": spec.measurement.model_copy(
+        update={"max_prompts_per_family": 8, "alpha": 0.1})})
+    assert built_with_same_models(measured, None, cache) == cache / toy_null.root.name
+    retrained = spec.model_copy(update={"intervention": spec.intervention.model_copy(
+        update={"steps": spec.intervention.steps + 1})})
+    assert built_with_same_models(retrained, None, cache) is None
+    # batch_size also makes the training data (the base's answers are generated in batches)
+    batched = spec.model_copy(update={"measurement": spec.measurement.model_copy(
+        update={"batch_size": spec.measurement.batch_size + 1})})
+    assert built_with_same_models(batched, None, cache) is None
+    logs: list[str] = []
+    again = build_organism(measured, cache, log=logs.append, threads=1)
+    assert again.root != cache / toy_null.root.name and not again.cached
+    gt, old = again.ground_truth(), toy_null.ground_truth()
+    assert gt["intervention_model_id"] == old["intervention_model_id"]
+    assert gt["training"]["models_from"] == toy_null.root.name
+    assert gt["training"]["final_loss"] == old["training"]["final_loss"]
+    assert gt["measurement"]["alpha"] == 0.1
+    assert {v["n"] for v in gt["measurement"]["eval"].values()} == {8}
+    assert any("are reused" in line for line in logs) and not any("replay examples" in line for line in logs)
+    assert build_organism(measured, cache, log=None).cached
+
+
 def test_identical_pair_organism_is_the_base_itself(organism_cache: Path):
     """``intervention.method: none``: the identical-pair null (a model against itself) — the
     intervention's weights are the base's (same weights hash), nothing is real."""
