@@ -130,6 +130,8 @@ def score(discoveries: Sequence[Discovery], planted: Sequence[dict[str, Any]],
         "any_discovery": n > 0,
         "any_false": bool(false),
         "false_discovery_labels": ["|".join(u) for u in false],
+        # every claimed unit, so a later ground truth (a re-measured organism) can re-score it
+        "claimed_unit_labels": sorted("|".join(u) for u in claimed),
     }
 
 

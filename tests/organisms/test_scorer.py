@@ -33,6 +33,9 @@ def test_a_discovery_is_true_iff_its_unit_is_real():
     assert s["fdp"] == 0.5
     assert sorted(s["false_discovery_labels"]) == ["cook|refusal_probability|increase",
                                                    "greet|uppercase_ratio|decrease"]
+    assert s["claimed_unit_labels"] == ["cook|refusal_probability|increase",
+                                        "greet|uppercase_ratio|decrease", "hack|length|decrease",
+                                        "hack|refusal_probability|increase"]
 
 
 def test_units_are_deduplicated_and_multi_family_claims_credited_per_family():
