@@ -294,13 +294,11 @@ def answer_change(diff: CircuitDiff) -> list[Pattern]:
                            f" divergence {mean_div:.3g} vs {r['rest_div']:.3g} elsewhere,"
                            f" peaking {peak_rel:.0%} of the way through; exploratory q={q:.2g})")
         strength = evidence_strength(q) * (0.5 + 0.5 * min(1.0, consistency)) * (0.5 + 0.5 * specificity)
+        shown = ([(pd, text) for pd in r["phrase_pds"]] if route == "phrase" else
+                 [(pd, e.describe()) for pd, e in zip(r["pds"], r["edits"]) if e.kind != "none"])
         examples = [{"prompt": pd.prompt, "base": pd.answer.base_answer,
-                     "intervention": pd.answer.intervention_answer, "edit": e.describe()}
-                    for pd, e in zip(r["pds"], r["edits"]) if e.kind != "none"][:5]
-        if route == "phrase":
-            examples = [{"prompt": pd.prompt, "base": pd.answer.base_answer,
-                         "intervention": pd.answer.intervention_answer, "edit": text}
-                        for pd in r["phrase_pds"]][:5]
+                     "intervention": pd.answer.intervention_answer, "edit": edit}
+                    for pd, edit in shown[:5]]
         patterns.append(Pattern(
             id=f"answer_change:{fam}", pattern_type="answer_change", description=description,
             features=_refs(diff, features), families=[fam], strength=float(min(1.0, strength)),
