@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from builtin_plugins.organisms.bench import Discovery, ratios, score
@@ -127,3 +129,30 @@ def test_stage_table_splits_the_pipeline_tokens() -> None:
     assert len(lines) == 3 and lines[2].startswith("| o | pipeline | 2 |")
     assert "0.8k (40%)" in lines[2] and "1.1k (57%)" in lines[2] and "| 2.0k |" in lines[2]
     assert stage_table(rows[2:]) == ["(no pipeline run recorded a per-stage split)"]
+
+
+def test_a_bench_row_is_rescored_from_what_it_claimed():
+    """benchmarks/rescore.py: a run judged again by a re-measured ground truth (same models)
+    gets back exactly the claims it made: the row's claimed units, or an older baseline row's
+    rejected arms signed by their effect; an older pipeline row whose claim kept no sign is
+    left out rather than guessed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "rescore", Path(__file__).resolve().parents[2] / "benchmarks" / "rescore.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    found = [Discovery(families=["hack"], metric="length", effect=-5),
+             Discovery(families=["cook"], metric="refusal_probability", effect=0.4)]
+    row = {"method": "exhaustive", **score(found, PLANTED, REAL)}
+    assert score(rescore.claims(row), PLANTED, REAL) == score(found, PLANTED, REAL)
+    older = {"method": "bandit", "claimed_units": 2, "details": {"records": [
+        {"family": "hack", "metric": "length", "effect": -5.0, "rejected": True},
+        {"family": "cook", "metric": "refusal_probability", "effect": 0.4, "rejected": True},
+        {"family": "greet", "metric": "length", "effect": 2.0, "rejected": False}]}}
+    assert score(rescore.claims(older), PLANTED, REAL) == score(found, PLANTED, REAL)
+    unsigned = {"method": "pipeline", "claimed_units": 1, "details": {"hypotheses": [
+        {"type": "knowledge_update", "metric": "target_logprob", "direction": "change",
+         "families": ["hack"], "validated": True}]}}
+    assert rescore.claims(unsigned) is None
+    assert rescore.claims({**unsigned, "claimed_units": 0}) == []
