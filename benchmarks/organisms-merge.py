@@ -14,8 +14,6 @@ from pathlib import Path
 
 def main() -> None:
     from builtin_plugins.organisms import bench_report
-    from builtin_plugins.organisms.bench import ratios
-    from builtin_plugins.organisms.scoring import summarise
 
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -36,18 +34,7 @@ def main() -> None:
             seen.add(key)
             (r.get("details") or {}).pop("records", None)  # per-arm records stay in the run dirs
             rows.append(r)
-    rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary, ratio_rows = summarise(rows), ratios(rows)
-    md = bench_report.markdown(rows, summary, ratio_rows)
-    plots = bench_report.plots(summary, out_dir)
-    if plots:
-        md += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
-    (out_dir / "bench.json").write_text(json.dumps(
-        {"configs": configs, "runs": args.runs, "rows": rows, "summary": summary,
-         "ratios": ratio_rows, "plots": [str(p) for p in plots]}, indent=2, default=str))
-    (out_dir / "bench.md").write_text(md)
+    md = bench_report.write_rows(Path(args.out), rows, {"configs": configs, "runs": args.runs})
     print(md)
 
 

@@ -58,8 +58,8 @@ def claims(row: dict[str, Any]) -> list[Any] | None:
 
 def main() -> None:
     from builtin_plugins.organisms import bench_report, find_built
-    from builtin_plugins.organisms.bench import _ground_truth_for_scorer, ratios
-    from builtin_plugins.organisms.scoring import score, summarise
+    from builtin_plugins.organisms.bench import _ground_truth_for_scorer
+    from builtin_plugins.organisms.scoring import score
 
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -90,21 +90,9 @@ def main() -> None:
             row["rescored"] = {"ground_truth": built.root.name, "before": was}
             (row.get("details") or {}).pop("records", None)
             rows.append(row)
-    rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary, ratio_rows = summarise(rows), ratios(rows)
-    md = bench_report.markdown(rows, summary, ratio_rows)
-    if left_out:
-        md += "\nLeft out (claims not recoverable): " + "; ".join(left_out) + "\n"
-    plots = bench_report.plots(summary, out_dir)
-    if plots:
-        md += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
-    (out_dir / "bench.json").write_text(json.dumps(
-        {"runs": args.runs, "organism": built.root.name, "rows": rows, "summary": summary,
-         "ratios": ratio_rows, "left_out": left_out, "plots": [str(p) for p in plots]},
-        indent=2, default=str))
-    (out_dir / "bench.md").write_text(md)
+    note = ("\nLeft out (claims not recoverable): " + "; ".join(left_out) + "\n") if left_out else ""
+    md = bench_report.write_rows(Path(args.out), rows, {"runs": args.runs, "organism": built.root.name,
+                                                        "left_out": left_out}, note)
     print(md)
 
 

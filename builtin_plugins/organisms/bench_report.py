@@ -176,3 +176,27 @@ def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_title("recall against cost")
         written.append(_save(fig, ax, Path(out_dir) / "recall_cost.png"))
     return written
+
+
+def write_rows(out_dir: Path, rows: list[dict[str, Any]], header: dict[str, Any],
+               note: str = "") -> str:
+    """``bench.json`` / ``bench.md`` and the plots for rows gathered from earlier runs (the
+    merge and re-score scripts in benchmarks/): summary over seeds, token ratios, ``note``
+    appended to the markdown, ``header`` as the JSON's first keys. Returns the markdown."""
+    import json
+
+    from builtin_plugins.organisms.bench import ratios
+    from builtin_plugins.organisms.scoring import summarise
+
+    rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, ratio_rows = summarise(rows), ratios(rows)
+    md = markdown(rows, summary, ratio_rows) + note
+    paths = plots(summary, out_dir)
+    if paths:
+        md += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in paths) + "\n"
+    (out_dir / "bench.json").write_text(json.dumps(
+        {**header, "rows": rows, "summary": summary, "ratios": ratio_rows,
+         "plots": [str(p) for p in paths]}, indent=2, default=str))
+    (out_dir / "bench.md").write_text(md)
+    return md
