@@ -46,6 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("organism")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="splits first-seed .. first-seed + seeds - 1 (to finish a stopped run)")
     ap.add_argument("--search", type=int, default=10)
     ap.add_argument("--fresh", type=int, default=16)
     ap.add_argument("--cache-dir", default="/work/cache/tests/organisms")
@@ -84,7 +86,7 @@ def main() -> None:
             known = list(model_word_lists(base).get("signoffs") or DEFAULT_SIGNOFFS)
             options["signoffs"] = known + [s for s in planted_phrases if s not in known]
         metric = metric_by_name(name, options)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rng = random.Random(f"{family}:{seed}")
             if pools is None:
                 pool = [p for p, _ in all_prompts(family)]
