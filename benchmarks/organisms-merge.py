@@ -2,7 +2,10 @@
 with ``--first-seed``) into one ``bench.json`` / ``bench.md`` with the summary over all
 seeds, intervals and plots.
 
-    python benchmarks/organisms-merge.py OUT_DIR RUN_DIR... [--max-seed N]
+    python benchmarks/organisms-merge.py OUT_DIR RUN_DIR... [--max-seed N] [--exclude RUN_DIR:METHOD]
+
+``--exclude`` leaves one method's rows of one run out, e.g. a method that was re-run on newer
+code in another run directory (the merged bench.json records every exclusion).
 """
 
 from __future__ import annotations
@@ -20,12 +23,23 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--max-seed", type=int, default=None,
                     help="keep seeds below this (a fixed seed range, not the finished ones)")
+    ap.add_argument("--exclude", action="append", default=[], metavar="RUN_DIR:METHOD",
+                    help="leave this run's rows of this method out (repeatable)")
     args = ap.parse_args()
+    excluded: set[tuple[str, str]] = set()
+    for item in args.exclude:
+        run, sep, method = item.rpartition(":")
+        if not sep or run not in args.runs:
+            raise SystemExit(f"--exclude {item!r}: expected RUN_DIR:METHOD with RUN_DIR one of the runs")
+        excluded.add((run, method))
     rows, configs, seen = [], [], set()
     for run in args.runs:
         data = json.loads((Path(run) / "bench.json").read_text())
-        configs.append(data["config"])
+        # a merged or re-scored run keeps its own runs' configs under "runs"
+        configs.append(data.get("config") or {"runs": data.get("runs")})
         for r in data["rows"]:
+            if (run, r["method"]) in excluded:
+                continue
             key = (r["organism"], r["seed"], r["method"])
             if key in seen:
                 raise SystemExit(f"{run}: {key} appears in two runs")
@@ -34,7 +48,8 @@ def main() -> None:
             seen.add(key)
             (r.get("details") or {}).pop("records", None)  # per-arm records stay in the run dirs
             rows.append(r)
-    md = bench_report.write_rows(Path(args.out), rows, {"configs": configs, "runs": args.runs})
+    md = bench_report.write_rows(Path(args.out), rows, {"configs": configs, "runs": args.runs,
+                                                       "excluded": sorted(args.exclude)})
     print(md)
 
 

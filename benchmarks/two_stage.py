@@ -11,6 +11,11 @@ forward+backward pass (sum of the last position's logits) of each model on each 
 timed here on the same machine.
 
     python benchmarks/two_stage.py examples/configs/toy-saffron.yaml --out benchmarks/two-stage-toy-saffron.json
+
+Each run gets a fresh artefact cache, so ``$MD_CACHE_DIR`` must be unset (it outranks a
+config's ``cache_dir``); organisms already built elsewhere are reused through
+``--organisms-dir`` (linked into each fresh cache as ``organisms/``). ``--warmup two-stage``
+warms up with the cheaper mode, for tracers whose one-stage run takes many minutes.
 """
 
 from __future__ import annotations
@@ -40,15 +45,36 @@ def fwd_bwd_seconds(model, prompts, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(config_path: str, two_stage: bool) -> dict:
-    from md_framework.config import load_config
+def _seed_recorder():
     from md_framework.pipeline.analyzer import MechanisticBehavioralAnalyzer
 
+    class SeedRecorder(MechanisticBehavioralAnalyzer):
+        """Remembers the seed prompts: the first prompts screened (two-stage) or traced."""
+
+        seeds_seen: list | None = None
+
+        def screen(self, seeds, answers, hooks):
+            self.seeds_seen = list(seeds)
+            return super().screen(seeds, answers, hooks)
+
+        def trace(self, prompts, *args, **kwargs):
+            if self.seeds_seen is None:
+                self.seeds_seen = list(prompts)
+            return super().trace(prompts, *args, **kwargs)
+
+    return SeedRecorder
+
+
+def run(config_path: str, two_stage: bool, organisms_dir: str | None = None) -> dict:
+    from md_framework.config import load_config
+    _SeedRecorder = _seed_recorder()
     config = load_config(config_path)
     with tempfile.TemporaryDirectory() as cache:
+        if organisms_dir:
+            (Path(cache) / "organisms").symlink_to(Path(organisms_dir).resolve())
         config = config.model_copy(update={"two_stage_tracing": two_stage, "cache_dir": cache,
                                            "causal_confirmation": False})
-        an = MechanisticBehavioralAnalyzer(config)
+        an = _SeedRecorder(config)
         t = time.perf_counter()
         report = an.analyze()
         wall = time.perf_counter() - t
@@ -64,21 +90,39 @@ def run(config_path: str, two_stage: bool) -> dict:
                           f"{','.join(r.hypothesis.families)}" for r in report.validated()],
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
                               "teacher_forced": report.costs.answer_teacher_forced_tokens},
-            "models": an.models, "prompts": prompts}
+            "models": an.models, "prompts": prompts, "seeds": an.seeds_seen}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--organisms-dir", default=None,
+                    help="built organisms to reuse (linked into each run's fresh cache)")
+    ap.add_argument("--warmup", choices=["one-stage", "two-stage", "none"], default="one-stage",
+                    help="mode of the discarded warm-up run; none: the first run's setup "
+                         "(loading dictionaries) is counted in its time")
+    ap.add_argument("--modes", default="one-stage,two-stage",
+                    help="comma-separated runs to time, in order")
     args = ap.parse_args()
+    import os
+
     import torch
 
+    if os.environ.get("MD_CACHE_DIR"):
+        raise SystemExit("unset MD_CACHE_DIR: it outranks the fresh per-run cache")
     torch.set_num_threads(1)
-    run(args.config, False)  # warm-up: the first call loads dictionaries and builds graphs' setup
-    rows = [run(args.config, False), run(args.config, True)]
-    models, prompts = rows[0].pop("models"), rows[0].pop("prompts")
-    rows[1].pop("models"), rows[1].pop("prompts")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"one-stage", "two-stage"}:
+        raise SystemExit(f"--modes takes one-stage and/or two-stage, not {args.modes!r}")
+    if args.warmup != "none":  # the first call loads dictionaries and builds graphs' setup
+        run(args.config, args.warmup == "two-stage", args.organisms_dir)
+    rows = [run(args.config, m == "two-stage", args.organisms_dir) for m in modes]
+    models = rows[0]["models"]
+    # the reference pass runs on every seed prompt (the screened ones included)
+    prompts = [p for p, _ in rows[0]["seeds"]]
+    for r in rows:
+        r.pop("models"), r.pop("prompts"), r.pop("seeds")
     ref = sum(fwd_bwd_seconds(m, prompts) for m in (models["base"], models["intervention"])) / len(prompts)
     for r in rows:
         r["circuit_s_per_seed_prompt"] = r["circuit_seconds"] / r["seed_prompts"]
