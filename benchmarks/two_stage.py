@@ -81,7 +81,6 @@ def run(config_path: str, two_stage: bool, organisms_dir: str | None = None) -> 
     seeds = report.circuit_statistics.get("two_stage", {}).get("seed_prompts") or \
         report.circuit_statistics["traced_prompts"]
     circuit_s = an.trace_stats["base"]["trace_seconds"] + an.trace_stats["intervention"]["trace_seconds"]
-    prompts = [pd.prompt for pd in report.circuit_diff.prompt_diffs]
     return {"two_stage": two_stage, "seed_prompts": seeds,
             "attribution_prompts": report.circuit_statistics["traced_prompts"],
             "circuit_seconds": circuit_s, "wall_s": wall,
@@ -90,7 +89,7 @@ def run(config_path: str, two_stage: bool, organisms_dir: str | None = None) -> 
                           f"{','.join(r.hypothesis.families)}" for r in report.validated()],
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
                               "teacher_forced": report.costs.answer_teacher_forced_tokens},
-            "models": an.models, "prompts": prompts, "seeds": an.seeds_seen}
+            "models": an.models, "seeds": an.seeds_seen}
 
 
 def main() -> None:
@@ -122,7 +121,7 @@ def main() -> None:
     # the reference pass runs on every seed prompt (the screened ones included)
     prompts = [p for p, _ in rows[0]["seeds"]]
     for r in rows:
-        r.pop("models"), r.pop("prompts"), r.pop("seeds")
+        r.pop("models"), r.pop("seeds")
     ref = sum(fwd_bwd_seconds(m, prompts) for m in (models["base"], models["intervention"])) / len(prompts)
     for r in rows:
         r["circuit_s_per_seed_prompt"] = r["circuit_seconds"] / r["seed_prompts"]
