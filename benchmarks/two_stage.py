@@ -78,10 +78,8 @@ def run(config_path: str, two_stage: bool, organisms_dir: str | None = None) -> 
         t = time.perf_counter()
         report = an.analyze()
         wall = time.perf_counter() - t
-    seeds = report.circuit_statistics.get("two_stage", {}).get("seed_prompts") or \
-        report.circuit_statistics["traced_prompts"]
     circuit_s = an.trace_stats["base"]["trace_seconds"] + an.trace_stats["intervention"]["trace_seconds"]
-    return {"two_stage": two_stage, "seed_prompts": seeds,
+    return {"two_stage": two_stage, "seed_prompts": len(an.seeds_seen),
             "attribution_prompts": report.circuit_statistics["traced_prompts"],
             "circuit_seconds": circuit_s, "wall_s": wall,
             "screen": report.circuit_statistics.get("two_stage"),
