@@ -212,6 +212,12 @@ class AnalysisConfig(StrictModel):
     two_stage_tracing: bool = False
     screen_tracer: str = "activation-diff"
     screen_check_prompts: int = Field(default=4, ge=0)
+    #: flag at most this many families, those the most distinct pattern types name (ties: the
+    #: strongest pattern); None flags every family a pattern names
+    screen_max_families: int | None = Field(default=None, ge=1)
+    #: attribution graphs for at most this many seed prompts of each flagged family (the first
+    #: in seed order, itself a random draw); None traces all of them
+    screen_prompts_per_family: int | None = Field(default=None, ge=1)
     #: the activation-difference lens stage (off by default; see its class)
     activation_difference_lens: ActivationDifferenceLensConfig = Field(
         default_factory=ActivationDifferenceLensConfig)

@@ -308,14 +308,16 @@ def md_stage_discover(hooks: Hooks, diff: CircuitDiff, config: AnalysisConfig,
 
 @hookspec(firstresult=True)
 def md_stage_screen(seeds: Sequence[tuple[str, str]], patterns: Sequence[Pattern],
-                    check_prompts: int, seed: int) -> tuple[list[str], list[tuple[str, str]],
-                                                            list[tuple[str, str]]] | None:
+                    check_prompts: int, seed: int, max_families: int | None,
+                    prompts_per_family: int | None) -> tuple[list[str], list[tuple[str, str]],
+                                                             list[tuple[str, str]]] | None:
     """Two-stage tracing: which seed prompts get attribution graphs, from the patterns the
     cheap screen tracer's diff showed.
 
-    Called once per analysis with ``two_stage_tracing`` on. Returns ``(flagged families,
-    chosen (prompt, family) pairs in seed order, the unflagged check prompts among them)``.
-    Firstresult; builtin: ``screen``.
+    Called once per analysis with ``two_stage_tracing`` on, with the config's
+    ``screen_check_prompts``, ``screen_max_families`` and ``screen_prompts_per_family`` (None:
+    no cap). Returns ``(flagged families, chosen (prompt, family) pairs in seed order, the
+    unflagged check prompts among them)``. Firstresult; builtin: ``screen``.
     """
 
 

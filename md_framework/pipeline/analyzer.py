@@ -302,7 +302,9 @@ class MechanisticBehavioralAnalyzer:
         flagged, chosen, checks = hooks.stage("md_stage_screen", seeds=list(seeds),
                                               patterns=patterns,
                                               check_prompts=config.screen_check_prompts,
-                                              seed=config.seed)
+                                              seed=config.seed,
+                                              max_families=config.screen_max_families,
+                                              prompts_per_family=config.screen_prompts_per_family)
         self.screen_result = ScreenSummary(flagged=list(flagged), chosen=list(chosen),
                                            checks=list(checks), patterns=[p.id for p in patterns],
                                            seconds=time.perf_counter() - started)

@@ -70,8 +70,14 @@ def test_builtin_split_diff_patterns_discover_and_screen(essential_only: Hooks) 
 
     seeds = [(f"{f} prompt {i}", f) for f in ("harmful", "benign", "other") for i in range(3)]
     flagged, chosen, checks = hooks.stage("md_stage_screen", seeds=seeds, patterns=patterns,
-                                          check_prompts=1, seed=0)
+                                          check_prompts=1, seed=0, max_families=None,
+                                          prompts_per_family=None)
     assert "harmful" in flagged and set(checks) <= set(chosen) <= set(seeds)
+    # the caps reach the builtin through the hook call (an argument with a default in the
+    # implementation would silently not be passed)
+    capped = hooks.stage("md_stage_screen", seeds=seeds, patterns=patterns, check_prompts=1,
+                         seed=0, max_families=1, prompts_per_family=2)
+    assert len(capped[0]) == 1 and len(capped[1]) == 2 + len(capped[2]) == 3
     assert hooks.stage_providers["md_stage_diff"] == "graph-diff"
     assert full.stage_providers["md_stage_discover"] == "discovery"
 
