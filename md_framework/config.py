@@ -293,6 +293,19 @@ class AnalysisConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _screen_options_need_two_stage(self) -> AnalysisConfig:
+        # the screen's options do nothing without two-stage tracing; say so, not ignore them
+        # (values, not model_fields_set: a dumped and reloaded config sets every field)
+        fields = type(self).model_fields
+        given = sorted(f for f in ("screen_tracer", "screen_check_prompts", "screen_max_families",
+                                   "screen_prompts_per_family")
+                       if getattr(self, f) != fields[f].default)
+        if given and not self.two_stage_tracing:
+            raise ValueError(f"{', '.join(given)} only apply with two_stage_tracing: true; "
+                             "set it, or remove them")
+        return self
+
     #: which config fields name a driver of which group, and where its options live
     def driver_choices(self) -> dict[str, tuple[str, dict[str, Any]]]:
         return {

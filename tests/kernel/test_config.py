@@ -42,6 +42,8 @@ def test_yaml_and_toml_examples_load() -> None:
         ({"base_model": "toy", "intervention_model": "toy", "batch_size": "many"}, "batch_size:"),
         ({"base_model": "toy", "intervention_model": "toy", "quantization": "4bit"}, "needs a CUDA device"),
         ({"base_model": "toy", "intervention_model": "toy", "device": "gpu"}, "device must be"),
+        ({"base_model": "toy", "intervention_model": "toy", "screen_max_families": 1},
+         "screen_max_families only apply with two_stage_tracing: true"),
     ],
 )
 def test_errors_name_field_and_value(data: dict, message: str) -> None:
