@@ -58,7 +58,7 @@ def claims(row: dict[str, Any]) -> list[Any] | None:
 
 def main() -> None:
     from builtin_plugins.organisms import bench_report, find_built
-    from builtin_plugins.organisms.bench import _ground_truth_for_scorer
+    from builtin_plugins.organisms.bench import _ground_truth_for_scorer, build_identity
     from builtin_plugins.organisms.scoring import score
 
     ap = argparse.ArgumentParser()
@@ -80,6 +80,10 @@ def main() -> None:
         for row in json.loads((Path(run) / "bench.json").read_text())["rows"]:
             if row.get("organism") != built.name or row.get("status") != "ok":
                 continue
+            models = (row.get("build") or {}).get("intervention_model_id")
+            if models and models != gt["intervention_model_id"]:  # another build's models
+                left_out.append(f"{run}: seed {row['seed']} {row['method']} (other models)")
+                continue
             found = claims(row)
             if found is None:
                 left_out.append(f"{run}: seed {row['seed']} {row['method']}")
@@ -88,6 +92,7 @@ def main() -> None:
                                            "false_discoveries")}
             row.update(score(found, planted, real_units))
             row["rescored"] = {"ground_truth": built.root.name, "before": was}
+            row["build"] = build_identity(built)
             (row.get("details") or {}).pop("records", None)
             rows.append(row)
     note = ("\nLeft out (claims not recoverable): " + "; ".join(left_out) + "\n") if left_out else ""

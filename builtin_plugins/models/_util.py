@@ -93,3 +93,22 @@ def cached_dir(final: Path, build: Callable[[Path], None]) -> Path:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def machine_description() -> dict[str, str]:
+    """The machine a build ran on (CPU model, architecture, Python, torch): the same organism
+    spec and code trained on two machines gave different models (toy-scale-192: 10 real units
+    on one, 140 on another), so a build records where it was made."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "python": platform.python_version(),
+            "torch": str(torch.__version__)}

@@ -330,6 +330,23 @@ def _ground_truth_for_scorer(built: Any) -> tuple[list[dict[str, Any]], list[dic
     return planted, gt.get("real_units")
 
 
+def build_identity(built: Any) -> dict[str, str]:
+    """Which build a row was judged on: the spec, both models' weights ids and a digest of the
+    measured real units. Two builds of one spec can differ (toy-scale-192, the same spec and
+    code built on another machine, measured 140 real units where the first build measured
+    10), and a re-measured ground truth changes the real units of the same models; rows of
+    different builds must not be merged
+    (:func:`builtin_plugins.organisms.bench_report.check_one_build`)."""
+    import hashlib
+
+    gt = built.ground_truth()
+    units = sorted([u["family"], u["metric"], u["direction"]] for u in gt.get("real_units") or [])
+    return {"spec_hash": str(gt.get("spec_hash", "")),
+            "base_model_id": str(gt.get("base_model_id", "")),
+            "intervention_model_id": str(gt.get("intervention_model_id", "")),
+            "real_units_sha256": hashlib.sha256(json.dumps(units).encode()).hexdigest()[:16]}
+
+
 def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
     import torch
 
@@ -376,11 +393,12 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 res.setdefault("wall_s", time.time() - t0)
                 results[method] = res
             planted, real_units = _ground_truth_for_scorer(built)  # scorer only, after all ran
+            identity = build_identity(built)
             for method, res in results.items():
                 row = {"organism": built.name, "seed": seed, "method": method,
                        "status": res["status"], "null": not planted,
                        "families": len(universe), "planted": [p["id"] for p in planted],
-                       "build_s": round(build_s, 1)}
+                       "build_s": round(build_s, 1), "build": identity}
                 if res["status"] == "ok":
                     row.update(score(res["discoveries"], planted, real_units))
                     row.update({"queries": res["queries"], "circuit_passes": res["circuit_passes"],

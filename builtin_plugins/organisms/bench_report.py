@@ -178,6 +178,25 @@ def plots(summary: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
+def check_one_build(rows: list[dict[str, Any]]) -> None:
+    """ValueError if rows of one organism name come from different builds (other models or
+    other real units, ``row["build"]`` of :func:`builtin_plugins.organisms.bench.build_identity`):
+    a summary over seeds of two builds would average two different organisms. Rows written
+    before bench rows carried their build (no ``build`` key) cannot be checked and pass."""
+    first: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+    for r in rows:
+        build = r.get("build")
+        if not build:
+            continue
+        seen = first.setdefault(r["organism"], (r, build))
+        if seen[1] != build:
+            differ = sorted(k for k in set(build) | set(seen[1]) if build.get(k) != seen[1].get(k))
+            raise ValueError(
+                f"{r['organism']}: seed {seen[0]['seed']} {seen[0]['method']} and seed {r['seed']} "
+                f"{r['method']} come from different builds ({', '.join(differ)} differ); "
+                "merge each build's rows separately")
+
+
 def write_rows(out_dir: Path, rows: list[dict[str, Any]], header: dict[str, Any],
                note: str = "") -> str:
     """``bench.json`` / ``bench.md`` and the plots for rows gathered from earlier runs (the
@@ -188,6 +207,7 @@ def write_rows(out_dir: Path, rows: list[dict[str, Any]], header: dict[str, Any]
     from builtin_plugins.organisms.bench import ratios
     from builtin_plugins.organisms.scoring import summarise
 
+    check_one_build(rows)
     rows.sort(key=lambda r: (r["organism"], r["seed"], r["method"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, ratio_rows = summarise(rows), ratios(rows)

@@ -633,13 +633,15 @@ def _build_into(tmp: Path, spec: OrganismSpec, key: str, base_dir: Path, origina
 
 def _write_build(tmp: Path, spec: OrganismSpec, key: str, gt: dict[str, Any], pools: dict[str, Any],
                  base_dir: Path, t0: float, extra: dict[str, Any]) -> None:
+    from builtin_plugins.models._util import machine_description
+
     (tmp / "ground_truth.json").write_text(json.dumps(gt, indent=2))
     (tmp / "spec.json").write_text(spec.model_dump_json(indent=2))
     (tmp / "card.md").write_text(render_card(spec, gt))
     universe = {f: [q for q, _ in pool["universe"]] for f, pool in pools.items()}
     manifest = {"name": spec.name, "spec_hash": key, "base_dir": str(Path(base_dir).resolve()),
                 "universe": universe, "roles": spec.roles(), "build_seconds": round(time.time() - t0, 1),
-                "extra": extra}
+                "built_on": machine_description(), "extra": extra}
     (tmp / "organism.json").write_text(json.dumps(manifest, indent=2))
 
 

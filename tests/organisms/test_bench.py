@@ -24,6 +24,9 @@ def test_bench_baselines_on_toy_organism(toy_multi, organism_cache: Path, tmp_pa
         assert row["true_units"] <= len(real)  # deduplicated by unit
         assert row["tokens"] > 0 and row["prompt_tokens"] > 0, method
         assert row["fdp"] <= 0.5, (method, row["false_discovery_labels"])
+    for row in rows.values():  # every row names the build it was judged on
+        assert row["build"]["intervention_model_id"] == gt["intervention_model_id"]
+        assert row["build"]["spec_hash"] == gt["spec_hash"]
     ex = rows["exhaustive"]
     assert ex["planted_recall"] == 1.0
     assert ex["precision"] >= 0.95
@@ -32,6 +35,26 @@ def test_bench_baselines_on_toy_organism(toy_multi, organism_cache: Path, tmp_pa
     assert rows["bandit"]["planted_recall"] >= 2 / 3
     assert out["summary"] and (tmp_path / "bench.json").exists()
     assert "## Summary" in (tmp_path / "bench.md").read_text()
+
+
+def test_rows_of_two_builds_of_one_organism_are_not_merged(tmp_path: Path):
+    """Two builds of one spec can hold different models (training is not bit-reproducible
+    across machines) or different real units (a re-measured ground truth): a summary over
+    their seeds would average two organisms, so write_rows refuses; rows without a build
+    (written before rows carried one) and rows of one build pass."""
+    from builtin_plugins.organisms.bench_report import check_one_build
+
+    def row(seed, intervention, units="u1", organism="toy-x"):
+        return {"organism": organism, "seed": seed, "method": "bandit",
+                "build": {"spec_hash": "s", "base_model_id": "b",
+                          "intervention_model_id": intervention, "real_units_sha256": units}}
+
+    check_one_build([row(0, "i1"), row(1, "i1"), {"organism": "toy-x", "seed": 2,
+                                                   "method": "bandit"}, row(0, "i2", organism="toy-y")])
+    with pytest.raises(ValueError, match="intervention_model_id differ"):
+        check_one_build([row(0, "i1"), row(1, "i2")])
+    with pytest.raises(ValueError, match="real_units_sha256 differ"):
+        check_one_build([row(0, "i1"), row(1, "i1", units="u2")])
 
 
 def test_unknown_method_gets_a_did_you_mean():

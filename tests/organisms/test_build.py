@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_user_spec_with_inline_prompts_builds(tmp_path: Path, organism_cache: Pa
     assert gt["planted"][0]["real"] and "mine|uppercase_ratio|increase" in gt["planted"][0]["units"]
     assert gt["measurement"]["eval"]["mine"]["eval_source"].startswith("universe")
     assert len(built.universe["mine"]) == 12  # every other inline prompt is held for training
+    # a build records the machine it ran on (builds of one spec differ across machines)
+    built_on = json.loads((built.root / "organism.json").read_text())["built_on"]
+    assert built_on["torch"] and built_on["machine"]
 
 
 def test_remeasure_reproduces_the_ground_truth_without_retraining(toy_null, tmp_path):
