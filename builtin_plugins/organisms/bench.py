@@ -337,14 +337,14 @@ def build_identity(built: Any) -> dict[str, str]:
     10), and a re-measured ground truth changes the real units of the same models; rows of
     different builds must not be merged
     (:func:`builtin_plugins.organisms.bench_report.check_one_build`)."""
-    import hashlib
+    from builtin_plugins.models._util import json_sha256
 
     gt = built.ground_truth()
     units = sorted([u["family"], u["metric"], u["direction"]] for u in gt.get("real_units") or [])
     return {"spec_hash": str(gt.get("spec_hash", "")),
             "base_model_id": str(gt.get("base_model_id", "")),
             "intervention_model_id": str(gt.get("intervention_model_id", "")),
-            "real_units_sha256": hashlib.sha256(json.dumps(units).encode()).hexdigest()[:16]}
+            "real_units_sha256": json_sha256(units)[:16]}
 
 
 def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
