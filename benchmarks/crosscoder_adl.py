@@ -40,10 +40,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TRAIN = {"layers": [1], "d_sae": 256, "k": 8, "tokens": 40_000, "epochs": 20, "n_samples": 4096,
-         "sample_tokens": 32, "seed": 0}
-
-
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927)."""
     if n == 0:
@@ -259,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-latents", type=int, default=8)
     ap.add_argument("--control-draws", type=int, default=10)
     ap.add_argument("--n-confirm", type=int, default=12)
+    ap.add_argument("--train", default=None, metavar="JSON",
+                    help="crosscoder training options (CrosscoderTrainConfig keys) on top of the "
+                         "defaults md bench uses (TOY_CROSSCODER on the toy, the command's own "
+                         "elsewhere); the crosscoder is the one md bench's pipeline-crosscoder "
+                         "trains with the same --dictionary-config, and is shared with it")
     ap.add_argument("--markdown", action="store_true", help="print the tables of OUT/results.json and exit")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -271,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     from builtin_plugins.organisms import build_organism
     from builtin_plugins.organisms.build import load_dir
     from builtin_plugins.tracers.crosscoder import CrosscoderTracer
-    from builtin_plugins.tracers.crosscoder_train import META_FILE, CrosscoderTrainConfig, ensure_crosscoder
+    from builtin_plugins.organisms.bench_methods import crosscoder_for, dictionary_settings
+    from builtin_plugins.tracers.crosscoder_train import META_FILE
 
     parts = set(args.parts.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"train": [], "patch": [], "adl": [], "pipeline": [],
-                               "train_config": TRAIN}
+    train_options = json.loads(args.train) if args.train else {}
+    results: dict[str, Any] = {"train": [], "patch": [], "adl": [], "pipeline": []}
     out_file = args.out / "results.json"
     if out_file.exists():
         old = json.loads(out_file.read_text())
@@ -295,11 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         if not parts & {"train", "patch", "pipeline"}:
             continue
         t0 = time.time()
-        path = ensure_crosscoder(base, inter, CrosscoderTrainConfig(**TRAIN), args.cache_dir)
+        toy = json.loads((built.root / "spec.json").read_text()).get("base") == "toy"
+        settings = dictionary_settings("crosscoder", toy, train_options)
+        path, _ = crosscoder_for(base, inter, args.cache_dir / "organisms", settings)
         meta = json.loads((path / META_FILE).read_text())
         if "train" in parts:
             results["train"].append({"organism": spec, "path": str(path), "seconds": meta["seconds"],
-                                     "layers": meta["layer_metrics"]})
+                                     "layers": meta["layer_metrics"], "train_config": settings})
             print(f"[{spec}] crosscoder {time.time() - t0:.0f}s: " + json.dumps(
                 [{k: m[k] for k in ("layer", "fvu_base", "fvu_intervention", "l0", "class_shares")}
                  for m in meta["layer_metrics"]]), flush=True)

@@ -167,7 +167,8 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--lr", type=float, default=2e-3, show_default=True)
     @click.option("--n-samples", type=int, default=2048, show_default=True, help="Samples of both models for the corpus.")
     @click.option("--corpus", default="samples", show_default=True,
-                  help="'+'-joined sources: samples (unprompted), chat (generic questions), stdlib.")
+                  help="'+'-joined sources: samples (unprompted), chat (generic questions), "
+                       "requests (public chat requests, harmful ones included), stdlib.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Output directory (default: content-addressed under CACHE_DIR/crosscoders).")
@@ -184,16 +185,17 @@ def md_register_commands(cli: click.Group) -> None:
         from md_framework.tracing import load_model
 
         from builtin_plugins.tracers.crosscoder_train import (
-            META_FILE, CrosscoderTrainConfig, ensure_crosscoder, report_table, train_crosscoders,
+            CORPUS_SOURCES, META_FILE, CrosscoderTrainConfig, ensure_crosscoder, report_table,
+            train_crosscoders,
         )
 
         from md_framework.errors import did_you_mean
 
         sources = corpus.split("+")
         for name in sources:
-            if name not in ("samples", "chat", "stdlib"):
+            if name not in CORPUS_SOURCES:
                 raise click.BadParameter(f"unknown corpus source {name!r}"
-                                         f"{did_you_mean(name, ['samples', 'chat', 'stdlib'])}",
+                                         f"{did_you_mean(name, CORPUS_SOURCES)}",
                                          param_hint="--corpus")
         _threads(threads)
         options = ModelLoadOptions(cache_dir=cache_dir)

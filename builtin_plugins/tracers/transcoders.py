@@ -96,15 +96,17 @@ def stdlib_docstrings(max_chars: int = 5_000_000) -> list[str]:
     return texts
 
 
-def generated_texts(model: Any, tokenizer: Any, n: int, max_new_tokens: int, seed: int) -> list[str]:
-    """Chat answers sampled from the model itself (with its chat template when it has one)."""
+def generated_texts(model: Any, tokenizer: Any, n: int, max_new_tokens: int, seed: int,
+                    questions_pool: Sequence[str] = GEN_QUESTIONS) -> list[str]:
+    """Chat answers sampled from the model itself (with its chat template when it has one)
+    to ``n`` questions drawn with replacement from ``questions_pool``."""
     if n <= 0:
         return []
     import torch
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    questions = [rng.choice(GEN_QUESTIONS) for _ in range(n)]
+    questions = [rng.choice(questions_pool) for _ in range(n)]
     if getattr(tokenizer, "chat_template", None):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                                  add_generation_prompt=True) for q in questions]
