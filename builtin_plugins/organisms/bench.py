@@ -194,7 +194,9 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
     hypotheses = [{"type": h.hypothesis_type, "metric": h.metric, "direction": h.direction,
                    "families": list(h.families), "priority": round(h.priority, 3),
                    "validated": any(r.hypothesis.id == h.id and r.decision
-                                    for r in report.validation_results)}
+                                    for r in report.validation_results),
+                   "tests": [decision_detail(r) for r in report.validation_results
+                             if r.hypothesis.id == h.id]}
                   for h in report.hypotheses]
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
@@ -206,6 +208,16 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
             "answer_tokens": {"generated": report.costs.answer_generated_tokens,
                               "teacher_forced": report.costs.answer_teacher_forced_tokens},
             "tokens_by_stage": dict(report.costs.tokens_by_stage)}
+
+
+def decision_detail(result: Any) -> dict[str, Any]:
+    """What the validator decided on one hypothesis, kept in the bench row so a decision can
+    be checked afterwards (p-value against the procedure's level, n, effect)."""
+    effect = result.effect_size
+    return {"p_value": result.p_value, "level": result.test_level, "n": result.n,
+            "decision": result.decision, "reason": result.reason, "test": result.test_name,
+            "effect": None if effect is None else
+            {"estimate": effect.estimate, "ci": [effect.ci_low, effect.ci_high]}}
 
 
 def organism_answer_length(spec_ref: Any, requested: int | None) -> int:

@@ -154,3 +154,46 @@ def test_run_bench_hands_the_organisms_length_to_every_method(toy_multi, organis
     bench.run_bench(cfg, log=lambda *a, **k: None)
     assert seen == [("exhaustive", 11, "11"), ("output-screen", 11, "11")]
     assert bench.METRIC_LENGTH_ENV not in os.environ
+
+
+def test_pipeline_rows_keep_each_decision_p_value_and_level(tmp_path: Path, monkeypatch):
+    """A bench row keeps what the validator decided per hypothesis (p, level, n, effect), so
+    an unconfirmed planted change can be told apart as 'level not reached' at which p."""
+    from types import SimpleNamespace
+
+    from md_framework.pipeline import analyzer
+    from md_framework.types import Costs, EffectSize, Hypothesis, ValidationResult
+
+    from builtin_plugins.organisms import bench
+
+    h1 = Hypothesis(id="h1", hypothesis_type="safety_enhancement", description="d",
+                    metric="refusal_probability", direction="increase", families=["a"], priority=0.7)
+    h2 = Hypothesis(id="h2", hypothesis_type="style_change", description="d", metric="signoff",
+                    direction="increase", families=["b"], priority=0.5)
+    results = [
+        ValidationResult(hypothesis=h1, test_name="wilcoxon", p_value=0.0007, decision=True,
+                         test_level=0.0055, n=10, effect_size=EffectSize(name="mean", estimate=0.9,
+                                                                        ci_low=0.7, ci_high=1.0)),
+        ValidationResult(hypothesis=h2, test_name="wilcoxon", p_value=0.0041, decision=False,
+                         test_level=0.0018, n=7, reason="level not reached"),
+    ]
+    report = SimpleNamespace(hypotheses=[h1, h2], validation_results=results,
+                             validated=lambda: [], costs=Costs(behaviour_queries=17))
+
+    class Fake:
+        def __init__(self, config):
+            pass
+
+        def analyze(self):
+            return report
+
+    monkeypatch.setattr(analyzer, "MechanisticBehavioralAnalyzer", Fake)
+    cfg = bench.BenchConfig(specs=["toy-null"], cache_dir=tmp_path / "organisms", plots=False)
+    res = bench.run_pipeline("toy-null", {"a": ["p"], "b": ["q"]}, cfg, seed=0)
+    assert res["status"] == "ok", res.get("error")
+    (t1,), (t2,) = (h["tests"] for h in res["hypotheses"])
+    assert t1 == {"p_value": 0.0007, "level": 0.0055, "n": 10, "decision": True, "reason": None,
+                  "test": "wilcoxon", "effect": {"estimate": 0.9, "ci": [0.7, 1.0]}}
+    assert (t2["p_value"], t2["level"], t2["n"], t2["reason"], t2["effect"]) == (
+        0.0041, 0.0018, 7, "level not reached", None)
+    assert res["not_validated_reasons"] == ["level not reached"]
