@@ -217,7 +217,7 @@ def decision_detail(result: Any) -> dict[str, Any]:
     return {"p_value": result.p_value, "level": result.test_level, "n": result.n,
             "decision": result.decision, "reason": result.reason, "test": result.test_name,
             "effect": None if effect is None else
-            {"estimate": effect.estimate, "ci": [effect.ci_low, effect.ci_high]}}
+            {"name": effect.name, "estimate": effect.estimate, "ci": [effect.ci_low, effect.ci_high]}}
 
 
 def organism_answer_length(spec_ref: Any, requested: int | None) -> int:

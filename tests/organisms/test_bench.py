@@ -193,7 +193,7 @@ def test_pipeline_rows_keep_each_decision_p_value_and_level(tmp_path: Path, monk
     assert res["status"] == "ok", res.get("error")
     (t1,), (t2,) = (h["tests"] for h in res["hypotheses"])
     assert t1 == {"p_value": 0.0007, "level": 0.0055, "n": 10, "decision": True, "reason": None,
-                  "test": "wilcoxon", "effect": {"estimate": 0.9, "ci": [0.7, 1.0]}}
+                  "test": "wilcoxon", "effect": {"name": "mean", "estimate": 0.9, "ci": [0.7, 1.0]}}
     assert (t2["p_value"], t2["level"], t2["n"], t2["reason"], t2["effect"]) == (
         0.0041, 0.0018, 7, "level not reached", None)
     assert res["not_validated_reasons"] == ["level not reached"]
