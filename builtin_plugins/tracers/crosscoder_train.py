@@ -49,7 +49,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -63,8 +63,9 @@ CLASSES = ("shared", "base-only", "intervention-only", "changed", "dead")
 ROLES = ("base", "intervention")
 
 
+CorpusSource = Literal["samples", "chat", "requests", "stdlib"]
 #: the corpus sources ``CrosscoderTrainConfig.corpus`` accepts
-CORPUS_SOURCES = ("samples", "chat", "requests", "stdlib")
+CORPUS_SOURCES: tuple[str, ...] = get_args(CorpusSource)
 
 
 class CrosscoderTrainConfig(StrictModel):
@@ -85,8 +86,7 @@ class CrosscoderTrainConfig(StrictModel):
     #: (``requests``: :func:`public_requests`) and/or the standard library's docstrings
     #: (``stdlib``); all but the first are English, so only for real tokenizers (a toy
     #: vocabulary makes them UNK)
-    corpus: list[Literal["samples", "chat", "requests", "stdlib"]] = Field(
-        default_factory=lambda: ["samples"])
+    corpus: list[CorpusSource] = Field(default_factory=lambda: ["samples"])
     n_samples: int = Field(default=2048, ge=0)
     sample_tokens: int = Field(default=48, ge=4)
     outlier_factor: float = Field(default=20.0, gt=1)
