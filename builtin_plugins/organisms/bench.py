@@ -191,12 +191,13 @@ def run_pipeline(spec_ref: str, universe: dict[str, list[str]], cfg: BenchConfig
         shutil.rmtree(scratch, ignore_errors=True)
     prompt_family = {p: f for f, ps in universe.items() for p in ps}
     discoveries = [discovery_from_validation(r, prompt_family) for r in report.validated()]
+    tests_of: dict[str, list[dict[str, Any]]] = {}
+    for r in report.validation_results:
+        tests_of.setdefault(r.hypothesis.id, []).append(decision_detail(r))
     hypotheses = [{"type": h.hypothesis_type, "metric": h.metric, "direction": h.direction,
                    "families": list(h.families), "priority": round(h.priority, 3),
-                   "validated": any(r.hypothesis.id == h.id and r.decision
-                                    for r in report.validation_results),
-                   "tests": [decision_detail(r) for r in report.validation_results
-                             if r.hypothesis.id == h.id]}
+                   "validated": any(t["decision"] for t in tests_of.get(h.id, [])),
+                   "tests": tests_of.get(h.id, [])}
                   for h in report.hypotheses]
     return {"status": "ok", "discoveries": discoveries, "hypotheses": hypotheses,
             "queries": report.costs.behaviour_queries,
