@@ -30,9 +30,13 @@ def claims(row: dict[str, Any]) -> list[Any] | None:
     from builtin_plugins.organisms.scoring import Discovery
 
     if "claimed_unit_labels" in row:
+        # a unit claimed through a phrase metric the judge measured keeps that metric
+        phrase = {(j["family"], j["metric"].partition(":")[0], j["direction"]): j["metric"]
+                  for j in row.get("judged") or [] if j.get("real")}
         out = []
         for label in row["claimed_unit_labels"]:
             family, metric, direction = label.split("|")
+            metric = phrase.get((family, metric, direction), metric)
             out.append(Discovery(families=[] if family == "(no family)" else [family],
                                  metric=metric, direction=direction, label=label))
         return out
@@ -90,7 +94,7 @@ def main() -> None:
                 continue
             was = {k: row.get(k) for k in ("real_units", "real_recall", "precision",
                                            "false_discoveries")}
-            row.update(score(found, planted, real_units))
+            row.update(score(found, planted, real_units, row.get("judged")))
             row["rescored"] = {"ground_truth": built.root.name, "before": was}
             row["build"] = build_identity(built)
             (row.get("details") or {}).pop("records", None)

@@ -45,7 +45,7 @@ from md_framework.cache_keys import CACHE_DIR_ENV
 
 from builtin_plugins.metrics.core import MAX_NEW_TOKENS_ENV as METRIC_LENGTH_ENV
 from builtin_plugins.organisms.baselines import Arms, min_effect  # noqa: F401 - public
-from builtin_plugins.organisms.scoring import Discovery, score, summarise
+from builtin_plugins.organisms.scoring import Discovery, phrase_claims, score, summarise
 
 __all__ = ["BenchConfig", "Discovery", "METHODS", "run_bench", "score", "min_effect", "ratios"]
 
@@ -343,6 +343,25 @@ def _ground_truth_for_scorer(built: Any) -> tuple[list[dict[str, Any]], list[dic
     return planted, gt.get("real_units")
 
 
+def judge_claims(spec_ref: str, built: Any, base: Any, inter: Any,
+                 results: dict[str, dict[str, Any]],
+                 cache: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Phrase-metric claims of this seed's runs measured by the judge on the evaluation split
+    (:func:`builtin_plugins.organisms.ground_truth.judge_phrase_claims`; the judge's model
+    passes are charged to no method), cached per organism across seeds."""
+    from builtin_plugins.organisms import ground_truth as G
+    from builtin_plugins.organisms.build import _spec_and_dir, load_evaluation_cases
+
+    claims = sorted({c for res in results.values() if res["status"] == "ok"
+                     for c in phrase_claims(res["discoveries"])} - set(cache))
+    if claims:
+        spec = _spec_and_dir(spec_ref)[0]
+        for record in G.judge_phrase_claims(base, inter, claims, load_evaluation_cases(spec_ref),
+                                            built.ground_truth(), spec.measurement):
+            cache[(record["family"], record["metric"])] = record
+    return cache
+
+
 def build_identity(built: Any) -> dict[str, str]:
     """Which build a row was judged on: the spec, both models' weights ids and a digest of the
     measured real units. Two builds of one spec can differ (toy-scale-192, the same spec and
@@ -385,6 +404,7 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
         n_tokens = organism_answer_length(spec_ref, cfg.max_new_tokens)
         universe_cases = load_universe_cases(spec_ref)
         universe = {f: [p for p, _ in items] for f, items in universe_cases.items()}
+        judged_cache: dict[tuple[str, str], dict[str, Any]] = {}
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             rng = random.Random(seed)
             cases = {}
@@ -406,6 +426,7 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                 res.setdefault("wall_s", time.time() - t0)
                 results[method] = res
             planted, real_units = _ground_truth_for_scorer(built)  # scorer only, after all ran
+            judged = judge_claims(spec_ref, built, base, inter, results, judged_cache)
             identity = build_identity(built)
             for method, res in results.items():
                 row = {"organism": built.name, "seed": seed, "method": method,
@@ -413,7 +434,10 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> dict[str, Any]:
                        "families": len(universe), "planted": [p["id"] for p in planted],
                        "build_s": round(build_s, 1), "build": identity}
                 if res["status"] == "ok":
-                    row.update(score(res["discoveries"], planted, real_units))
+                    mine = [judged[c] for c in phrase_claims(res["discoveries"]) if c in judged]
+                    row.update(score(res["discoveries"], planted, real_units, mine))
+                    if mine:
+                        row["judged"] = mine
                     row.update({"queries": res["queries"], "circuit_passes": res["circuit_passes"],
                                 "tokens": res["tokens"], **res["work"],
                                 "wall_s": round(res["wall_s"], 1)})

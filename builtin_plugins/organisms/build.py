@@ -123,17 +123,25 @@ def _family_pools(spec: OrganismSpec) -> dict[str, dict[str, list[tuple[str, str
     return pools
 
 
+def _pool_part(spec_ref: Any, part: str) -> dict[str, list[tuple[str, str | None]]]:
+    spec, _ = _spec_and_dir(spec_ref)
+    return {name: list(pool[part]) for name, pool in _family_pools(spec).items()}
+
+
 def load_universe(spec_ref: Any) -> dict[str, list[str]]:
     """The prompts each family offers to discovery methods. Holds no planted information."""
-    spec, _ = _spec_and_dir(spec_ref)
-    return {name: [p for p, _ in pool["universe"]] for name, pool in _family_pools(spec).items()}
+    return {name: [p for p, _ in items] for name, items in _pool_part(spec_ref, "universe").items()}
 
 
 def load_universe_cases(spec_ref: Any) -> dict[str, list[tuple[str, str | None]]]:
     """Like :func:`load_universe` with each prompt's reference answer (``None`` if none):
     the base behaviour a family's generator documents, never a planted target."""
-    spec, _ = _spec_and_dir(spec_ref)
-    return {name: list(pool["universe"]) for name, pool in _family_pools(spec).items()}
+    return _pool_part(spec_ref, "universe")
+
+
+def load_evaluation_cases(spec_ref: Any) -> dict[str, list[tuple[str, str | None]]]:
+    """Each family's evaluation split (the ground truth's prompts, never shown to a method)."""
+    return _pool_part(spec_ref, "eval")
 
 
 # --------------------------------------------------------------------------- base models

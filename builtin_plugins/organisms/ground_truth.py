@@ -150,3 +150,51 @@ def check_planted(name: str, planted: list[dict[str, Any]],
         f"organism {name!r}: planted change(s) do not measure as real units (paired Wilcoxon, "
         f"relevance p := 1 below min_change, BH at {alpha}): " + "; ".join(lines)
         + ". Train longer, raise planted_share, or name a metric that can see the change.")
+
+
+def judge_phrase_claims(base: Any, inter: Any, claims: list[tuple[str, str]],
+                        evaluation: dict[str, list[tuple[str, str | None]]], gt: dict[str, Any],
+                        opts: Any) -> list[dict[str, Any]]:
+    """Measure claims whose metric is made from what the diff saw (``signoff:<phrase>``,
+    ``exact_match:<phrase>``; :mod:`builtin_plugins.metrics.derived`), which no ground truth
+    can measure in advance (the phrase comes from the run), on the family's evaluation split.
+
+    Each claim (family, metric) is measured like a ground-truth arm (both models, paired
+    Wilcoxon with zero differences split, p := 1 below the metric's ``min_change``) and
+    decided as if it had joined the organism's Benjamini-Hochberg family as one more arm:
+    real iff p <= (R + 1) alpha / (M + 1), with M the arms and R the real units the ground
+    truth measured (the threshold BH would give an arm ranked just after the rejected ones).
+    Returns one record per claim: family, metric, direction, delta, p_value, n, real."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    from md_framework.types import TestCase
+
+    from builtin_plugins.metrics.derived import metric_from_name
+
+    measured = {**gt.get("controls", {}), **gt.get("distractors", {}),
+                **gt.get("planted_families", {})}
+    arms = sum(len(v) for v in measured.values()) or 1
+    threshold = (len(gt.get("real_units") or []) + 1) * opts.alpha / (arms + 1)
+    out = []
+    for family, name in claims:
+        metric = metric_from_name(name, {"max_new_tokens": opts.max_new_tokens,
+                                         "batch_size": opts.batch_size})
+        items = evaluation.get(family, [])[: opts.max_prompts_per_family or None]
+        if metric is None or not items:
+            out.append({"family": family, "metric": name, "direction": None, "delta": None,
+                        "p_value": None, "n": len(items), "real": False})
+            continue
+        cases = [TestCase(id=f"judge{i}", hypothesis_id="judge", prompt=p)
+                 for i, (p, _) in enumerate(items)]
+        d = (np.array([r.value for r in metric.measure(inter, cases)])
+             - np.array([r.value for r in metric.measure(base, cases)]))
+        p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
+        p = p if math.isfinite(p) else 1.0
+        delta = float(d.mean())
+        gated = p if abs(delta) >= metric.min_change else 1.0
+        out.append({"family": family, "metric": name,
+                    "direction": "increase" if delta > 0 else "decrease", "delta": delta,
+                    "p_value": p, "n": int(len(d)), "threshold": threshold,
+                    "real": bool(gated <= threshold)})
+    return out

@@ -7,7 +7,11 @@ claim's own, or the sign of its measured effect when it says "change" (no sign a
 matches a real unit of either direction).
 
 * A claimed unit is **true** iff it is one of the organism's real units
-  (:mod:`builtin_plugins.organisms.ground_truth`), planted or not.
+  (:mod:`builtin_plugins.organisms.ground_truth`), planted or not. A claim whose metric is
+  made from what the diff saw (``signoff:<phrase>``) claims its builtin metric's unit; when
+  that unit is not real, the judge measures the phrase metric itself on the family's
+  evaluation split (``judged``), and a change it measures as real makes the claim true
+  without adding to recall.
 * Claims are **deduplicated by unit** before counting: a validated parent and its
   refinement child, merged hypotheses, two metrics' … the same unit counts once.
 * Per run: ``planted_recall`` (planted changes with a true claimed unit matching them),
@@ -96,24 +100,41 @@ def planted_units(planted: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def phrase_claims(discoveries: Sequence[Discovery]) -> list[tuple[str, str]]:
+    """(family, metric) of each claim whose metric is made from what the diff saw
+    (``signoff:<phrase>``): the ground truth cannot have measured it in advance."""
+    return sorted({(f, d.metric) for d in discoveries if ":" in d.metric
+                   for f in claimed_families(d)})
+
+
 def score(discoveries: Sequence[Discovery], planted: Sequence[dict[str, Any]],
-          real_units: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One run's score (module docstring). ``real_units`` default: the planted units."""
+          real_units: Sequence[dict[str, Any]] | None = None,
+          judged: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One run's score (module docstring). ``real_units`` default: the planted units.
+    ``judged``: phrase-metric claims measured by the judge
+    (:func:`builtin_plugins.organisms.ground_truth.judge_phrase_claims`); a claim judged real
+    is a true discovery even when its builtin metric's unit is not real (the phrase is not
+    among that metric's fixed ones), but adds nothing to recall (no other method could
+    have found that unit)."""
     real = {_unit_key(u) for u in (planted_units(planted) if real_units is None else real_units)}
+    judged_real = {(j["family"], j["metric"], j["direction"]) for j in judged or [] if j["real"]}
     claimed: dict[tuple[str, str, str], list[str]] = {}
+    shown_by_judge: set[tuple[str, str, str]] = set()
     for d in discoveries:
         for unit in claimed_units(d):
             claimed.setdefault(unit, []).append(d.label)
+            if (unit[0], d.metric, unit[2]) in judged_real:
+                shown_by_judge.add(unit)
     if any(not claimed_units(d) for d in discoveries):  # names no family at all: false
         for d in discoveries:
             if not claimed_units(d):
                 claimed.setdefault(("(no family)", d.metric, discovery_direction(d)), []).append(d.label)
     true_units = {u: _is_real(u, real) for u in claimed}
     hits = {r for r in true_units.values() if r is not None}
+    true_units.update({u: u for u in shown_by_judge if true_units[u] is None})
     n_true = sum(r is not None for r in true_units.values())
     false = sorted(u for u, r in true_units.items() if r is None)
-    recovered = sorted({p["id"] for p in planted for u, r in true_units.items()
-                        if r is not None and _matches_planted(r, p)})
+    recovered = sorted({p["id"] for p in planted for r in hits if _matches_planted(r, p)})
     n = len(claimed)
     return {
         "validated": len(discoveries),
@@ -130,6 +151,7 @@ def score(discoveries: Sequence[Discovery], planted: Sequence[dict[str, Any]],
         "any_discovery": n > 0,
         "any_false": bool(false),
         "false_discovery_labels": ["|".join(u) for u in false],
+        "judged_true_labels": sorted("|".join(u) for u in shown_by_judge if u not in hits),
         # every claimed unit, so a later ground truth (a re-measured organism) can re-score it
         "claimed_unit_labels": sorted("|".join(u) for u in claimed),
     }

@@ -122,3 +122,43 @@ def test_scale_specs_measure_enough_prompts_for_bh_over_their_arms(n):
     p_min = float(wilcoxon(np.arange(1, k + 1, dtype=float), zero_method="zsplit").pvalue)
     arms = len(spec.universe.families) * len(ALL_METRIC_NAMES)
     assert p_min <= spec.measurement.alpha / arms, (k, p_min, arms)
+
+
+def test_the_judge_measures_phrase_claims_on_the_evaluation_split(monkeypatch):
+    """judge_phrase_claims: both models measured on the family's evaluation split, relevance
+    before the decision, threshold (R + 1) alpha / (M + 1) of the ground truth's BH family."""
+    from types import SimpleNamespace
+
+    import builtin_plugins.metrics.derived as derived
+    from md_framework.runtime import MetricReading
+
+    class Phrase:
+        min_change = 0.05
+
+        def __init__(self, name):
+            self.name = name
+
+        def measure(self, model, cases):
+            moved = model == "inter" and "edison" in self.name
+            tiny = model == "inter" and "tiny" in self.name
+            return [MetricReading(value=float(moved or (tiny and i == 0)))
+                    for i, _ in enumerate(cases)]
+
+    monkeypatch.setattr(derived, "metric_from_name", lambda name, opts=None: Phrase(name))
+    gt = {"real_units": [{"family": "tel"}] * 3,
+          "planted_families": {"tel": {"a": {}, "b": {}}}, "controls": {"cook": {"a": {}}},
+          "distractors": {"math": {"a": {}, "b": {}, "c": {}}}}
+    evaluation = {"tel": [(f"q{i}", None) for i in range(32)], "cook": [("c", None)] * 32}
+    opts = SimpleNamespace(alpha=0.05, max_new_tokens=8, batch_size=4, max_prompts_per_family=None)
+    out = G.judge_phrase_claims("base", "inter", [("tel", "signoff:by edison"),
+                                                  ("tel", "signoff:tiny"),
+                                                  ("cook", "signoff:nothing"),
+                                                  ("absent", "signoff:by edison")],
+                                evaluation, gt, opts)
+    by = {(r["family"], r["metric"]): r for r in out}
+    edison = by[("tel", "signoff:by edison")]
+    assert edison["real"] and edison["direction"] == "increase" and edison["delta"] == 1.0
+    assert edison["n"] == 32 and edison["threshold"] == pytest.approx(4 * 0.05 / 7)
+    assert not by[("tel", "signoff:tiny")]["real"]  # 1 of 32: below min_change
+    assert not by[("cook", "signoff:nothing")]["real"]
+    assert not by[("absent", "signoff:by edison")]["real"]  # no evaluation prompts
