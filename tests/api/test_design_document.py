@@ -175,7 +175,7 @@ def test_basic_usage(ns: dict, capsys: pytest.CaptureFixture) -> None:
     lines = [line for line in out.splitlines() if "[VALIDATED]" in line]
     assert lines, out
     for line in lines:  # p-value, effect size with its interval, sample count
-        assert re.search(r"p=[0-9.e-]+, (?:cohens_dz|mean_difference)=-?[0-9.]+ \[-?[0-9.]+, -?[0-9.]+\], n=\d+", line), line
+        assert re.search(r"p=[0-9.e-]+, (?:cohens_dz|mean_difference|risk_difference)=-?[0-9.]+ \[-?[0-9.]+, -?[0-9.]+\], n=\d+", line), line
     found = {(r.hypothesis.hypothesis_type, tuple(r.hypothesis.families)) for r in report.validated()}
     assert ("safety_enhancement", ("harmful_hacking",)) in found
     assert ("knowledge_update", ("telephone_fact",)) in found
