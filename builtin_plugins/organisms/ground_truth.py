@@ -61,6 +61,19 @@ def bh_reject(p_values: list[float], alpha: float) -> list[bool]:
     return out
 
 
+def paired_p(d: Any) -> float:
+    """The ground truth's paired test of the differences ``d``: Wilcoxon signed-rank with zero
+    differences split (Pratt/"zsplit"); 1 when nothing differs or the test is undefined."""
+    import numpy as np
+
+    if not np.any(np.asarray(d) != 0):
+        return 1.0
+    from scipy.stats import wilcoxon
+
+    p = float(wilcoxon(d, zero_method="zsplit").pvalue)
+    return p if math.isfinite(p) else 1.0
+
+
 def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], metrics: list[str],
                    base_answers: dict[str, str], opts: Any,
                    signoffs: list[str] | None = None) -> dict[str, Any]:
@@ -87,16 +100,12 @@ def measure_family(base: Any, inter: Any, items: list[tuple[str, str | None]], m
         b = np.array([r.value for r in metric.measure(base, cases)])
         i = np.array([r.value for r in metric.measure(inter, cases)])
         d = i - b
-        p = 1.0
-        if np.any(d != 0):
-            from scipy.stats import wilcoxon
-
-            p = float(wilcoxon(d, zero_method="zsplit").pvalue)
+        p = paired_p(d)
         sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
         out[name] = {"base_mean": float(b.mean()), "intervention_mean": float(i.mean()),
                      "delta": float(d.mean()), "sd_delta": sd,
                      "standardized": float(d.mean() / sd) if sd > 0 else 0.0,
-                     "n": int(len(d)), "p_value": p if math.isfinite(p) else 1.0,
+                     "n": int(len(d)), "p_value": p,
                      "min_change": float(metric.min_change)}
     return out
 
@@ -166,7 +175,6 @@ def judge_phrase_claims(base: Any, inter: Any, claims: list[tuple[str, str]],
     truth measured (the threshold BH would give an arm ranked just after the rejected ones).
     Returns one record per claim: family, metric, direction, delta, p_value, n, real."""
     import numpy as np
-    from scipy.stats import wilcoxon
 
     from md_framework.types import TestCase
 
@@ -189,8 +197,7 @@ def judge_phrase_claims(base: Any, inter: Any, claims: list[tuple[str, str]],
                  for i, (p, _) in enumerate(items)]
         d = (np.array([r.value for r in metric.measure(inter, cases)])
              - np.array([r.value for r in metric.measure(base, cases)]))
-        p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
-        p = p if math.isfinite(p) else 1.0
+        p = paired_p(d)
         delta = float(d.mean())
         gated = p if abs(delta) >= metric.min_change else 1.0
         out.append({"family": family, "metric": name,
