@@ -3,7 +3,8 @@
 Every baseline sees only the universe (family names, prompts, reference answers where the
 family's generator documents them), tests only the metrics that apply to a family
 (``exact_match`` only with reference answers), and applies the relevance floor as a *test*
-before the multiple-testing step (p := 1, or an e-process against |mean| <= min_change),
+before the multiple-testing step (p := 1, a test of |mean| <= min_change, or an e-process
+against it),
 never by dropping rejections afterwards. Costs are counted by the models themselves
 (:mod:`md_framework.costs`); the ``queries`` column counts behavioural queries: one per
 prompt, model and *model call* (metrics that share one greedy decoding share one query).
@@ -109,10 +110,13 @@ class Arms:
         test of "no difference" (valid for arms that did not change at all: a larger p is
         still a p-value; an arm with a real shift just below min_change can pass the gate
         about half the time at n = 12, see tests/organisms/test_baselines.py);
-        ``relevance="shifted"``: :func:`shifted_p`, a test of |mean| <= min_change itself."""
+        ``relevance="shifted"``: a test of |mean| <= min_change itself, :func:`binary_shifted_p`
+        for 0/1 metrics, :func:`shifted_p` for the others."""
         effect = mean_diff(b, i)
         delta = min_effect(self.metrics[metric])
         if self.relevance == "shifted":
+            if self.metrics[metric].outcome == "binary" and 0.0 < delta < 1.0:
+                return binary_shifted_p(b, i, delta), effect
             return shifted_p([y - x for x, y in zip(b, i)], delta), effect
         if abs(effect) < delta:
             return 1.0, effect
@@ -137,6 +141,22 @@ def shifted_p(diffs: Sequence[float], delta: float) -> float:
     se = math.sqrt(var / n)
     p_up = float(t.sf((mean - delta) / se, n - 1))
     p_down = float(t.cdf((mean + delta) / se, n - 1))
+    return min(1.0, 2 * min(p_up, p_down))
+
+
+def binary_shifted_p(b: Sequence[float], i: Sequence[float], delta: float) -> float:
+    """p-value of H0: |E[D]| <= δ for paired 0/1 readings: the exact unconditional test of a
+    margin for matched pairs (Sidik 2003, Statistics in Medicine 22:265-278, Nam 1997 /
+    Tango 1998 score ordering; the validator's test, :mod:`builtin_plugins.pipeline.
+    paired_margin`) on each side, Bonferroni-combined as in :func:`shifted_p`. Exact at any
+    n (TOST's t has no spread to divide by when every pair flips: 3 of 3 would give p = 0;
+    here it gives 0.29). Assumes i.i.d. pairs."""
+    from builtin_plugins.pipeline.paired_margin import paired_binary_margin_p
+
+    if not b:
+        return 1.0
+    p_up = paired_binary_margin_p(b, i, delta, "greater")
+    p_down = paired_binary_margin_p(b, i, delta, "less")
     return min(1.0, 2 * min(p_up, p_down))
 
 

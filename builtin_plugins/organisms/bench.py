@@ -96,8 +96,9 @@ class BenchConfig:
     #: at. Another value is refused: the judge would score a different quantity.
     max_new_tokens: int | None = None
     plots: bool = True
-    #: how the fixed-n baselines apply min_change before FDR: ``gate`` (p := 1 below it, as
-    #: the pipeline's validator) or ``shifted`` (a test of |mean| <= min_change)
+    #: how the fixed-n baselines apply min_change before FDR: ``gate`` (p := 1 when the
+    #: estimate is below it, as the ground truth does) or ``shifted`` (a test of |mean| <=
+    #: min_change, as the pipeline's validator tests its floor; exact for 0/1 metrics)
     relevance: str = "gate"
     #: AnalysisConfig keys for the pipeline method (models and universe are set per organism)
     pipeline_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))

@@ -147,8 +147,9 @@ def md_register_commands(cli: Any) -> None:
     @click.option("--threads", default=2, show_default=True, type=int)
     @click.option("--relevance", type=click.Choice(["gate", "shifted"]), default="gate",
                   show_default=True,
-                  help="fixed-n baselines: min_change as p := 1 below it (gate, as the "
-                       "pipeline's validator) or a shifted test of |mean| <= min_change")
+                  help="fixed-n baselines: min_change as p := 1 when the estimate is below "
+                       "it (gate, as the ground truth) or a test of |mean| <= min_change "
+                       "(shifted, as the pipeline's validator; exact for 0/1 metrics)")
     @click.option("--no-plots", is_flag=True, help="write no plots next to bench.json")
     @click.option("--pipeline-config", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="analysis config (YAML/TOML) for the pipeline method; its models and "

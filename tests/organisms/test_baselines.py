@@ -120,6 +120,25 @@ def test_shifted_p():
     assert B.shifted_p([0.4, 0.6] * 6, 0.05) < 1e-6
 
 
+def test_shifted_relevance_on_binary_arms_is_exact():
+    """A 0/1 metric under ``--relevance shifted`` gets the exact margin test: TOST's t sees no
+    spread when every pair flips and would call 3 of 3 flips p = 0."""
+    flips = ([0.0] * 3, [1.0] * 3)
+    assert B.shifted_p([y - x for x, y in zip(*flips)], 0.05) == 0.0
+    assert B.binary_shifted_p(*flips, 0.05) > 0.2
+    # both directions, Bonferroni-combined: 12 of 12 losing equals 12 of 12 gaining
+    assert B.binary_shifted_p([0.0] * 12, [1.0] * 12, 0.05) == pytest.approx(
+        B.binary_shifted_p([1.0] * 12, [0.0] * 12, 0.05))
+    assert 1e-4 < B.binary_shifted_p([0.0] * 12, [1.0] * 12, 0.05) < 1e-3
+    assert B.binary_shifted_p([0.0] * 12, [1.0] + [0.0] * 11, 0.05) > 0.5
+
+    arms = B.Arms(None, None, {"f": [("p", None)]},
+                  [FakeMetric("flag", outcome="binary"), FakeMetric("score")], relevance="shifted")
+    p_binary, effect = arms.gated_p("flag", *flips)
+    assert effect == 1.0 and p_binary == pytest.approx(B.binary_shifted_p(*flips, 0.05))
+    assert arms.gated_p("score", *flips)[0] == 0.0  # bounded, not binary: the t-based test
+
+
 def test_gate_before_bh_not_after():
     """Many tiny real shifts, n = 12: the relevance floor as p := 1 before BH rejects none."""
     rng = random.Random(1)
