@@ -73,8 +73,9 @@ class RelevanceTest:
     """A paired test of H0 "effect <= delta in the hypothesised direction" (module docstring).
 
     ``test`` is the configured test of "no change"; ``bounded`` (optional) is a betting
-    e-process with bounds widened by ``delta`` on both sides, used for binary tests (the
-    intersection-union combination) and for bounded tests whose bounds a shift would leave.
+    e-process with bounds widened by ``delta`` on both sides, used by anytime tests only: for
+    binary ones (the intersection-union combination) and for bounded ones whose bounds a
+    shift would leave.
     With ``delta == 0`` it is exactly ``test``.
     """
 

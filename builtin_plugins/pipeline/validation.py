@@ -345,8 +345,10 @@ class Validator:
         test = self.test_for(metric)
         delta = max(0.0, float(getattr(metric, "min_change", 0.0) or 0.0))
         bounded = None
-        needs_bounded = type(test).outcome == "binary" or (
-            type(test).anytime_valid and "lo" in getattr(type(test).Options, "model_fields", {}))
+        # only anytime tests use the widened betting e-process (fixed-n binary tests take the
+        # exact margin test, fixed-n others the shifted test itself)
+        needs_bounded = type(test).anytime_valid and (
+            type(test).outcome == "binary" or "lo" in getattr(type(test).Options, "model_fields", {}))
         if delta > 0 and needs_bounded:
             from md_framework.drivers import create_driver
 

@@ -182,6 +182,9 @@ def test_binary_metrics_default_to_exact_tests_and_keep_their_size():
     assert v.test_for(metric).test(base, inter, "greater").p_value == pytest.approx(0.125)
     # size of the relevance test under identical models, 20 pairs, 30 % discordant
     relevance = v.relevance_for(metric)
+    # fixed n: the exact margin test, no betting e-process built; anytime: the e-process
+    assert relevance.bounded is None and relevance.name == "mcnemar+exact-margin(D>0.05)"
+    assert _validator("betting-e").relevance_for(metric).bounded is not None
     reps, alpha, rejected = 2000, 0.05, 0
     rng = np.random.default_rng(7)
     for _ in range(reps):
