@@ -169,6 +169,9 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--corpus", default="samples", show_default=True,
                   help="'+'-joined sources: samples (unprompted), chat (generic questions), "
                        "requests (public chat requests, harmful ones included), stdlib.")
+    @click.option("--aux-k", type=int, default=0, show_default=True,
+                  help="AuxK (Gao et al. 2024): dead latents per token trained on the main "
+                       "reconstruction's error; 0 = off, d_model / 2 is the paper's scale.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Output directory (default: content-addressed under CACHE_DIR/crosscoders).")
@@ -177,8 +180,8 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     def crosscoders_train(base_source: str, intervention_source: str, layers: str | None,
                           d_sae: int, k: int, tokens: int, epochs: int, lr: float, n_samples: int,
-                          corpus: str, seed: int, out: Path | None, cache_dir: Path, threads: int,
-                          as_json: bool) -> None:
+                          corpus: str, aux_k: int, seed: int, out: Path | None, cache_dir: Path,
+                          threads: int, as_json: bool) -> None:
         """Harvest both models' residual streams, train one crosscoder per layer, classify its
         latents (shared / base-only / intervention-only / changed) and print FVU per model."""
         from md_framework.runtime import ModelLoadOptions, ModelSpec
@@ -204,7 +207,7 @@ def md_register_commands(cli: click.Group) -> None:
         cfg = CrosscoderTrainConfig(
             layers=_parse_layers(layers, base.model.config.num_hidden_layers), d_sae=d_sae, k=k,
             tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=sources,
-            seed=seed)
+            aux_k=aux_k, seed=seed)
         log = (lambda s: click.echo(s, err=True)) if as_json else click.echo
         if out is None:
             out = ensure_crosscoder(base, intervention, cfg, cache_dir, log=log)

@@ -33,6 +33,15 @@ Classification of each latent j (:func:`classify_latents`):
   (cosine below ``changed_cosine``): the models write the same concept differently;
 * ``dead``: never active on the training tokens.
 
+Dead latents (``aux_k > 0``): the auxiliary loss AuxK of Gao et al. 2024 ("Scaling and
+evaluating sparse autoencoders", section 2.4 / appendix A.2). A latent that has not fired
+for ``aux_dead_tokens`` training tokens is dead; the ``aux_k`` dead latents with the largest
+pre-activations on each token reconstruct the main reconstruction's error ``e_m = x_m -
+x_hat_m`` (held fixed) of each model through their decoder rows, and ``aux_coef`` times that
+normalised error, ``sum_m ||e_m - e_hat_m||^2 / Var(e_m)``, is added to the loss, so the
+gradient reaches latents the TopK selection never picks. Off by default (the paper's
+``aux_k = 512`` at ``d_model = 768`` and ``aux_coef = 1/32``; we scale ``aux_k`` as d/2).
+
 On disk (written atomically, nothing pickled): ``layer_{L}.safetensors`` with ``W_enc``
 [2, d_model, n], ``b_enc`` [n], ``W_dec`` [2, n, d_model], ``b_dec`` [2, d_model] (the input
 normalisation folded in), ``score_norm`` [n] and ``threshold`` [1] (the JumpReLU rule on the
@@ -94,6 +103,17 @@ class CrosscoderTrainConfig(StrictModel):
     nu_threshold: float = Field(default=0.5, gt=0)
     changed_cosine: float = Field(default=0.5, ge=-1, le=1)
     seed: int = 0
+    #: AuxK (module docstring): dead latents per token that model the main error; 0 = off
+    aux_k: int = Field(default=0, ge=0)
+    aux_coef: float = Field(default=1 / 32, gt=0)
+    #: training tokens without firing after which a latent counts as dead for AuxK
+    aux_dead_tokens: int = Field(default=10_000, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        """The options that define the trained dictionary, for cache keys: the AuxK
+        options only when AuxK is on, so the crosscoders trained before it existed keep
+        their keys."""
+        return self.model_dump(exclude=None if self.aux_k else {"aux_k", "aux_coef", "aux_dead_tokens"})
 
 
 # --------------------------------------------------------------------------- corpus / harvest
@@ -242,6 +262,8 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
     steps = max(1, cfg.epochs * (T // bs))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, 2.0 * (1 - s / steps) + 0.02))
     thr_sum, thr_n, step = 0.0, 0, 0
+    since_fired = torch.zeros(n)  # training tokens since each latent last fired (AuxK)
+    aux_total, aux_steps = 0.0, 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(T, generator=g)
         for start in range(0, T - bs + 1, bs):
@@ -252,8 +274,23 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
             vals, pos = score.flatten().topk(min(cfg.k * bs, score.numel()))
             mask = torch.zeros_like(score).flatten().scatter(0, pos, 1.0).view_as(score)
             f = pre * mask
-            loss = sum(((f @ W_dec[m] + b_dec[m]) - x[m, idx]).pow(2).sum(-1).mean() / var[m]
-                       for m in range(2))
+            recs = [f @ W_dec[m] + b_dec[m] for m in range(2)]
+            loss = sum((recs[m] - x[m, idx]).pow(2).sum(-1).mean() / var[m] for m in range(2))
+            since_fired += bs
+            since_fired[mask.detach().any(0)] = 0
+            dead = since_fired >= cfg.aux_dead_tokens
+            if cfg.aux_k and bool(dead.any()):
+                k_aux = min(cfg.aux_k, int(dead.sum()))
+                vals_aux, pos_aux = pre.masked_fill(~dead, 0.0).topk(k_aux, dim=1)
+                f_aux = torch.zeros_like(pre).scatter(1, pos_aux, vals_aux)
+                aux = 0.0
+                for m in range(2):
+                    err = (x[m, idx] - recs[m]).detach()
+                    err_var = (err - err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+                    aux = aux + (f_aux @ W_dec[m] - err).pow(2).sum(-1).mean() / err_var
+                loss = loss + cfg.aux_coef * aux
+                aux_total += float(aux.detach())
+                aux_steps += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -287,6 +324,8 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
             "n_train_tokens": int(T), "n_heldout_tokens": int(hb.shape[0]),
             "n_outlier_tokens": int((~inlier).sum()), "threshold": round(threshold, 6),
             "steps": step, "seconds": round(time.time() - t0, 2),
+            "aux_steps": aux_steps, "aux_loss_mean": round(aux_total / max(aux_steps, 1), 5),
+            "dead_at_end_of_training": int((since_fired >= cfg.aux_dead_tokens).sum()),
             "class_counts": {c: int((stats["class_code"] == i).sum()) for i, c in enumerate(CLASSES)},
         }
         metrics["class_shares"] = {c: round(v / n, 4) for c, v in metrics["class_counts"].items()}
@@ -440,7 +479,8 @@ def train_crosscoders(base: Any, intervention: Any, cfg: CrosscoderTrainConfig, 
 def crosscoder_key(base_id: str, intervention_id: str, cfg: CrosscoderTrainConfig,
                    texts: Sequence[str] | None = None) -> str:
     extra = "" if texts is None else "|texts:" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    return hashlib.sha256(f"{base_id}|{intervention_id}|{cfg.model_dump_json()}{extra}".encode()
+    options = json.dumps(cfg.identity(), separators=(",", ":"))
+    return hashlib.sha256(f"{base_id}|{intervention_id}|{options}{extra}".encode()
                           ).hexdigest()[:24]
 
 
