@@ -228,6 +228,35 @@ class CrosscoderTracer(Tracer):
                 metadata={"role": ROLES[role], "top_k": o.top_k, "latent_classes": classes_seen}))
         return graphs
 
+    def trace_answers(self, base: LoadedModel, intervention: LoadedModel, prompts: Sequence[str],
+                      families: Sequence[str | None] | None = None, *,
+                      max_new_tokens: int = 24) -> list[Any]:
+        """Answer-aware trace (:mod:`builtin_plugins.tracers.answers`) with this tracer's
+        features: each latent's contribution ``f_j ||d_j^m||`` at every answer position.
+        Without it the pipeline saw no answer edits with this tracer (a sign-off added at the
+        end of the answer never became a hypothesis on smollm2-style)."""
+        from builtin_plugins.tracers.answers import trace_answers
+
+        xc = self.crosscoder()
+        last: dict[tuple[int, ...], dict[int, Any]] = {}
+
+        def read(model: LoadedModel, ids: Sequence[int]) -> dict[int, Any]:
+            # one encoding serves both models: the latent code is the pair's, only the
+            # decoder norm that weighs it differs (the answers module reads base, then
+            # intervention, on the same ids)
+            key = tuple(ids)
+            if key not in last:
+                last.clear()
+                _, _, resid = self._pair_residuals(model, ids)
+                last[key] = {layer: encode(xc.states[layer], xb, xi)
+                             for layer, (xb, xi) in resid.items()}
+            role = xc.role_of(model)
+            return {layer: f * xc.dec_norm[layer][role] for layer, f in last[key].items()}
+
+        return trace_answers(base, intervention, prompts, families, max_new_tokens=max_new_tokens,
+                             feature_top_k=self.options.top_k, feature_reader=read,
+                             dictionary_id=xc.id)
+
     def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
                             features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]:
         """Per prompt, each latent's peak ``f_j * ||d_j^m||`` and its position (``FeatureReader``)."""

@@ -91,6 +91,26 @@ def test_reader_matches_the_trace_and_decoder_directions(tracer, safety_pair, to
         tracer.decoder_directions(inter, [FeatureRef(layer=ref.layer, feature=10**6)])
 
 
+def test_answer_traces_read_the_latents_along_both_answers(tracer, safety_pair, toy_safety) -> None:
+    """The crosscoder tracer has the answer-aware capability: each answer position carries
+    the latents whose contribution changed most, keyed like the graphs' feature nodes, and
+    each model's peak latents over its answer positions."""
+    base, inter = safety_pair
+    prompt = sorted(toy_safety.universe["harmful_hacking"])[0]
+    (trace,) = tracer.trace_answers(base, inter, [prompt], ["harmful_hacking"], max_new_tokens=8)
+    assert trace.dictionary_id == tracer.dictionary_id
+    assert trace.base_answer != trace.intervention_answer  # the planted refusal
+    assert {a.source for a in trace.answers} == {"base", "intervention"}
+    layers = set(tracer.crosscoder().states)
+    keys = [k for a in trace.answers for pos in a.positions for k in pos.features]
+    assert keys and all(int(k.split(":")[0]) in layers for k in keys)
+    n = tracer.crosscoder().states[min(layers)]["W_dec"].shape[1]
+    for peaks in (trace.base_features, trace.intervention_features):
+        assert peaks and max(peaks.values()) > 0
+        assert all(int(k.split(":")[0]) in layers and 0 <= int(k.split(":")[1]) < n for k in peaks)
+    assert trace.base_features != trace.intervention_features
+
+
 def test_interventions_change_the_output_and_are_undone(tracer, safety_pair, toy_safety) -> None:
     import torch
 
