@@ -34,7 +34,7 @@ Classification of each latent j (:func:`classify_latents`):
 * ``dead``: never active on the training tokens.
 
 Dead latents (``aux_k > 0``): the auxiliary loss AuxK of Gao et al. 2024 ("Scaling and
-evaluating sparse autoencoders", section 2.4 / appendix A.2). A latent that has not fired
+evaluating sparse autoencoders", its auxiliary loss against dead latents). A latent that has not fired
 for ``aux_dead_tokens`` training tokens is dead; the ``aux_k`` dead latents with the largest
 pre-activations on each token reconstruct the main reconstruction's error ``e_m = x_m -
 x_hat_m`` (held fixed) of each model through their decoder rows, and ``aux_coef`` times that
