@@ -180,15 +180,18 @@ class CrosscoderTracer(Tracer):
                 out.setdefault(i, [None, None])[r] = store[i].cpu()
         return role, logits, {i: (v[0], v[1]) for i, v in out.items()}
 
+    def _pair_codes(self, model: LoadedModel, ids: Sequence[int]) -> tuple[int, Any, dict[int, Any]]:
+        """(role, logits, {layer: [positions, n] latent codes f}): the code is the pair's,
+        the same whichever model of the pair is read."""
+        xc = self.crosscoder()
+        role, logits, resid = self._pair_residuals(model, ids)
+        return role, logits, {layer: encode(xc.states[layer], xb, xi) for layer, (xb, xi) in resid.items()}
+
     def contributions(self, model: LoadedModel, ids: Sequence[int]) -> tuple[int, Any, dict[int, Any]]:
         """(role, logits, {layer: [positions, n] latent contributions f_j * ||d_j^role||})."""
         xc = self.crosscoder()
-        role, logits, resid = self._pair_residuals(model, ids)
-        out = {}
-        for layer, (xb, xi) in resid.items():
-            f = encode(xc.states[layer], xb, xi)
-            out[layer] = f * xc.dec_norm[layer][role]
-        return role, logits, out
+        role, logits, codes = self._pair_codes(model, ids)
+        return role, logits, {layer: f * xc.dec_norm[layer][role] for layer, f in codes.items()}
 
     def trace(self, model: LoadedModel, prompts: Sequence[str],
               families: Sequence[str | None] | None = None) -> list[CircuitGraph]:
@@ -247,9 +250,7 @@ class CrosscoderTracer(Tracer):
             key = tuple(ids)
             if key not in last:
                 last.clear()
-                _, _, resid = self._pair_residuals(model, ids)
-                last[key] = {layer: encode(xc.states[layer], xb, xi)
-                             for layer, (xb, xi) in resid.items()}
+                last[key] = self._pair_codes(model, ids)[2]
             role = xc.role_of(model)
             return {layer: f * xc.dec_norm[layer][role] for layer, f in last[key].items()}
 
