@@ -189,3 +189,47 @@ def test_a_bench_row_is_rescored_from_what_it_claimed():
     row = {"method": "pipeline", "judged": judged, **score(phrase, PLANTED, REAL, judged)}
     assert row["false_discoveries"] == 0
     assert score(rescore.claims(row), PLANTED, REAL, judged) == score(phrase, PLANTED, REAL, judged)
+
+
+def test_the_coverage_table_lists_every_gap_and_counts_a_seed_once(tmp_path):
+    """benchmarks/coverage.py: a required method with too few seeds, or not measured at all,
+    is a gap; rows of one organism from two builds are a gap; a seed of one method in two
+    sources is refused; a method taken from a source under another label is summarised
+    under that label."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "coverage_table", Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py")
+    cov = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cov)
+
+    def row(method, seed, build="b1", recall=1.0):
+        return {"organism": "o", "method": method, "seed": seed, "status": "ok", "null": False,
+                "families": 4, "planted_recall": recall, "real_recall": recall, "precision": 1.0,
+                "fdp": 0.0, "tokens": 1000.0, "queries": 10, "wall_s": 1.0, "any_discovery": True,
+                "any_false": False, "build": {"intervention_model_id": "sha256:" + build * 8}}
+
+    def write(name, rows):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bench.json").write_text(json.dumps({"rows": rows}))
+
+    write("a", [row("pipeline", s) for s in range(3)] + [row("bandit", 0)])
+    write("b", [row("pipeline", 0, recall=0.0)] + [row("exhaustive", s, build="b2") for s in range(3)])
+    manifest = {"methods": ["pipeline", "bandit", "exhaustive", "sequential"], "organisms": {
+        "o": {"min_seeds": 3, "sources": [
+            {"dir": "a"}, {"dir": "b", "methods": ["pipeline", "exhaustive"],
+                           "rename": {"pipeline": "pipeline, other config"}}]}}}
+    lines, gaps, _ = cov.coverage(manifest, tmp_path)
+    by = {ln["method"]: ln for ln in lines}
+    assert by["pipeline"]["seeds"] == 3 and by["pipeline"]["summary"]["planted_recall"]["mean"] == 1.0
+    assert by["pipeline, other config"]["seeds"] == 1 and not by["pipeline, other config"]["required"]
+    assert by["pipeline, other config"]["summary"]["planted_recall"]["mean"] == 0.0
+    assert "o: bandit has 1 of 3 seeds" in gaps and "o: sequential has 0 of 3 seeds" in gaps
+    assert not any(g.startswith("o: pipeline has") or g.startswith("o: exhaustive has") for g in gaps)
+    assert any("2 builds" in g for g in gaps)
+    md = cov.markdown(lines, gaps, [], manifest)
+    assert "| o | sequential | **0 (3)** | not measured |" in md
+    manifest["organisms"]["o"]["sources"][1].pop("rename")
+    with pytest.raises(SystemExit, match="pipeline seed 0"):
+        cov.coverage(manifest, tmp_path)
