@@ -42,12 +42,15 @@ def _fmt_share(stat: dict[str, Any]) -> str:
     return f"{stat['k']}/{stat['n']} = {stat['share']:.2f} [{stat['lo']:.2f}, {stat['hi']:.2f}]"
 
 
-def gather(org: str, entry: dict[str, Any], root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def gather(org: str, entry: dict[str, Any], root: Path
+           ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """The rows of ``org`` from the manifest entry's sources, with their method labels applied;
-    problems (a seed counted twice, two builds) as notes."""
+    a note if they come from two builds (a gap), and one if some rows carry no build record
+    (provenance: one build cannot be checked there)."""
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], str] = {}
-    notes: list[str] = []
+    gaps: list[str] = []
+    provenance: list[str] = []
     for src in entry["sources"]:
         path = root / src["dir"] / "bench.json"
         data = json.loads(path.read_text())
@@ -70,11 +73,11 @@ def gather(org: str, entry: dict[str, Any], root: Path) -> tuple[list[dict[str, 
         for r in rows:
             if r.get("build"):
                 by_build.setdefault(r["build"]["intervention_model_id"][7:19], set()).add(r["method"])
-        notes.append("rows from %d builds (intervention model %s)" % (len(builds), "; ".join(
+        gaps.append("rows from %d builds (intervention model %s)" % (len(builds), "; ".join(
             f"{k}…: {', '.join(sorted(v))}" for k, v in sorted(by_build.items()))))
     elif recorded < len(rows):
-        notes.append(f"build recorded on {recorded} of {len(rows)} rows (older rows carry none)")
-    return rows, notes
+        provenance.append(f"build recorded on {recorded} of {len(rows)} rows (older rows carry none)")
+    return rows, gaps, provenance
 
 
 def coverage(manifest: dict[str, Any], root: Path = ROOT
@@ -89,7 +92,7 @@ def coverage(manifest: dict[str, Any], root: Path = ROOT
     gaps: list[str] = []
     provenance: list[str] = []
     for org, entry in manifest["organisms"].items():
-        rows, notes = gather(org, entry, root)
+        rows, build_gaps, build_notes = gather(org, entry, root)
         summary = {s["method"]: s for s in summarise(rows)}
         want = entry.get("min_seeds", 1)
         extra = sorted(m for m in summary if m not in required)
@@ -99,10 +102,9 @@ def coverage(manifest: dict[str, Any], root: Path = ROOT
             if method in required and n < want:
                 gaps.append(f"{org}: {method} has {n} of {want} seeds")
             lines.append({"organism": org, "method": method, "required": method in required,
-                          "seeds": n, "want": want, "summary": s, "null": bool(entry.get("null")),
-                          "families": s.get("families") if s else None})
-        for note in notes:
-            (provenance if note.startswith("build recorded") else gaps).append(f"{org}: {note}")
+                          "seeds": n, "want": want, "summary": s, "null": bool(entry.get("null"))})
+        gaps.extend(f"{org}: {g}" for g in build_gaps)
+        provenance.extend(f"{org}: {p}" for p in build_notes)
     return lines, gaps, provenance
 
 
