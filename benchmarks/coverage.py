@@ -24,22 +24,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fmt_ci(stat: dict[str, Any] | None, digits: int = 2) -> str:
-    if not stat or stat.get("mean") is None:
-        return "—"
-    if stat.get("lo") is None:
-        return f"{stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} [{stat['lo']:.{digits}f}, {stat['hi']:.{digits}f}]"
-
-
 def _fmt_tokens(stat: dict[str, Any] | None) -> str:
     if not stat or stat.get("mean") is None:
         return "—"
     return f"{stat['mean'] / 1000:,.0f}k"
-
-
-def _fmt_share(stat: dict[str, Any]) -> str:
-    return f"{stat['k']}/{stat['n']} = {stat['share']:.2f} [{stat['lo']:.2f}, {stat['hi']:.2f}]"
 
 
 def gather(org: str, entry: dict[str, Any], root: Path
@@ -110,6 +98,9 @@ def coverage(manifest: dict[str, Any], root: Path = ROOT
 
 def markdown(lines: list[dict[str, Any]], gaps: list[str], provenance: list[str],
              manifest: dict[str, Any]) -> str:
+    # the interval and share cells as md bench's own tables write them
+    from builtin_plugins.organisms.bench_report import _ci, _share
+
     out = ["| organism | method | seeds (asked) | planted recall | real-unit recall | precision | FDP "
            "| runs with any discovery | tokens per run |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -122,10 +113,10 @@ def markdown(lines: list[dict[str, Any]], gaps: list[str], provenance: list[str]
         if not s:
             out.append(f"| {ln['organism']} | {name} | {seeds} | not measured | | | | | |")
             continue
-        planted = "—" if ln["null"] else _fmt_ci(s.get("planted_recall"))
-        real = "—" if ln["null"] else _fmt_ci(s.get("real_recall"))
-        out.append(f"| {ln['organism']} | {name} | {seeds} | {planted} | {real} | {_fmt_ci(s.get('precision'))} "
-                   f"| {_fmt_ci(s.get('fdp'))} | {_fmt_share(s['any_discovery'])} | {_fmt_tokens(s.get('tokens'))} |")
+        planted = "—" if ln["null"] else _ci(s.get("planted_recall"))
+        real = "—" if ln["null"] else _ci(s.get("real_recall"))
+        out.append(f"| {ln['organism']} | {name} | {seeds} | {planted} | {real} | {_ci(s.get('precision'))} "
+                   f"| {_ci(s.get('fdp'))} | {_share(s['any_discovery'])} | {_fmt_tokens(s.get('tokens'))} |")
     out += ["", "Required methods: " + ", ".join(manifest["methods"]) + "; methods in *italics* were "
             "measured but are not asked for by issue 13.", ""]
     out += ["**Gaps**" if gaps else "**Gaps**: none", ""]
