@@ -58,7 +58,8 @@ def test_circuit_tracer_reads_transcoder_features(inter, toy_multi, artefact_cac
             inter.model(input_ids=torch.tensor([encode_prompt(inter.tokenizer, prompt)]))
     finally:
         handle.remove()
-    acts = tc.encode(seen["x"])[0][1:]
+    with torch.no_grad():  # the transcoder's weights require grad; the values are all we read
+        acts = tc.encode(seen["x"])[0][1:]
     feature = int(acts.max(dim=0).values.argmax())
     (row,) = tracer.feature_activations(inter, [prompt], [FeatureRef(layer=0, feature=feature)])
     value, where = row[f"0:{feature}"]
