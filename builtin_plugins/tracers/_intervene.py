@@ -202,6 +202,27 @@ def _base_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, 
     return {k: inputs[k] for k in keep if inputs.get(k) is not None}
 
 
+def run_in_lockstep(partner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+                    state: dict[str, Any]) -> bool:
+    """Run the HF model ``partner`` on the inputs of the forward call a ``with_kwargs``
+    pre-hook sees, keeping the partner's own KV cache in ``state["cache"]`` (a new one at
+    each new sequence, so generation works); returns whether this call starts a sequence."""
+    import torch
+
+    past = kwargs.get("past_key_values")
+    fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
+    use_cache = past is not None
+    if fresh:
+        state["cache"] = None
+        if use_cache:
+            from transformers import DynamicCache
+
+            state["cache"] = DynamicCache()
+    with torch.no_grad():
+        partner(**_base_inputs(args, kwargs), past_key_values=state["cache"], use_cache=use_cache)
+    return fresh
+
+
 @contextlib.contextmanager
 def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float = 0.0,
                base: LoadedModel | None = None, site_name: str = "features",
@@ -243,20 +264,9 @@ def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float
         def run_base(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if state["in_base"]:
                 return
-            inputs = _base_inputs(args, kwargs)
-            past = kwargs.get("past_key_values")
-            fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
-            use_cache = past is not None
-            if fresh:
-                state["cache"] = None
-                if use_cache:
-                    from transformers import DynamicCache
-
-                    state["cache"] = DynamicCache()
             state["in_base"] = True
             try:
-                with torch.no_grad():
-                    base.model(**inputs, past_key_values=state["cache"], use_cache=use_cache)
+                run_in_lockstep(base.model, args, kwargs, state)
             finally:
                 state["in_base"] = False
 

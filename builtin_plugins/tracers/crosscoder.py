@@ -19,6 +19,8 @@ crosscoder's layer of model m, with the partner running in lock-step for the joi
   by its base-side one, adding ``f_j (d_j^B - d_j^I)``: the latent acts as in the base
   model. The crosscoder's reconstruction error stays in place.
 
+No mode writes at a sequence's first position, which training never shows the crosscoder.
+
 Options: ``crosscoder`` (a directory from ``md crosscoders train``) or ``base_model`` +
 ``intervention_model`` (model sources; the crosscoder is trained with ``train`` on first use
 and cached under ``cache_dir/crosscoders/``).
@@ -302,7 +304,7 @@ class CrosscoderTracer(Tracer):
         """``FeatureIntervener`` on crosscoder latents (see the module docstring)."""
         import torch
 
-        from builtin_plugins.tracers._intervene import MODES, _base_inputs, by_layer, intervened_id
+        from builtin_plugins.tracers._intervene import MODES, by_layer, intervened_id, run_in_lockstep
 
         if mode not in MODES:
             raise ConfigError(f"intervention mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -315,22 +317,17 @@ class CrosscoderTracer(Tracer):
         if partner.model is model.model:
             raise ConfigError("the partner model shares its modules with the intervened model")
         groups = by_layer(features)
-        state: dict[str, Any] = {"cache": None, "resid": {}}
+        # "first": each row's first real position in a call that starts a sequence, else None
+        state: dict[str, Any] = {"cache": None, "resid": {}, "first": None}
         handles: list[Any] = []
         p_blocks, blocks = _hooks.decoder_layers(partner.model), _hooks.decoder_layers(model.model)
 
         def run_partner(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            inputs = _base_inputs(args, kwargs)
-            past = kwargs.get("past_key_values")
-            fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
-            if fresh:
-                state["cache"] = None
-                if past is not None:
-                    from transformers import DynamicCache
-
-                    state["cache"] = DynamicCache()
-            with torch.no_grad():
-                partner.model(**inputs, past_key_values=state["cache"], use_cache=past is not None)
+            state["first"] = None
+            if run_in_lockstep(partner.model, args, kwargs, state):
+                mask = kwargs.get("attention_mask")  # _base_inputs reads it from kwargs only
+                state["first"] = (mask.long().argmax(dim=1) if mask is not None
+                                  else torch.zeros(1, dtype=torch.long))
 
         def reader(layer: int) -> Any:
             def hook(mod: Any, a: Any, o: Any) -> None:
@@ -356,7 +353,16 @@ class CrosscoderTracer(Tracer):
                                        "match the intervened model's")
                 pair = (other, h) if role == 1 else (h, other)
                 f = encode(s, pair[0].float(), pair[1].float())[..., idx]
-                new = h + (f @ delta_dir.to(f.device)).to(h.dtype)
+                delta = f @ delta_dir.to(f.device)
+                first = state["first"]
+                if first is not None and h.dim() == 3:
+                    # The crosscoder never read a sequence's first position (training drops
+                    # it: the attention-sink token's norm is far outside the training
+                    # distribution), so its codes there are extrapolation; patching them
+                    # broke SmolLM2 (every latent patched to base: refusal 0.95 -> 0.00001).
+                    rows = torch.arange(h.shape[0], device=delta.device)
+                    delta[rows, first.to(delta.device).expand(h.shape[0])] = 0.0
+                new = h + delta.to(h.dtype)
                 return (new, *o[1:]) if isinstance(o, tuple) else new
             return hook
 

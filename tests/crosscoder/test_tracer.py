@@ -143,6 +143,48 @@ def test_interventions_change_the_output_and_are_undone(tracer, safety_pair, toy
             assert torch.allclose(same.model(input_ids=ids).logits, before, atol=1e-5)
 
 
+def test_interventions_leave_the_first_position_alone(tracer, safety_pair, toy_safety) -> None:
+    """Training never shows the crosscoder a sequence's first position, so no intervention
+    writes there; later positions change, also in a left-padded batch."""
+    import torch
+
+    from builtin_plugins.tracers import _hooks
+    from builtin_plugins.tracers._common import encode_prompt
+
+    base, inter = safety_pair
+    prompts = sorted(toy_safety.universe["harmful_hacking"])[:2]
+    classes = tracer.crosscoder().classes
+    layer = min(classes)
+    refs = [FeatureRef(layer=layer, feature=j) for j, c in enumerate(classes[layer]) if c != "dead"]
+    a, b = (encode_prompt(inter.tokenizer, p) for p in prompts)
+    pad = inter.tokenizer.pad_token_id or 0
+    width = max(len(a), len(b))
+    ids = torch.tensor([[pad] * (width - len(x)) + x for x in (a, b)])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in (a, b)])
+    first = mask.argmax(dim=1)
+    seen: list = []
+
+    def read_layer():  # registered after the intervention's own hook, so it sees the patch
+        return _hooks.decoder_layers(inter.model)[layer].register_forward_hook(
+            lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).detach()))
+
+    with torch.no_grad():
+        handle = read_layer()
+        inter.model(input_ids=ids, attention_mask=mask)
+        handle.remove()
+        with tracer.intervened_model(inter, refs, "zero") as patched:
+            handle = read_layer()
+            try:
+                patched.model(input_ids=ids, attention_mask=mask)
+            finally:
+                handle.remove()
+    before, after = seen
+    for row in range(2):
+        f = int(first[row])
+        assert torch.equal(before[row, f], after[row, f])
+        assert not torch.allclose(before[row, f + 1:], after[row, f + 1:])
+
+
 def test_graphs_flow_through_the_diff_and_the_detectors(tracer, safety_pair, toy_safety) -> None:
     from builtin_plugins.pipeline.diff import diff_graph_sets
     from builtin_plugins.pipeline.discovery import detect_patterns, generate_hypotheses
