@@ -14,7 +14,12 @@ Four measurements per organism, all judged against the organism's measured groun
    patched model (A): share = mean(I - A) / mean(I - B) with a paired bootstrap CI
    (:func:`builtin_plugins.pipeline.causal.causal_share`). Control: as many latents drawn at
    random (``--control-draws`` seeds) among the other latents active on the same prompts
-   (``class``: the shared ones).
+   (``class``: the shared ones). ``--selections`` adds ``class-all`` (every latent of those
+   classes active on the explore prompts; control: as many active shared latents), ``all``
+   (every latent active there: what the crosscoder carries in all) and ``residual`` (the
+   crosscoder layers' whole residual stream replaced by the base model's: what any
+   dictionary at those layers could carry). No patch touches a sequence's first position,
+   which the crosscoder never reads.
 3. **pipeline**: ``MechanisticBehavioralAnalyzer`` with ``tracer: crosscoder`` and with
    ``tracer: activation-diff`` (same config otherwise), scored with md bench's rule
    (:func:`builtin_plugins.organisms.bench.score`).
@@ -39,6 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927)."""
@@ -66,10 +72,12 @@ def family_contribution(tracer: Any, model: Any, prompts: list[str]) -> dict[int
 
 
 def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, draws: int,
-             seed: int, n_confirm: int) -> list[dict[str, Any]]:
+             seed: int, n_confirm: int, selections: tuple[str, ...] = ("class", "diff")
+             ) -> list[dict[str, Any]]:
     from builtin_plugins.pipeline.causal import causal_share, measure_triplet
     from builtin_plugins.pipeline.testgen import split_universe
     from md_framework.types import FeatureRef, TestCase
+    from residual_ceiling import residual_of_base  # benchmarks/residual_ceiling.py
 
     from builtin_plugins.organisms.bench import registered_metrics
     from builtin_plugins.organisms.build import load_universe_cases
@@ -88,38 +96,47 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
         cases = [TestCase(id=f"{fam}:{i}", hypothesis_id="patch", prompt=p, family=fam, target=target.get(p))
                  for i, p in enumerate(confirm[fam][:n_confirm])]
         vb = vi = None
-        for selection in ("class", "diff"):
+        min_den = float(getattr(metric, "min_change", 0) or 1e-9)
+        intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
+        for selection in selections:
             chosen, pool = [], []
-            for layer, c in contrib_i.items():
-                delta = (c - contrib_b[layer]).abs()
-                score = c if selection == "class" else delta
-                for j in score.argsort(descending=True).tolist():
-                    if float(score[j]) <= 0:
-                        break
-                    ref = FeatureRef(layer=layer, feature=j)
-                    cls = xc.classes[layer][j]
-                    if selection == "class" and cls in ("intervention-only", "changed"):
-                        chosen.append((float(score[j]), ref))
-                    elif selection == "diff":
-                        chosen.append((float(score[j]), ref))
-                    if float(c[j]) > 0 and (selection == "diff" or cls == "shared"):
-                        pool.append(ref)
-            chosen = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:n_latents]]
-            pool = [f for f in pool if f not in chosen]
+            if selection == "residual":  # the layers' whole residual stream: the ceiling
+                layers = sorted(xc.states)
+                label = [f"whole residual after layer {', '.join(map(str, layers))}"]
+                patch = lambda: residual_of_base(base, inter, layers, keep_first=True)  # noqa: E731
+            else:
+                for layer, c in contrib_i.items():
+                    delta = (c - contrib_b[layer]).abs()
+                    score = c if selection in ("class", "class-all") else delta
+                    for j in score.argsort(descending=True).tolist():
+                        if float(score[j]) <= 0:
+                            break
+                        ref = FeatureRef(layer=layer, feature=j)
+                        cls = xc.classes[layer][j]
+                        if selection in ("class", "class-all") and cls in ("intervention-only", "changed"):
+                            chosen.append((float(score[j]), ref))
+                        elif selection in ("diff", "all"):
+                            chosen.append((float(score[j]), ref))
+                        if float(c[j]) > 0 and (selection in ("diff", "all") or cls == "shared"):
+                            pool.append(ref)
+                # class / diff: the n_latents strongest; class-all: every active latent of those
+                # classes; all: every latent active on the family's explore prompts
+                cap = n_latents if selection in ("class", "diff") else len(chosen)
+                chosen = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:cap]]
+                pool = [f for f in pool if f not in chosen]
+                label = sorted({xc.classes[f.layer][f.feature] for f in chosen})
+                patch = intervene(chosen)
             row: dict[str, Any] = {"organism": built.name, "planted": planted["id"], "family": fam,
                                    "metric": metric_name, "selection": selection,
-                                   "n_latents": len(chosen), "n_prompts": len(cases),
-                                   "classes": sorted({xc.classes[f.layer][f.feature] for f in chosen})}
-            if not chosen:
+                                   "n_latents": len(chosen), "n_prompts": len(cases), "classes": label}
+            if not chosen and selection != "residual":
                 row["note"] = "no latent selected"
                 rows.append(row)
                 continue
-            intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
             if vb is None:
-                vb, vi, va = measure_triplet(metric, base, inter, intervene(chosen), cases)
+                vb, vi, va = measure_triplet(metric, base, inter, patch, cases)
             else:
-                _, _, va = measure_triplet(metric, base, inter, intervene(chosen), cases)
-            min_den = float(getattr(metric, "min_change", 0) or 1e-9)
+                _, _, va = measure_triplet(metric, base, inter, patch, cases)
             est = causal_share(vb, vi, va, min_denominator=min_den, seed=seed)
             row.update(mean_base=sum(vb) / len(vb), mean_intervention=sum(vi) / len(vi),
                        mean_patched=sum(va) / len(va))
@@ -128,7 +145,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
             else:
                 row["note"] = est.reason
             controls = []
-            for d in range(draws):
+            for d in range(draws if chosen else 0):
                 rng = random.Random(f"{seed}:{d}:{fam}:{selection}")
                 if len(pool) < len(chosen):
                     break
@@ -255,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-latents", type=int, default=8)
     ap.add_argument("--control-draws", type=int, default=10)
     ap.add_argument("--n-confirm", type=int, default=12)
+    ap.add_argument("--selections", default="class,diff",
+                    help="patching selections, comma-separated: class, diff (the --n-latents "
+                         "strongest), class-all (every active intervention-only or changed latent), "
+                         "all (every latent active on the family's explore prompts), residual "
+                         "(the crosscoder layers' whole residual stream, the ceiling)")
     ap.add_argument("--train", default=None, metavar="JSON",
                     help="crosscoder training options (CrosscoderTrainConfig keys) on top of the "
                          "defaults md bench uses (TOY_CROSSCODER on the toy, the command's own "
@@ -276,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     from builtin_plugins.tracers.crosscoder_train import META_FILE
 
     parts = set(args.parts.split(","))
+    unknown = set(args.selections.split(",")) - {"class", "diff", "class-all", "all", "residual"}
+    if unknown:
+        ap.error(f"unknown --selections {sorted(unknown)}; choose from class, diff, class-all, all, residual")
     args.out.mkdir(parents=True, exist_ok=True)
     train_options = json.loads(args.train) if args.train else {}
     results: dict[str, Any] = {"train": [], "patch": [], "adl": [], "pipeline": []}
@@ -310,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         tracer = CrosscoderTracer({"crosscoder": str(path), "cache_dir": str(args.cache_dir)})
         if "patch" in parts:
             rows = patching(built, base, inter, tracer, args.n_latents, args.control_draws, 0,
-                            args.n_confirm)
+                            args.n_confirm, tuple(args.selections.split(",")))
             results["patch"] += rows
             for r in rows:
                 print(f"[{spec}] patch {r['planted']} ({r['selection']}): share {r.get('share')} {r.get('ci')} "

@@ -1,0 +1,127 @@
+"""How much of a planted change the residual stream after one layer carries (issue 18).
+
+For each planted change of an organism and each ``--layers`` layer L, the intervention
+model runs with its whole residual stream after L replaced by the base model's on the same
+tokens (the base runs in lock-step, KV caches on both sides, so generation works), and the
+planted metric is measured on the family's confirm prompts (seed-0 split, as
+``benchmarks/crosscoder_adl.py``): share = mean(I - A) / mean(I - B), paired bootstrap CI
+(:func:`builtin_plugins.pipeline.causal.causal_share`). No dictionary at layer L can carry
+more of the change by patching that layer alone than this share (its reconstruction error
+stays in place; its latents are a part of the residual), so it is the ceiling against which
+a crosscoder's patching share is read, and it says at which layers to train one.
+
+    python benchmarks/residual_ceiling.py --cache-dir /work/cache/tests \\
+        --spec examples/organisms/smollm2-safety.yaml --layers 0,4,8,12,15,18,21,24,27,29 \\
+        --out benchmarks/crosscoder-adl-smollm2-late/residual-ceiling.json
+
+``--keep-first`` leaves a sequence's first position unpatched (as crosscoder patches do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@contextlib.contextmanager
+def residual_of_base(base: Any, inter: Any, layers: list[int], keep_first: bool = False) -> Any:
+    """``inter`` with its residual stream after ``layers`` replaced by ``base``'s."""
+    from builtin_plugins.tracers import _hooks
+    from builtin_plugins.tracers._intervene import run_in_lockstep
+
+    state: dict[str, Any] = {"cache": None, "resid": {}, "fresh": False}
+
+    def run_partner(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        state["fresh"] = run_in_lockstep(base.model, args, kwargs, state)
+
+    def reader(layer: int) -> Any:
+        return lambda m, a, o: state["resid"].__setitem__(layer, (o[0] if isinstance(o, tuple) else o).detach())
+
+    def patcher(layer: int) -> Any:
+        def hook(m: Any, a: Any, o: Any) -> Any:
+            h = o[0] if isinstance(o, tuple) else o
+            new = state["resid"][layer]
+            if keep_first and state["fresh"]:
+                new = new.clone()
+                new[:, 0] = h[:, 0]
+            return (new, *o[1:]) if isinstance(o, tuple) else new
+        return hook
+
+    handles = [inter.model.register_forward_pre_hook(run_partner, with_kwargs=True)]
+    try:
+        for layer in layers:
+            handles.append(_hooks.decoder_layers(base.model)[layer].register_forward_hook(reader(layer)))
+            handles.append(_hooks.decoder_layers(inter.model)[layer].register_forward_hook(patcher(layer)))
+        yield dataclasses.replace(inter, model_id=f"{inter.model_id}|residual-of-base@{layers}:{keep_first}")
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--cache-dir", type=Path, default=REPO / ".md-cache")
+    ap.add_argument("--layers", required=True, help="comma-separated layer indices, each patched alone")
+    ap.add_argument("--n-confirm", type=int, default=8)
+    ap.add_argument("--keep-first", action="store_true")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from builtin_plugins.organisms import build_organism
+    from builtin_plugins.organisms.bench import registered_metrics
+    from builtin_plugins.organisms.build import load_dir, load_universe_cases
+    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
+    from builtin_plugins.pipeline.testgen import split_universe
+    from builtin_plugins.tracers import _hooks
+    from md_framework.types import TestCase
+
+    built = build_organism(args.spec, args.cache_dir / "organisms", log=None)
+    base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
+    n_layers = len(_hooks.decoder_layers(inter.model))
+    layers = [int(x) for x in args.layers.split(",")]
+    if any(not 0 <= layer < n_layers for layer in layers):
+        ap.error(f"--layers must lie in 0..{n_layers - 1}")
+    cases_of = load_universe_cases(built.root / "spec.json")
+    universe = {f: [p for p, _ in items] for f, items in cases_of.items()}
+    target = {p: t for items in cases_of.values() for p, t in items}
+    _, confirm = split_universe(universe, 0.5, 0)
+    rows = []
+    for planted in built.ground_truth()["planted"]:
+        fam, metric_name = planted["family"], planted["metrics"][0]
+        (metric,) = registered_metrics([metric_name])
+        cases = [TestCase(id=f"{fam}:{i}", hypothesis_id="ceiling", prompt=p, family=fam, target=target.get(p))
+                 for i, p in enumerate(confirm[fam][:args.n_confirm])]
+        min_den = float(getattr(metric, "min_change", 0) or 1e-9)
+        for layer in layers:
+            t0 = time.time()
+            vb, vi, va = measure_triplet(metric, base, inter,
+                                         lambda: residual_of_base(base, inter, [layer], args.keep_first), cases)
+            est = causal_share(vb, vi, va, min_denominator=min_den, seed=0)
+            row = {"organism": built.name, "planted": planted["id"], "metric": metric_name, "layer": layer,
+                   "keep_first": args.keep_first, "n_prompts": len(cases), "mean_base": sum(vb) / len(vb),
+                   "mean_intervention": sum(vi) / len(vi), "mean_patched": sum(va) / len(va),
+                   "share": None if est.effect is None else round(est.effect.estimate, 3),
+                   "ci": None if est.effect is None else [round(est.effect.ci_low, 3), round(est.effect.ci_high, 3)],
+                   "seconds": round(time.time() - t0, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
