@@ -6,15 +6,21 @@ and how to overwrite them:
 * :class:`NeuronSite` (activation-diff): MLP neurons = the input of ``down_proj``
   (``act(gate(x)) * up(x)``); a forward pre-hook on ``down_proj`` replaces the chosen columns.
 * :class:`TranscoderSite` (circuit-tracer): transcoder features read the MLP input; a forward
-  hook on the MLP adds ``(new - a) * W_dec[f]`` to the MLP output at every position, where
-  ``a = encode(mlp_input)[f]`` (zeroing subtracts the feature's decoder contribution
-  ``a * W_dec[f]``). The transcoder's reconstruction error is left in place, so only the
+  hook on the MLP adds ``(new - a) * W_dec[f]`` to the MLP output at every position but a
+  sequence's first, where ``a = encode(mlp_input)[f]`` (zeroing subtracts the feature's
+  decoder contribution ``a * W_dec[f]``). The transcoder's reconstruction error is left in place, so only the
   feature's own contribution changes.
 
 Modes: ``zero`` (new = 0), ``scale`` (new = scale * a) and ``base`` (new = the base model's
 activation of that feature on the same input: the base model runs alongside in lock-step on
 the same ``input_ids`` / ``attention_mask`` / positions, with its own KV cache during
-generation). Interventions apply at every position, prompt and generated tokens alike.
+generation). Interventions apply at every position, prompt and generated tokens alike,
+except that sites whose dictionary never saw a sequence's first position
+(``skips_first_position``: transcoders, like the crosscoder's latents) leave it alone
+(:func:`first_positions`): its activations (the attention sink's, hundreds of times the
+median norm in SmolLM2) are far outside the training data, so the codes there are
+extrapolation. Neurons and difference directions are read there exactly, and are written
+there too.
 
 Hooks live only inside the context manager; the returned :class:`LoadedModel` shares the
 weights of the original and has its own ``model_id`` (so no generation cache or ledger
@@ -58,6 +64,7 @@ class NeuronSite:
     """MLP neurons (the input of ``down_proj``)."""
 
     name = "neurons"
+    skips_first_position = False
 
     def __init__(self, hf: Any, layer: int, ids: Sequence[int]) -> None:
         blocks = _hooks.decoder_layers(hf)
@@ -98,6 +105,7 @@ class TranscoderSite:
     """Transcoder features of one layer: read from the MLP input, written to the MLP output."""
 
     name = "transcoder"
+    skips_first_position = True  # trained without it (builtin_plugins.tracers.transcoders)
 
     def __init__(self, hf: Any, layer: int, ids: Sequence[int], transcoder: Any) -> None:
         blocks = _hooks.decoder_layers(hf)
@@ -157,6 +165,7 @@ class DirectionSite:
     difference directions (:mod:`builtin_plugins.tracers.feature_search`)."""
 
     name = "direction"
+    skips_first_position = False
 
     def __init__(self, hf: Any, layer: int, vector: Any) -> None:
         import torch
@@ -202,6 +211,35 @@ def _base_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, 
     return {k: inputs[k] for k in keep if inputs.get(k) is not None}
 
 
+def first_positions(kwargs: Mapping[str, Any]) -> Any:
+    """Each row's first real position (the first unmasked one, so left padding is skipped)
+    when the forward call whose keyword arguments are ``kwargs`` starts a sequence (no KV
+    cache yet), else None: a call that continues a sequence has no first position."""
+    import torch
+
+    past = kwargs.get("past_key_values")
+    if past is not None and not (hasattr(past, "get_seq_length") and past.get_seq_length() == 0):
+        return None
+    mask = kwargs.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return torch.zeros(1, dtype=torch.long)
+    return mask.long().argmax(dim=1)
+
+
+def keep_first_positions(current: Any, new: Any, first: Any) -> Any:
+    """``new`` with each row's first position (``first``, from :func:`first_positions`)
+    reset to ``current``: [batch, positions, k] activations; anything else is returned as is."""
+    import torch
+
+    if first is None or new.dim() != 3 or new.shape[1] == 0:
+        return new
+    new = new.clone()
+    batch = torch.arange(new.shape[0], device=new.device)
+    at = first.to(new.device).expand(new.shape[0])
+    new[batch, at] = current[batch, at].to(new.dtype)
+    return new
+
+
 def run_in_lockstep(partner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
                     state: dict[str, Any]) -> bool:
     """Run the HF model ``partner`` on the inputs of the forward call a ``with_kwargs``
@@ -236,7 +274,7 @@ def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float
         raise ConfigError('intervention mode "base" needs the base model (base=...)')
     hf = model.model
     handles: list[Any] = []
-    state: dict[str, Any] = {"in_base": False, "cache": None}
+    state: dict[str, Any] = {"in_base": False, "cache": None, "first": None}
     stores: list[dict[str, Any]] = [{"state": state} for _ in sites]  # read only in base runs
 
     def maker(i: int) -> Any:
@@ -244,16 +282,24 @@ def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float
             if state["in_base"]:  # the base run of a model paired with itself: leave it alone
                 return None
             if mode == "zero":
-                return torch.zeros_like(current)
-            if mode == "scale":
-                return current * float(scale)
-            value = stores[i].get("value")
-            if value is None or value.shape != current.shape:
-                raise RuntimeError(
-                    "base-patching: the base model's activations do not match the intervention's "
-                    f"({None if value is None else tuple(value.shape)} vs {tuple(current.shape)})")
+                value = torch.zeros_like(current)
+            elif mode == "scale":
+                value = current * float(scale)
+            else:
+                value = stores[i].get("value")
+                if value is None or value.shape != current.shape:
+                    raise RuntimeError(
+                        "base-patching: the base model's activations do not match the "
+                        f"intervention's ({None if value is None else tuple(value.shape)} vs "
+                        f"{tuple(current.shape)})")
+            if sites[i].skips_first_position:
+                value = keep_first_positions(current, value, state["first"])
             return value
         return new_value
+
+    def note_first(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not state["in_base"]:
+            state["first"] = first_positions(kwargs)
 
     if mode == "base":
         assert base is not None
@@ -272,6 +318,7 @@ def intervened(model: LoadedModel, sites: Sequence[Any], mode: str, scale: float
 
         handles.append(hf.register_forward_pre_hook(run_base, with_kwargs=True))
     try:
+        handles.append(hf.register_forward_pre_hook(note_first, with_kwargs=True))
         for i, s in enumerate(sites):
             handles.append(s.patch_hook(maker(i)))
         yield dataclasses.replace(

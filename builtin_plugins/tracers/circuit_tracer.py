@@ -232,8 +232,9 @@ class CircuitTracerTracer(Tracer):
                          base: LoadedModel | None = None) -> Iterator[LoadedModel]:
         """``FeatureIntervener``: ``model`` with transcoder features ``(layer, feature)``
         ablated through forward hooks on the plain HF model (not through ReplacementModel, so
-        every metric works unchanged, generation included): at every position the MLP output
-        gets ``(new - a) * W_dec[f]`` added, ``a = encode(mlp_input)[f]``; ``zero`` removes the
+        every metric works unchanged, generation included): at every position but a sequence's
+        first (which the transcoders never saw in training) the MLP output gets
+        ``(new - a) * W_dec[f]`` added, ``a = encode(mlp_input)[f]``; ``zero`` removes the
         feature's decoder contribution, ``scale`` multiplies it, ``base`` sets ``a`` to the base
         model's activation on the same input. Unlike ``ReplacementModel.feature_intervention``,
         attention is not frozen and the effect propagates through the real MLPs of later layers

@@ -304,7 +304,8 @@ class CrosscoderTracer(Tracer):
         """``FeatureIntervener`` on crosscoder latents (see the module docstring)."""
         import torch
 
-        from builtin_plugins.tracers._intervene import MODES, by_layer, intervened_id, run_in_lockstep
+        from builtin_plugins.tracers._intervene import (
+            MODES, by_layer, first_positions, intervened_id, run_in_lockstep)
 
         if mode not in MODES:
             raise ConfigError(f"intervention mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -317,17 +318,13 @@ class CrosscoderTracer(Tracer):
         if partner.model is model.model:
             raise ConfigError("the partner model shares its modules with the intervened model")
         groups = by_layer(features)
-        # "first": each row's first real position in a call that starts a sequence, else None
         state: dict[str, Any] = {"cache": None, "resid": {}, "first": None}
         handles: list[Any] = []
         p_blocks, blocks = _hooks.decoder_layers(partner.model), _hooks.decoder_layers(model.model)
 
         def run_partner(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            state["first"] = None
-            if run_in_lockstep(partner.model, args, kwargs, state):
-                mask = kwargs.get("attention_mask")  # _base_inputs reads it from kwargs only
-                state["first"] = (mask.long().argmax(dim=1) if mask is not None
-                                  else torch.zeros(1, dtype=torch.long))
+            state["first"] = first_positions(kwargs)
+            run_in_lockstep(partner.model, args, kwargs, state)
 
         def reader(layer: int) -> Any:
             def hook(mod: Any, a: Any, o: Any) -> None:
