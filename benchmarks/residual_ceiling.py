@@ -36,12 +36,13 @@ sys.path.insert(0, str(REPO))
 def residual_of_base(base: Any, inter: Any, layers: list[int], keep_first: bool = False) -> Any:
     """``inter`` with its residual stream after ``layers`` replaced by ``base``'s."""
     from builtin_plugins.tracers import _hooks
-    from builtin_plugins.tracers._intervene import run_in_lockstep
+    from builtin_plugins.tracers._intervene import first_positions, keep_first_positions, run_in_lockstep
 
-    state: dict[str, Any] = {"cache": None, "resid": {}, "fresh": False}
+    state: dict[str, Any] = {"cache": None, "resid": {}, "first": None}
 
     def run_partner(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        state["fresh"] = run_in_lockstep(base.model, args, kwargs, state)
+        state["first"] = first_positions(kwargs)
+        run_in_lockstep(base.model, args, kwargs, state)
 
     def reader(layer: int) -> Any:
         return lambda m, a, o: state["resid"].__setitem__(layer, (o[0] if isinstance(o, tuple) else o).detach())
@@ -50,9 +51,8 @@ def residual_of_base(base: Any, inter: Any, layers: list[int], keep_first: bool 
         def hook(m: Any, a: Any, o: Any) -> Any:
             h = o[0] if isinstance(o, tuple) else o
             new = state["resid"][layer]
-            if keep_first and state["fresh"]:
-                new = new.clone()
-                new[:, 0] = h[:, 0]
+            if keep_first:
+                new = keep_first_positions(h, new, state["first"])
             return (new, *o[1:]) if isinstance(o, tuple) else new
         return hook
 

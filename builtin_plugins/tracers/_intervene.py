@@ -211,14 +211,20 @@ def _base_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, 
     return {k: inputs[k] for k in keep if inputs.get(k) is not None}
 
 
+def starts_sequence(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the forward call whose keyword arguments are ``kwargs`` starts a sequence
+    (no KV cache, or an empty one) rather than continuing one during generation."""
+    past = kwargs.get("past_key_values")
+    return past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
+
+
 def first_positions(kwargs: Mapping[str, Any]) -> Any:
     """Each row's first real position (the first unmasked one, so left padding is skipped)
-    when the forward call whose keyword arguments are ``kwargs`` starts a sequence (no KV
-    cache yet), else None: a call that continues a sequence has no first position."""
+    when the forward call whose keyword arguments are ``kwargs`` starts a sequence, else
+    None: a call that continues a sequence has no first position."""
     import torch
 
-    past = kwargs.get("past_key_values")
-    if past is not None and not (hasattr(past, "get_seq_length") and past.get_seq_length() == 0):
+    if not starts_sequence(kwargs):
         return None
     mask = kwargs.get("attention_mask")
     if mask is None or mask.dim() != 2:
@@ -241,16 +247,14 @@ def keep_first_positions(current: Any, new: Any, first: Any) -> Any:
 
 
 def run_in_lockstep(partner: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
-                    state: dict[str, Any]) -> bool:
+                    state: dict[str, Any]) -> None:
     """Run the HF model ``partner`` on the inputs of the forward call a ``with_kwargs``
     pre-hook sees, keeping the partner's own KV cache in ``state["cache"]`` (a new one at
-    each new sequence, so generation works); returns whether this call starts a sequence."""
+    each new sequence, so generation works)."""
     import torch
 
-    past = kwargs.get("past_key_values")
-    fresh = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
-    use_cache = past is not None
-    if fresh:
+    use_cache = kwargs.get("past_key_values") is not None
+    if starts_sequence(kwargs):
         state["cache"] = None
         if use_cache:
             from transformers import DynamicCache
@@ -258,7 +262,6 @@ def run_in_lockstep(partner: Any, args: tuple[Any, ...], kwargs: Mapping[str, An
             state["cache"] = DynamicCache()
     with torch.no_grad():
         partner(**_base_inputs(args, kwargs), past_key_values=state["cache"], use_cache=use_cache)
-    return fresh
 
 
 @contextlib.contextmanager
