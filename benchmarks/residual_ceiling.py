@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +68,52 @@ def residual_of_base(base: Any, inter: Any, layers: list[int], keep_first: bool 
             h.remove()
 
 
+def universe_of(built: Any) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The organism's universe ({family: prompts}) and each prompt's target."""
+    from builtin_plugins.organisms.build import load_universe_cases
+
+    cases_of = load_universe_cases(built.root / "spec.json")
+    return ({f: [p for p, _ in items] for f, items in cases_of.items()},
+            {p: t for items in cases_of.values() for p, t in items})
+
+
+def planted_cases(built: Any, n_confirm: int, label: str) -> Iterator[tuple[dict[str, Any], Any, list[Any],
+                                                                              list[str], float]]:
+    """Per planted change: (its ground-truth record, its first metric, the planted family's
+    first ``n_confirm`` confirm prompts as test cases, the family's explore prompts, the
+    metric's smallest denominator for a share), on the seed-0 explore/confirm split."""
+    from builtin_plugins.organisms.bench import registered_metrics
+    from builtin_plugins.pipeline.testgen import split_universe
+    from md_framework.types import TestCase
+
+    universe, target = universe_of(built)
+    explore, confirm = split_universe(universe, 0.5, 0)
+    for planted in built.ground_truth()["planted"]:
+        fam = planted["family"]
+        (metric,) = registered_metrics([planted["metrics"][0]])
+        cases = [TestCase(id=f"{fam}:{i}", hypothesis_id=label, prompt=p, family=fam, target=target.get(p))
+                 for i, p in enumerate(confirm[fam][:n_confirm])]
+        yield planted, metric, cases, explore[fam], float(getattr(metric, "min_change", 0) or 1e-9)
+
+
+def share_of(vb: list[float], vi: list[float], va: list[float], min_den: float) -> dict[str, Any]:
+    """The patched mean and the share mean(I - A) / mean(I - B) with its paired bootstrap CI."""
+    from builtin_plugins.pipeline.causal import causal_share
+
+    est = causal_share(vb, vi, va, min_denominator=min_den, seed=0)
+    return {"mean_patched": sum(va) / len(va),
+            "share": None if est.effect is None else round(est.effect.estimate, 3),
+            "ci": None if est.effect is None else [round(est.effect.ci_low, 3), round(est.effect.ci_high, 3)]}
+
+
+def save_row(rows: list[dict[str, Any]], row: dict[str, Any], out: Path) -> None:
+    """Append ``row``, print it, and rewrite ``out`` with every row so far."""
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", required=True)
@@ -81,12 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from builtin_plugins.organisms import build_organism
-    from builtin_plugins.organisms.bench import registered_metrics
-    from builtin_plugins.organisms.build import load_dir, load_universe_cases
-    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
-    from builtin_plugins.pipeline.testgen import split_universe
+    from builtin_plugins.organisms.build import load_dir
+    from builtin_plugins.pipeline.causal import measure_triplet
     from builtin_plugins.tracers import _hooks
-    from md_framework.types import TestCase
 
     built = build_organism(args.spec, args.cache_dir / "organisms", log=None)
     base, inter = load_dir(built.base_dir), load_dir(built.intervention_dir)
@@ -94,32 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     layers = [int(x) for x in args.layers.split(",")]
     if any(not 0 <= layer < n_layers for layer in layers):
         ap.error(f"--layers must lie in 0..{n_layers - 1}")
-    cases_of = load_universe_cases(built.root / "spec.json")
-    universe = {f: [p for p, _ in items] for f, items in cases_of.items()}
-    target = {p: t for items in cases_of.values() for p, t in items}
-    _, confirm = split_universe(universe, 0.5, 0)
-    rows = []
-    for planted in built.ground_truth()["planted"]:
-        fam, metric_name = planted["family"], planted["metrics"][0]
-        (metric,) = registered_metrics([metric_name])
-        cases = [TestCase(id=f"{fam}:{i}", hypothesis_id="ceiling", prompt=p, family=fam, target=target.get(p))
-                 for i, p in enumerate(confirm[fam][:args.n_confirm])]
-        min_den = float(getattr(metric, "min_change", 0) or 1e-9)
+    rows: list[dict[str, Any]] = []
+    for planted, metric, cases, _, min_den in planted_cases(built, args.n_confirm, "ceiling"):
         for layer in layers:
             t0 = time.time()
             vb, vi, va = measure_triplet(metric, base, inter,
                                          lambda: residual_of_base(base, inter, [layer], args.keep_first), cases)
-            est = causal_share(vb, vi, va, min_denominator=min_den, seed=0)
-            row = {"organism": built.name, "planted": planted["id"], "metric": metric_name, "layer": layer,
-                   "keep_first": args.keep_first, "n_prompts": len(cases), "mean_base": sum(vb) / len(vb),
-                   "mean_intervention": sum(vi) / len(vi), "mean_patched": sum(va) / len(va),
-                   "share": None if est.effect is None else round(est.effect.estimate, 3),
-                   "ci": None if est.effect is None else [round(est.effect.ci_low, 3), round(est.effect.ci_high, 3)],
-                   "seconds": round(time.time() - t0, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(rows, indent=1))
+            save_row(rows, {"organism": built.name, "planted": planted["id"], "metric": planted["metrics"][0],
+                            "layer": layer, "keep_first": args.keep_first, "n_prompts": len(cases),
+                            "mean_base": sum(vb) / len(vb), "mean_intervention": sum(vi) / len(vi),
+                            **share_of(vb, vi, va, min_den), "seconds": round(time.time() - t0, 1)}, args.out)
     return 0
 
 
