@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 feats = active_features(tracer, inter, explore, layer, int(transcoders[layer].d_transcoder))
             row: dict[str, Any] = {"organism": built.name, "planted": planted["id"],
-                                   "metric": planted["metrics"][0], "site": label, "mode": args.mode, "layer": layer,
+                                   "metric": planted["metrics"][0], "site": label, "mode": args.mode,
+                                   "layer": layer,
                                    "n_features": len(feats), "n_prompts": len(cases)}
             for arm, skip in (("skip", True), ("write", False)):
                 shipped = site.skips_first_position

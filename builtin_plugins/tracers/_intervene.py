@@ -8,8 +8,8 @@ and how to overwrite them:
 * :class:`TranscoderSite` (circuit-tracer): transcoder features read the MLP input; a forward
   hook on the MLP adds ``(new - a) * W_dec[f]`` to the MLP output at every position but a
   sequence's first, where ``a = encode(mlp_input)[f]`` (zeroing subtracts the feature's
-  decoder contribution ``a * W_dec[f]``). The transcoder's reconstruction error is left in place, so only the
-  feature's own contribution changes.
+  decoder contribution ``a * W_dec[f]``). The transcoder's reconstruction error is left in
+  place, so only the feature's own contribution changes.
 
 Modes: ``zero`` (new = 0), ``scale`` (new = scale * a) and ``base`` (new = the base model's
 activation of that feature on the same input: the base model runs alongside in lock-step on
