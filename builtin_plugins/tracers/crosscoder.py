@@ -305,7 +305,7 @@ class CrosscoderTracer(Tracer):
         import torch
 
         from builtin_plugins.tracers._intervene import (
-            MODES, by_layer, first_positions, intervened_id, run_in_lockstep)
+            MODES, by_layer, first_positions, intervened_id, keep_first_positions, run_in_lockstep)
 
         if mode not in MODES:
             raise ConfigError(f"intervention mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -351,14 +351,11 @@ class CrosscoderTracer(Tracer):
                 pair = (other, h) if role == 1 else (h, other)
                 f = encode(s, pair[0].float(), pair[1].float())[..., idx]
                 delta = f @ delta_dir.to(f.device)
-                first = state["first"]
-                if first is not None and h.dim() == 3:
-                    # The crosscoder never read a sequence's first position (training drops
-                    # it: the attention-sink token's norm is far outside the training
-                    # distribution), so its codes there are extrapolation; patching them
-                    # broke SmolLM2 (every latent patched to base: refusal 0.95 -> 0.00001).
-                    rows = torch.arange(h.shape[0], device=delta.device)
-                    delta[rows, first.to(delta.device).expand(h.shape[0])] = 0.0
+                # The crosscoder never read a sequence's first position (training drops it:
+                # the attention-sink token's norm is far outside the training distribution),
+                # so its codes there are extrapolation; patching them broke SmolLM2 (every
+                # latent patched to base: refusal 0.95 -> 0.00001). No change there.
+                delta = keep_first_positions(torch.zeros_like(delta), delta, state["first"])
                 new = h + delta.to(h.dtype)
                 return (new, *o[1:]) if isinstance(o, tuple) else new
             return hook
