@@ -75,28 +75,16 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
              seed: int, n_confirm: int, selections: tuple[str, ...] = ("class", "diff")
              ) -> list[dict[str, Any]]:
     from builtin_plugins.pipeline.causal import causal_share, measure_triplet
-    from builtin_plugins.pipeline.testgen import split_universe
-    from md_framework.types import FeatureRef, TestCase
-    from residual_ceiling import residual_of_base  # benchmarks/residual_ceiling.py
+    from md_framework.types import FeatureRef
+    from residual_ceiling import planted_cases, residual_of_base  # benchmarks/residual_ceiling.py
 
-    from builtin_plugins.organisms.bench import registered_metrics
-    from builtin_plugins.organisms.build import load_universe_cases
-
-    cases_of = load_universe_cases(built.root / "spec.json" if (built.root / "spec.json").exists() else built.name)
-    universe = {f: [p for p, _ in items] for f, items in cases_of.items()}
-    explore, confirm = split_universe(universe, 0.5, seed)
-    target = {p: t for items in cases_of.values() for p, t in items}
     xc = tracer.crosscoder()
     rows = []
-    for planted in built.ground_truth()["planted"]:
+    for planted, metric, cases, explore, min_den in planted_cases(built, n_confirm, "patch", seed):
         fam, metric_name = planted["family"], planted["metrics"][0]
-        (metric,) = registered_metrics([metric_name])
-        contrib_i = family_contribution(tracer, inter, explore[fam])
-        contrib_b = family_contribution(tracer, base, explore[fam])
-        cases = [TestCase(id=f"{fam}:{i}", hypothesis_id="patch", prompt=p, family=fam, target=target.get(p))
-                 for i, p in enumerate(confirm[fam][:n_confirm])]
+        contrib_i = family_contribution(tracer, inter, explore)
+        contrib_b = family_contribution(tracer, base, explore)
         vb = vi = None
-        min_den = float(getattr(metric, "min_change", 0) or 1e-9)
         intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
         for selection in selections:
             chosen, pool = [], []

@@ -72,22 +72,23 @@ def universe_of(built: Any) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """The organism's universe ({family: prompts}) and each prompt's target."""
     from builtin_plugins.organisms.build import load_universe_cases
 
-    cases_of = load_universe_cases(built.root / "spec.json")
+    spec = built.root / "spec.json"
+    cases_of = load_universe_cases(spec if spec.exists() else built.name)
     return ({f: [p for p, _ in items] for f, items in cases_of.items()},
             {p: t for items in cases_of.values() for p, t in items})
 
 
-def planted_cases(built: Any, n_confirm: int, label: str) -> Iterator[tuple[dict[str, Any], Any, list[Any],
-                                                                              list[str], float]]:
+def planted_cases(built: Any, n_confirm: int, label: str, seed: int = 0
+                  ) -> Iterator[tuple[dict[str, Any], Any, list[Any], list[str], float]]:
     """Per planted change: (its ground-truth record, its first metric, the planted family's
     first ``n_confirm`` confirm prompts as test cases, the family's explore prompts, the
-    metric's smallest denominator for a share), on the seed-0 explore/confirm split."""
+    metric's smallest denominator for a share), on the ``seed`` explore/confirm split."""
     from builtin_plugins.organisms.bench import registered_metrics
     from builtin_plugins.pipeline.testgen import split_universe
     from md_framework.types import TestCase
 
     universe, target = universe_of(built)
-    explore, confirm = split_universe(universe, 0.5, 0)
+    explore, confirm = split_universe(universe, 0.5, seed)
     for planted in built.ground_truth()["planted"]:
         fam = planted["family"]
         (metric,) = registered_metrics([planted["metrics"][0]])
