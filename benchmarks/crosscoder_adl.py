@@ -14,7 +14,9 @@ Four measurements per organism, all judged against the organism's measured groun
    patched model (A): share = mean(I - A) / mean(I - B) with a paired bootstrap CI
    (:func:`builtin_plugins.pipeline.causal.causal_share`). Control: as many latents drawn at
    random (``--control-draws`` seeds) among the other latents active on the same prompts
-   (``class``: the shared ones). ``--selections`` adds ``class-all`` (every latent of those
+   (``class``: the shared ones; in a crosscoder with designated shared latents, every
+   control is drawn among the active *free* latents, since a tied latent's base-side patch
+   changes nothing). ``--selections`` adds ``class-all`` (every latent of those
    classes active on the explore prompts; control: as many active shared latents), ``all``
    (every latent active there: what the crosscoder carries in all) and ``residual`` (the
    crosscoder layers' whole residual stream replaced by the base model's: what any
@@ -71,14 +73,55 @@ def family_contribution(tracer: Any, model: Any, prompts: list[str]) -> dict[int
     return acc
 
 
-def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, draws: int,
-             seed: int, n_confirm: int, selections: tuple[str, ...] = ("class", "diff")
-             ) -> list[dict[str, Any]]:
-    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
+def select_latents(xc: Any, contrib_i: dict[int, Any], contrib_b: dict[int, Any], selection: str,
+                   n_latents: int) -> tuple[list[Any], list[Any]]:
+    """(chosen latents, control pool) of one patching ``selection`` (module docstring) from the
+    per-layer contributions of a family's explore prompts on both models."""
     from md_framework.types import FeatureRef
-    from residual_ceiling import planted_cases, residual_of_base  # benchmarks/residual_ceiling.py
+
+    chosen, pool = [], []
+    for layer, c in contrib_i.items():
+        delta = (c - contrib_b[layer]).abs()
+        # a tied (designated shared) latent has one decoder for both models, so its base-side
+        # patch changes nothing: random controls are drawn among the free latents
+        tied = xc.states[layer].get("tied")
+        score = c if selection in ("class", "class-all") else delta
+        for j in score.argsort(descending=True).tolist():
+            if float(score[j]) <= 0:
+                break
+            ref = FeatureRef(layer=layer, feature=j)
+            cls = xc.classes[layer][j]
+            if selection in ("class", "class-all") and cls in ("intervention-only", "changed"):
+                chosen.append((float(score[j]), ref))
+            elif selection in ("diff", "all"):
+                chosen.append((float(score[j]), ref))
+            is_free = tied is None or float(tied[j]) == 0.0
+            if float(c[j]) > 0 and is_free and (
+                    selection in ("diff", "all") or cls == "shared" or tied is not None):
+                pool.append(ref)
+    # class / diff: the n_latents strongest; class-all: every active latent of those classes;
+    # all: every latent active on the family's explore prompts
+    cap = n_latents if selection in ("class", "diff") else len(chosen)
+    picked = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:cap]]
+    return picked, [f for f in pool if f not in picked]
+
+
+def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, draws: int,
+             seed: int, n_confirm: int, selections: tuple[str, ...] = ("class", "diff"),
+             family_draws: int = 0) -> list[dict[str, Any]]:
+    """Patching rows (module docstring). ``family_draws`` > 0 adds the other-family control:
+    the same selection rule applied to that many other, unplanted families' explore prompts
+    (drawn at random), patched on the planted family's confirm prompts: whether the latents
+    the rule finds are specific to the planted family."""
+    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
+    from builtin_plugins.pipeline.testgen import split_universe
+    from residual_ceiling import planted_cases, residual_of_base, universe_of  # benchmarks/
 
     xc = tracer.crosscoder()
+    explore_all, _ = split_universe(universe_of(built)[0], 0.5, seed)
+    planted_families = {p["family"] for p in built.ground_truth()["planted"]}
+    others = sorted(f for f in explore_all if f not in planted_families)
+    other_contrib: dict[str, tuple[dict[int, Any], dict[int, Any]]] = {}
     rows = []
     for planted, metric, cases, explore, min_den in planted_cases(built, n_confirm, "patch", seed):
         fam, metric_name = planted["family"], planted["metrics"][0]
@@ -86,6 +129,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
         contrib_b = family_contribution(tracer, base, explore)
         vb = vi = None
         intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
+        control_families = random.Random(f"{seed}:{fam}:families").sample(others, min(family_draws, len(others)))
         for selection in selections:
             chosen, pool = [], []
             if selection == "residual":  # the layers' whole residual stream: the ceiling
@@ -93,30 +137,13 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 label = [f"whole residual after layer {', '.join(map(str, layers))}"]
                 patch = lambda: residual_of_base(base, inter, layers, keep_first=True)  # noqa: E731
             else:
-                for layer, c in contrib_i.items():
-                    delta = (c - contrib_b[layer]).abs()
-                    score = c if selection in ("class", "class-all") else delta
-                    for j in score.argsort(descending=True).tolist():
-                        if float(score[j]) <= 0:
-                            break
-                        ref = FeatureRef(layer=layer, feature=j)
-                        cls = xc.classes[layer][j]
-                        if selection in ("class", "class-all") and cls in ("intervention-only", "changed"):
-                            chosen.append((float(score[j]), ref))
-                        elif selection in ("diff", "all"):
-                            chosen.append((float(score[j]), ref))
-                        if float(c[j]) > 0 and (selection in ("diff", "all") or cls == "shared"):
-                            pool.append(ref)
-                # class / diff: the n_latents strongest; class-all: every active latent of those
-                # classes; all: every latent active on the family's explore prompts
-                cap = n_latents if selection in ("class", "diff") else len(chosen)
-                chosen = [f for _, f in sorted(chosen, key=lambda t: -t[0])[:cap]]
-                pool = [f for f in pool if f not in chosen]
+                chosen, pool = select_latents(xc, contrib_i, contrib_b, selection, n_latents)
                 label = sorted({xc.classes[f.layer][f.feature] for f in chosen})
                 patch = intervene(chosen)
             row: dict[str, Any] = {"organism": built.name, "planted": planted["id"], "family": fam,
                                    "metric": metric_name, "selection": selection,
-                                   "n_latents": len(chosen), "n_prompts": len(cases), "classes": label}
+                                   "n_latents": len(chosen), "n_prompts": len(cases), "classes": label,
+                                   "control_pool": len(pool)}
             if not chosen and selection != "residual":
                 row["note"] = "no latent selected"
                 rows.append(row)
@@ -143,6 +170,21 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 if c.effect is not None:
                     controls.append(round(c.effect.estimate, 3))
             row["control_shares"] = controls
+            if selection != "residual" and control_families:
+                family_controls = []
+                for other in control_families:
+                    if other not in other_contrib:
+                        other_contrib[other] = (family_contribution(tracer, inter, explore_all[other]),
+                                                family_contribution(tracer, base, explore_all[other]))
+                    ctrl, _ = select_latents(xc, *other_contrib[other], selection, n_latents)
+                    entry: dict[str, Any] = {"family": other, "n_latents": len(ctrl),
+                                             "overlap": sum(f in chosen for f in ctrl)}
+                    if ctrl:
+                        _, _, vc = measure_triplet(metric, base, inter, intervene(ctrl), cases)
+                        c = causal_share(vb, vi, vc, n_bootstrap=0, min_denominator=min_den)
+                        entry["share"] = None if c.effect is None else round(c.effect.estimate, 3)
+                    family_controls.append(entry)
+                row["family_controls"] = family_controls
             rows.append(row)
     return rows
 
@@ -212,15 +254,19 @@ def markdown(results: dict[str, Any]) -> str:
                        f"{m['l0']:.1f} | {c['shared']:.3f} | {c['base-only']:.3f} | "
                        f"{c['intervention-only']:.3f} | {c['changed']:.3f} | {c['dead']:.3f} | {t['seconds']:.0f} |")
     out += ["", "| organism | planted | metric | selection | latents (classes) | share [95 % CI] | "
-            "control shares: median (min–max, n) |", "|---|---|---|---|---|---|---|"]
+            "control shares: median (min–max, n) | other-family controls: share (latents, overlap) |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in results.get("patch", []):
         ci = r.get("ci") or [None, None]
         share = (f"{r['share']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if r.get("share") is not None and ci[0] is not None
                  else str(r.get("share", r.get("note", ""))))
         cs = sorted(r.get("control_shares", []))
         ctrl = (f"{cs[len(cs) // 2]:.3f} ({cs[0]:.3f}–{cs[-1]:.3f}, {len(cs)})" if cs else "–")
+        fmt_share = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        fams = "; ".join(f"{c['family']}: {fmt_share(c.get('share'))} ({c['n_latents']}, {c['overlap']})"
+                         for c in r.get("family_controls", [])) or "–"
         out.append(f"| {r['organism']} | {r['planted']} | {r['metric']} | {r['selection']} | "
-                   f"{r['n_latents']} ({', '.join(r.get('classes', []))}) | {share} | {ctrl} |")
+                   f"{r['n_latents']} ({', '.join(r.get('classes', []))}) | {share} | {ctrl} | {fams} |")
     out += ["", "| organism | ADL hits / seeds | Wilson 95 % | families named | planted family's rank (of N), median (min–max) | generic prompts | forward passes / run | generated tokens / run |",
             "|---|---|---|---|---|---|---|---|"]
     for a in results.get("adl", []):
@@ -259,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-seeds", type=int, default=1)
     ap.add_argument("--n-latents", type=int, default=8)
     ap.add_argument("--control-draws", type=int, default=10)
+    ap.add_argument("--family-controls", type=int, default=0,
+                    help="other-family control: the same selection on this many unplanted "
+                         "families' explore prompts, patched on the planted family's prompts")
     ap.add_argument("--n-confirm", type=int, default=12)
     ap.add_argument("--selections", default="class,diff",
                     help="patching selections, comma-separated: class, diff (the --n-latents "
@@ -323,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         tracer = CrosscoderTracer({"crosscoder": str(path), "cache_dir": str(args.cache_dir)})
         if "patch" in parts:
             rows = patching(built, base, inter, tracer, args.n_latents, args.control_draws, 0,
-                            args.n_confirm, tuple(args.selections.split(",")))
+                            args.n_confirm, tuple(args.selections.split(",")), args.family_controls)
             results["patch"] += rows
             for r in rows:
                 print(f"[{spec}] patch {r['planted']} ({r['selection']}): share {r.get('share')} {r.get('ci')} "

@@ -172,6 +172,14 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--aux-k", type=int, default=0, show_default=True,
                   help="AuxK (Gao et al. 2024): dead latents per token trained on the main "
                        "reconstruction's error; 0 = off, d_model / 2 is the paper's scale.")
+    @click.option("--free-latents", type=int, default=0, show_default=True,
+                  help="Designated shared latents: all but this many latents get one tied decoder "
+                       "for both models, so every difference passes through the free ones "
+                       "(narrow fine-tunes); 0 = off.")
+    @click.option("--k-free", type=int, default=None,
+                  help="The free latents' own BatchTopK budget per token (with --free-latents; default 4).")
+    @click.option("--delta-coef", type=float, default=None,
+                  help="Weight of the delta loss on the reconstructed difference (with --free-latents; default 1).")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Output directory (default: content-addressed under CACHE_DIR/crosscoders).")
@@ -180,7 +188,8 @@ def md_register_commands(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     def crosscoders_train(base_source: str, intervention_source: str, layers: str | None,
                           d_sae: int, k: int, tokens: int, epochs: int, lr: float, n_samples: int,
-                          corpus: str, aux_k: int, seed: int, out: Path | None, cache_dir: Path,
+                          corpus: str, aux_k: int, free_latents: int, k_free: int | None,
+                          delta_coef: float | None, seed: int, out: Path | None, cache_dir: Path,
                           threads: int, as_json: bool) -> None:
         """Harvest both models' residual streams, train one crosscoder per layer, classify its
         latents (shared / base-only / intervention-only / changed) and print FVU per model."""
@@ -192,6 +201,9 @@ def md_register_commands(cli: click.Group) -> None:
             train_crosscoders,
         )
 
+        from pydantic import ValidationError
+
+        from md_framework.config import format_validation_error
         from md_framework.errors import did_you_mean
 
         sources = corpus.split("+")
@@ -200,14 +212,21 @@ def md_register_commands(cli: click.Group) -> None:
                 raise click.BadParameter(f"unknown corpus source {name!r}"
                                          f"{did_you_mean(name, CORPUS_SOURCES)}",
                                          param_hint="--corpus")
+        if not free_latents and (k_free is not None or delta_coef is not None):
+            raise click.UsageError("--k-free and --delta-coef only apply with --free-latents > 0")
+        grouped = {k_: v for k_, v in (("k_free", k_free), ("delta_coef", delta_coef)) if v is not None}
         _threads(threads)
         options = ModelLoadOptions(cache_dir=cache_dir)
         base = load_model(ModelSpec(source=base_source), options)
         intervention = load_model(ModelSpec(source=intervention_source), options)
-        cfg = CrosscoderTrainConfig(
-            layers=_parse_layers(layers, base.model.config.num_hidden_layers), d_sae=d_sae, k=k,
-            tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=sources,
-            aux_k=aux_k, seed=seed)
+        try:
+            cfg = CrosscoderTrainConfig(
+                layers=_parse_layers(layers, base.model.config.num_hidden_layers), d_sae=d_sae, k=k,
+                tokens=tokens, epochs=epochs, lr=lr, n_samples=n_samples, corpus=sources,
+                aux_k=aux_k, free_latents=free_latents, seed=seed, **grouped)
+        except ValidationError as exc:
+            raise click.UsageError(format_validation_error(exc, "crosscoder training options",
+                                                           CrosscoderTrainConfig)) from None
         log = (lambda s: click.echo(s, err=True)) if as_json else click.echo
         if out is None:
             out = ensure_crosscoder(base, intervention, cfg, cache_dir, log=log)

@@ -33,6 +33,21 @@ Classification of each latent j (:func:`classify_latents`):
   (cosine below ``changed_cosine``): the models write the same concept differently;
 * ``dead``: never active on the training tokens.
 
+Designated shared latents (``free_latents > 0``; off by default): for narrow fine-tunes,
+where the models differ by a small, rare change that a plain crosscoder leaves in its error or
+spreads over hundreds of shared latents. All latents but the last ``free_latents`` have one
+decoder for both models (tied, in each model's normalised units: Lindsey et al. 2025, "Insights
+on crosscoder model diffing", the designated shared features), so every difference between the
+two reconstructions has to pass through the free latents; BatchTopK runs separately in the two
+groups, ``k - k_free`` and ``k_free`` latents per token on average (the "Dual-K" sparsity of
+Kassem et al. 2026, "Delta-Crosscoder: robust crosscoder model diffing in narrow fine-tuning
+regimes"), so the free latents do not compete with the shared ones for the budget; and
+``delta_coef`` adds their delta loss, the normalised error of the reconstructed difference,
+``||(x_I - x_B) - (x_hat_I - x_hat_B)||^2 / Var(x_I - x_B)``, which weighs the difference as
+much as each model's whole activation. Tied latents are ``shared`` by construction; the free
+ones are classified as above. Every crosscoder reports the held-out FVU of the difference
+(``fvu_delta``): how much of what changed the dictionary reconstructs at all.
+
 Dead latents (``aux_k > 0``): the auxiliary loss AuxK of Gao et al. 2024 ("Scaling and
 evaluating sparse autoencoders", its auxiliary loss against dead latents). A latent that has not fired
 for ``aux_dead_tokens`` training tokens is dead; the ``aux_k`` dead latents with the largest
@@ -44,8 +59,9 @@ gradient reaches latents the TopK selection never picks. Off by default (the pap
 
 On disk (written atomically, nothing pickled): ``layer_{L}.safetensors`` with ``W_enc``
 [2, d_model, n], ``b_enc`` [n], ``W_dec`` [2, n, d_model], ``b_dec`` [2, d_model] (the input
-normalisation folded in), ``score_norm`` [n] and ``threshold`` [1] (the JumpReLU rule on the
-score), and per latent ``rel_norm``, ``nu``, ``nu_r``, ``cosine``, ``class_code``;
+normalisation folded in), ``score_norm`` [n] and ``threshold`` [n] (the JumpReLU rule on the
+score, one value per BatchTopK group), ``tied`` [n] (1 for a designated shared latent), and per
+latent ``rel_norm``, ``nu``, ``nu_r``, ``cosine``, ``class_code``;
 ``md_crosscoder.json`` holds the training config, both models' ids and local paths,
 per-layer FVU per model / L0 / class shares and the dictionary id.
 """
@@ -60,7 +76,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from md_framework.errors import ConfigError
 from md_framework.types import StrictModel
@@ -108,12 +124,36 @@ class CrosscoderTrainConfig(StrictModel):
     aux_coef: float = Field(default=1 / 32, gt=0)
     #: training tokens without firing after which a latent counts as dead for AuxK
     aux_dead_tokens: int = Field(default=10_000, ge=1)
+    #: designated shared latents (module docstring): the last ``free_latents`` latents keep a
+    #: decoder per model, all others have one tied decoder; 0 = off (every decoder free)
+    free_latents: int = Field(default=0, ge=0)
+    #: the free latents' share of the per-token budget ``k`` (Dual-K BatchTopK)
+    k_free: int = Field(default=4, ge=1)
+    #: weight of the delta loss (the normalised error of the reconstructed difference)
+    delta_coef: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> CrosscoderTrainConfig:
+        # a dump of the config (defaults included) must validate again, so only a value
+        # other than the default counts as set
+        loose = {f for f in ("k_free", "delta_coef")
+                 if getattr(self, f) != type(self).model_fields[f].default}
+        if not self.free_latents and loose:
+            raise ValueError(f"{', '.join(sorted(loose))} only apply with designated shared latents: "
+                             "set free_latents > 0 too")
+        if self.free_latents and not (self.free_latents < self.d_sae and self.k_free < self.k):
+            raise ValueError(f"free_latents ({self.free_latents}) must be below d_sae ({self.d_sae}) "
+                             f"and k_free ({self.k_free}) below k ({self.k}): both groups need latents")
+        return self
 
     def identity(self) -> dict[str, Any]:
-        """The options that define the trained dictionary, for cache keys: the AuxK
-        options only when AuxK is on, so the crosscoders trained before it existed keep
-        their keys."""
-        return self.model_dump(exclude=None if self.aux_k else {"aux_k", "aux_coef", "aux_dead_tokens"})
+        """The options that define the trained dictionary, for cache keys: the AuxK and the
+        designated-shared options only when on, so the crosscoders trained before they
+        existed keep their keys."""
+        exclude = set() if self.aux_k else {"aux_k", "aux_coef", "aux_dead_tokens"}
+        if not self.free_latents:
+            exclude |= {"free_latents", "k_free", "delta_coef"}
+        return self.model_dump(exclude=exclude or None)
 
 
 # --------------------------------------------------------------------------- corpus / harvest
@@ -249,6 +289,12 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
     x = torch.stack([xb[train] / sb, xi[train] / si])  # [2, T, d]
     d, n = x.shape[2], cfg.d_sae
     var = (x - x.mean(1, keepdim=True)).pow(2).sum(-1).mean(1)  # [2]
+    dx = x[1] - x[0]
+    var_delta = (dx - dx.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    n_tied = n - cfg.free_latents
+    # BatchTopK groups (start, stop, latents per token): one group unless designated shared
+    groups = ([(0, n_tied, cfg.k - cfg.k_free), (n_tied, n, cfg.k_free)] if cfg.free_latents
+              else [(0, n, cfg.k)])
     w = torch.randn(n, d, generator=g)
     w = w / w.norm(dim=1, keepdim=True) * 0.1
     W_dec = torch.nn.Parameter(torch.stack([w.clone(), w.clone()]))  # both models start aligned
@@ -261,7 +307,7 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
     bs = min(cfg.batch_size, T)
     steps = max(1, cfg.epochs * (T // bs))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, 2.0 * (1 - s / steps) + 0.02))
-    thr_sum, thr_n, step = 0.0, 0, 0
+    thr_sum, thr_n, step = [0.0] * len(groups), 0, 0
     since_fired = torch.zeros(n)  # training tokens since each latent last fired (AuxK)
     aux_total, aux_steps = 0.0, 0
     for epoch in range(cfg.epochs):
@@ -271,11 +317,19 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
             xbt, xit = x[0, idx], x[1, idx]
             pre = torch.relu(xbt @ W_enc[0] + xit @ W_enc[1] + b_enc)
             score = pre * W_dec.norm(dim=2).sum(0)
-            vals, pos = score.flatten().topk(min(cfg.k * bs, score.numel()))
-            mask = torch.zeros_like(score).flatten().scatter(0, pos, 1.0).view_as(score)
+            mask = torch.zeros_like(score)
+            smallest = []
+            for a, b, k_group in groups:
+                part = score[:, a:b]
+                vals, pos = part.flatten().topk(min(k_group * bs, part.numel()))
+                mask[:, a:b] = torch.zeros_like(part).flatten().scatter(0, pos, 1.0).view_as(part)
+                smallest.append(vals[-1])
             f = pre * mask
             recs = [f @ W_dec[m] + b_dec[m] for m in range(2)]
             loss = sum((recs[m] - x[m, idx]).pow(2).sum(-1).mean() / var[m] for m in range(2))
+            if cfg.free_latents and cfg.delta_coef:
+                miss = (recs[1] - recs[0]) - dx[idx]
+                loss = loss + cfg.delta_coef * miss.pow(2).sum(-1).mean() / var_delta
             since_fired += bs
             since_fired[mask.detach().any(0)] = 0
             dead = since_fired >= cfg.aux_dead_tokens
@@ -293,24 +347,36 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
                 aux_steps += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if n_tied < n:  # tied decoders: one summed gradient for both copies, so they stay equal
+                with torch.no_grad():
+                    g_tied = W_dec.grad[:, :n_tied].sum(0)
+                    W_dec.grad[0, :n_tied] = g_tied
+                    W_dec.grad[1, :n_tied] = g_tied
             opt.step()
             sched.step()
             if step >= steps // 4:
-                thr_sum += float(vals[-1].detach())
+                for gi, v in enumerate(smallest):
+                    thr_sum[gi] += float(v.detach())
                 thr_n += 1
             step += 1
         if log:
             log(f"  layer {layer} epoch {epoch + 1}/{cfg.epochs}: loss {float(loss.detach()):.4f}")
-    threshold = thr_sum / max(thr_n, 1)
+    thresholds = [t / max(thr_n, 1) for t in thr_sum]
     with torch.no_grad():
         scale = torch.stack([sb, si])
+        threshold = torch.zeros(n)
+        tied = torch.zeros(n)
+        for (a, b, _), t in zip(groups, thresholds):
+            threshold[a:b] = t
+        tied[:n_tied if cfg.free_latents else 0] = 1.0
         state = {
             "W_enc": torch.stack([W_enc[0] / sb, W_enc[1] / si]).contiguous(),
             "b_enc": b_enc.detach().clone(),
             "W_dec": (W_dec * scale[:, None, None]).contiguous(),
             "b_dec": (b_dec * scale[:, None]).contiguous(),
             "score_norm": W_dec.norm(dim=2).sum(0).contiguous(),
-            "threshold": torch.tensor([threshold]),
+            "threshold": threshold,
+            "tied": tied,
         }
         train_raw = (xb[train], xi[train])
         stats = latent_statistics(state, *train_raw, cfg)
@@ -320,9 +386,12 @@ def train_layer(xb: Any, xi: Any, cfg: CrosscoderTrainConfig, layer: int,
         metrics = {
             "layer": layer, "fvu_base": round(fvu(hb, decode(state, f, 0)), 5),
             "fvu_intervention": round(fvu(hi, decode(state, f, 1)), 5),
+            "fvu_delta": round(fvu(hi - hb, decode(state, f, 1) - decode(state, f, 0)), 5),
             "l0": round(float((f > 0).sum(-1).float().mean()), 3),
             "n_train_tokens": int(T), "n_heldout_tokens": int(hb.shape[0]),
-            "n_outlier_tokens": int((~inlier).sum()), "threshold": round(threshold, 6),
+            "n_outlier_tokens": int((~inlier).sum()),
+            "threshold": [round(t, 6) for t in thresholds] if cfg.free_latents else round(thresholds[0], 6),
+            "free_latents": cfg.free_latents,
             "steps": step, "seconds": round(time.time() - t0, 2),
             "aux_steps": aux_steps, "aux_loss_mean": round(aux_total / max(aux_steps, 1), 5),
             "dead_at_end_of_training": int((since_fired >= cfg.aux_dead_tokens).sum()),
@@ -377,6 +446,8 @@ def latent_statistics(state: dict[str, Any], xb: Any, xi: Any, cfg: CrosscoderTr
     code[cand_b & (nu <= cfg.nu_threshold)] = CLASSES.index("base-only")
     code[cand_i & (nu <= cfg.nu_threshold)] = CLASSES.index("intervention-only")
     code[(~cand_i) & (~cand_b) & (cos < cfg.changed_cosine)] = CLASSES.index("changed")
+    if "tied" in state:  # designated shared: one decoder for both models by construction
+        code[state["tied"].bool()] = CLASSES.index("shared")
     code[~fired] = CLASSES.index("dead")
     return {"rel_norm": rel, "nu": nu, "nu_r": nu_r, "cosine": cos,
             "class_code": code.float()}
@@ -498,10 +569,11 @@ def ensure_crosscoder(base: Any, intervention: Any, cfg: CrosscoderTrainConfig,
 
 
 def report_table(report: dict[str, Any]) -> str:
-    lines = ["layer  FVU(base)  FVU(interv.)    L0  shared  base-only  interv.-only  changed  dead"]
+    lines = ["layer  FVU(base)  FVU(interv.)  FVU(diff)    L0  shared  base-only  interv.-only  changed  dead"]
     for m in report["layer_metrics"]:
         s = m["class_shares"]
-        lines.append(f"{m['layer']:>5} {m['fvu_base']:>10.3f} {m['fvu_intervention']:>13.3f} "
+        delta = f"{m['fvu_delta']:>10.3f}" if "fvu_delta" in m else f"{'–':>10}"  # older reports
+        lines.append(f"{m['layer']:>5} {m['fvu_base']:>10.3f} {m['fvu_intervention']:>13.3f} {delta} "
                      f"{m['l0']:>5.1f} {s['shared']:>7.3f} {s['base-only']:>10.3f} "
                      f"{s['intervention-only']:>13.3f} {s['changed']:>8.3f} {s['dead']:>5.3f}")
     return "\n".join(lines)

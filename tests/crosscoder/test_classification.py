@@ -151,6 +151,7 @@ def test_auxk_revives_dead_latents_and_keeps_old_cache_keys() -> None:
     assert on["fvu_intervention"] <= off["fvu_intervention"] + 0.005
 
     plain = CrosscoderTrainConfig()
-    legacy = plain.model_dump_json(exclude={"aux_k", "aux_coef", "aux_dead_tokens"})
+    legacy = plain.model_dump_json(exclude={"aux_k", "aux_coef", "aux_dead_tokens",
+                                            "free_latents", "k_free", "delta_coef"})
     assert crosscoder_key("b", "i", plain) == hashlib.sha256(f"b|i|{legacy}".encode()).hexdigest()[:24]
     assert crosscoder_key("b", "i", CrosscoderTrainConfig(aux_k=32)) != crosscoder_key("b", "i", plain)

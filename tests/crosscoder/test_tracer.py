@@ -236,6 +236,19 @@ def test_crosscoders_train_cli_and_trace_cli(toy_safety, artefact_cache_dir, tmp
                               "--corpus", "samples+nope", "--out", str(tmp_path / "bad"),
                               "--cache-dir", str(artefact_cache_dir)])
     assert res.exit_code != 0 and "nope" in res.output
+    free = tmp_path / "xc-free"
+    common = ["crosscoders", "train", "--base", str(toy_safety.base_dir), "--intervention",
+              str(toy_safety.intervention_dir), "--layers", "1", "--d-sae", "32", "--k", "4",
+              "--tokens", "600", "--epochs", "1", "--n-samples", "64",
+              "--cache-dir", str(artefact_cache_dir), "--threads", "1", "--json"]
+    res = runner.invoke(cli, common + ["--free-latents", "8", "--k-free", "1", "--out", str(free)])
+    assert res.exit_code == 0, res.output
+    layer = json.loads(res.stdout)["layer_metrics"][0]
+    assert layer["free_latents"] == 8 and 0 <= layer["fvu_delta"] and len(layer["threshold"]) == 2
+    res = runner.invoke(cli, common + ["--k-free", "2", "--out", str(tmp_path / "bad2")])
+    assert res.exit_code != 0 and "--free-latents" in res.output
+    res = runner.invoke(cli, common + ["--free-latents", "32", "--out", str(tmp_path / "bad3")])
+    assert res.exit_code != 0 and "both groups need latents" in res.output
 
     graph_file = tmp_path / "g.json"
     prompt = sorted(toy_safety.universe["harmful_hacking"])[0]
