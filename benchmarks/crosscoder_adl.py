@@ -113,11 +113,27 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
     the same selection rule applied to that many other, unplanted families' explore prompts
     (drawn at random), patched on the planted family's confirm prompts: whether the latents
     the rule finds are specific to the planted family."""
+    import hashlib
+    import shutil
+    import tempfile
+
     from builtin_plugins.pipeline.causal import causal_share, measure_triplet
     from builtin_plugins.pipeline.testgen import split_universe
+    from md_framework.pipeline.ledger import Ledger
     from residual_ceiling import planted_cases, residual_of_base, universe_of  # benchmarks/
 
     xc = tracer.crosscoder()
+    # the readings of base, intervention and each patched latent set, measured once: every
+    # control is measured against the same base and intervention readings
+    ledger_dir = tempfile.mkdtemp(prefix="md-patching-")
+    store = Ledger(ledger_dir, {"script": "crosscoder_adl patching", "seed": seed})
+
+    def measure(fam: str, latents: list[Any] | None, patch: Any, cases: list[Any], metric: Any) -> Any:
+        """(base, intervention, patched) readings; ``latents`` None: the residual patch."""
+        key = "residual" if latents is None else hashlib.sha256(
+            repr(sorted((f.layer, f.feature) for f in latents)).encode()).hexdigest()[:16]
+        return measure_triplet(metric, base, inter, patch, cases, store=store,
+                               intervened_key=f"{inter.model_id}|patched|{fam}|{key}")
     explore_all, _ = split_universe(universe_of(built)[0], 0.5, seed)
     planted_families = {p["family"] for p in built.ground_truth()["planted"]}
     others = sorted(f for f in explore_all if f not in planted_families)
@@ -127,7 +143,6 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
         fam, metric_name = planted["family"], planted["metrics"][0]
         contrib_i = family_contribution(tracer, inter, explore)
         contrib_b = family_contribution(tracer, base, explore)
-        vb = vi = None
         intervene = lambda fs: (lambda: tracer.intervened_model(inter, fs, "base", base=base))  # noqa: E731
         control_families = random.Random(f"{seed}:{fam}:families").sample(others, min(family_draws, len(others)))
         for selection in selections:
@@ -148,10 +163,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 row["note"] = "no latent selected"
                 rows.append(row)
                 continue
-            if vb is None:
-                vb, vi, va = measure_triplet(metric, base, inter, patch, cases)
-            else:
-                _, _, va = measure_triplet(metric, base, inter, patch, cases)
+            vb, vi, va = measure(fam, None if selection == "residual" else chosen, patch, cases, metric)
             est = causal_share(vb, vi, va, min_denominator=min_den, seed=seed)
             row.update(mean_base=sum(vb) / len(vb), mean_intervention=sum(vi) / len(vi),
                        mean_patched=sum(va) / len(va))
@@ -165,7 +177,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 if len(pool) < len(chosen):
                     break
                 ctrl = rng.sample(pool, len(chosen))
-                _, _, vc = measure_triplet(metric, base, inter, intervene(ctrl), cases)
+                _, _, vc = measure(fam, ctrl, intervene(ctrl), cases, metric)
                 c = causal_share(vb, vi, vc, n_bootstrap=0, min_denominator=min_den)
                 if c.effect is not None:
                     controls.append(round(c.effect.estimate, 3))
@@ -180,12 +192,14 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                     entry: dict[str, Any] = {"family": other, "n_latents": len(ctrl),
                                              "overlap": sum(f in chosen for f in ctrl)}
                     if ctrl:
-                        _, _, vc = measure_triplet(metric, base, inter, intervene(ctrl), cases)
+                        _, _, vc = measure(fam, ctrl, intervene(ctrl), cases, metric)
                         c = causal_share(vb, vi, vc, n_bootstrap=0, min_denominator=min_den)
                         entry["share"] = None if c.effect is None else round(c.effect.estimate, 3)
                     family_controls.append(entry)
                 row["family_controls"] = family_controls
             rows.append(row)
+    store.close()
+    shutil.rmtree(ledger_dir, ignore_errors=True)
     return rows
 
 
