@@ -114,26 +114,19 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
     (drawn at random), patched on the planted family's confirm prompts: whether the latents
     the rule finds are specific to the planted family."""
     import hashlib
-    import shutil
-    import tempfile
 
-    from builtin_plugins.pipeline.causal import causal_share, measure_triplet
+    from builtin_plugins.pipeline.causal import causal_share
     from builtin_plugins.pipeline.testgen import split_universe
-    from md_framework.pipeline.ledger import Ledger
-    from residual_ceiling import planted_cases, residual_of_base, universe_of  # benchmarks/
+    from residual_ceiling import PatchReadings, planted_cases, residual_of_base, universe_of  # benchmarks/
 
     xc = tracer.crosscoder()
-    # the readings of base, intervention and each patched latent set, measured once: every
-    # control is measured against the same base and intervention readings
-    ledger_dir = tempfile.mkdtemp(prefix="md-patching-")
-    store = Ledger(ledger_dir, {"script": "crosscoder_adl patching", "seed": seed})
+    readings = PatchReadings(base, inter, "crosscoder_adl patching")
 
     def measure(fam: str, latents: list[Any] | None, patch: Any, cases: list[Any], metric: Any) -> Any:
         """(base, intervention, patched) readings; ``latents`` None: the residual patch."""
         key = "residual" if latents is None else hashlib.sha256(
             repr(sorted((f.layer, f.feature) for f in latents)).encode()).hexdigest()[:16]
-        return measure_triplet(metric, base, inter, patch, cases, store=store,
-                               intervened_key=f"{inter.model_id}|patched|{fam}|{key}")
+        return readings.triplet(metric, patch, cases, f"{fam}|{key}")
     explore_all, _ = split_universe(universe_of(built)[0], 0.5, seed)
     planted_families = {p["family"] for p in built.ground_truth()["planted"]}
     others = sorted(f for f in explore_all if f not in planted_families)
@@ -198,8 +191,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                     family_controls.append(entry)
                 row["family_controls"] = family_controls
             rows.append(row)
-    store.close()
-    shutil.rmtree(ledger_dir, ignore_errors=True)
+    readings.close()
     return rows
 
 

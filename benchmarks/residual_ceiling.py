@@ -97,6 +97,36 @@ def planted_cases(built: Any, n_confirm: int, label: str, seed: int = 0
         yield planted, metric, cases, explore[fam], float(getattr(metric, "min_change", 0) or 1e-9)
 
 
+class PatchReadings:
+    """Metric readings of base, intervention and each patched intervention model, each
+    measured once: a temporary run ledger (:class:`md_framework.pipeline.ledger.Ledger`)
+    serves the base and intervention readings to every later patch, so a script that
+    patches many ways measures the two models once per planted change, not once per patch.
+    ``key`` names the patch (unique per patched model)."""
+
+    def __init__(self, base: Any, inter: Any, label: str) -> None:
+        import tempfile
+
+        from md_framework.pipeline.ledger import Ledger
+
+        self.base, self.inter = base, inter
+        self._dir = tempfile.mkdtemp(prefix="md-patch-readings-")
+        self._store = Ledger(self._dir, {"script": label})
+
+    def triplet(self, metric: Any, patch: Any, cases: list[Any], key: str
+                ) -> tuple[list[float], list[float], list[float]]:
+        from builtin_plugins.pipeline.causal import measure_triplet
+
+        return measure_triplet(metric, self.base, self.inter, patch, cases, store=self._store,
+                               intervened_key=f"{self.inter.model_id}|patched|{key}")
+
+    def close(self) -> None:
+        import shutil
+
+        self._store.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 def share_of(vb: list[float], vi: list[float], va: list[float], min_den: float) -> dict[str, Any]:
     """The patched mean and the share mean(I - A) / mean(I - B) with its paired bootstrap CI."""
     from builtin_plugins.pipeline.causal import causal_share
@@ -130,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from builtin_plugins.organisms import build_organism
     from builtin_plugins.organisms.build import load_dir
-    from builtin_plugins.pipeline.causal import measure_triplet
     from builtin_plugins.tracers import _hooks
 
     built = build_organism(args.spec, args.cache_dir / "organisms", log=None)
@@ -140,15 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0 <= layer < n_layers for layer in layers):
         ap.error(f"--layers must lie in 0..{n_layers - 1}")
     rows: list[dict[str, Any]] = []
+    readings = PatchReadings(base, inter, "residual_ceiling")
     for planted, metric, cases, _, min_den in planted_cases(built, args.n_confirm, "ceiling"):
         for layer in layers:
             t0 = time.time()
-            vb, vi, va = measure_triplet(metric, base, inter,
-                                         lambda: residual_of_base(base, inter, [layer], args.keep_first), cases)
+            vb, vi, va = readings.triplet(metric, lambda: residual_of_base(base, inter, [layer], args.keep_first),
+                                          cases, f"residual:{layer}:{args.keep_first}")
             save_row(rows, {"organism": built.name, "planted": planted["id"], "metric": planted["metrics"][0],
                             "layer": layer, "keep_first": args.keep_first, "n_prompts": len(cases),
                             "mean_base": sum(vb) / len(vb), "mean_intervention": sum(vi) / len(vi),
                             **share_of(vb, vi, va, min_den), "seconds": round(time.time() - t0, 1)}, args.out)
+    readings.close()
     return 0
 
 

@@ -67,12 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from residual_ceiling import planted_cases, save_row, share_of, universe_of  # benchmarks/
+    from residual_ceiling import PatchReadings, planted_cases, save_row, share_of, universe_of  # benchmarks/
 
     from builtin_plugins.organisms import build_organism
     from builtin_plugins.organisms.bench_methods import transcoders_for
     from builtin_plugins.organisms.build import load_dir
-    from builtin_plugins.pipeline.causal import measure_triplet
     from builtin_plugins.tracers import _hooks
     from builtin_plugins.tracers._intervene import NeuronSite, TranscoderSite
     from builtin_plugins.tracers.activation_diff import ActivationDiffTracer
@@ -100,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         n_layers, label = len(transcoders), Path(path).name
     layers = range(n_layers) if args.layers is None else [int(x) for x in args.layers.split(",")]
     rows: list[dict[str, Any]] = []
+    readings = PatchReadings(base, inter, "transcoder_first_position")
     for planted, metric, cases, explore, min_den in planted_cases(built, args.n_confirm, "first-position"):
-        vb = vi = None
         for layer in layers:
             t0 = time.time()
             if args.site == "neurons":  # every neuron: the layer's whole MLP output
@@ -118,16 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                 site.skips_first_position = skip
                 try:
                     patch = lambda: tracer.intervened_model(inter, feats, args.mode, base=base)  # noqa: E731
-                    if vb is None:
-                        vb, vi, va = measure_triplet(metric, base, inter, patch, cases)
-                    else:
-                        _, _, va = measure_triplet(metric, base, inter, patch, cases)
+                    vb, vi, va = readings.triplet(metric, patch, cases,
+                                                  f"{planted['id']}:{label}:{args.mode}:{layer}:{arm}")
                 finally:
                     site.skips_first_position = shipped
                 row[arm] = share_of(vb, vi, va, min_den)
             row.update(mean_base=sum(vb) / len(vb), mean_intervention=sum(vi) / len(vi),
                        seconds=round(time.time() - t0, 1))
             save_row(rows, row, args.out)
+    readings.close()
     return 0
 
 
