@@ -9,6 +9,16 @@ model's residual stream). A latent classified intervention-only (by decoder norm
 scaling) is left out of base graphs and a base-only latent out of intervention graphs, so
 the diff sees them appear / vanish; shared latents differ by their decoder norms. No edges.
 
+A latent classified ``changed`` keeps its norms but turns its decoder direction, so its node
+``f_j * ||d_j^m||`` is the same in both graphs and the diff could not see it. With
+``difference_nodes`` (the default) such a latent j also has a *difference latent* with id
+``n + j`` (n latents per layer): what latent j writes differently in the intervention model,
+decoder ``d_j^I - d_j^B`` on the intervention side and nothing on the base side. Its node
+``f_j * ||d_j^I - d_j^B||`` is in intervention graphs only (its own top-k per position, so it
+never displaces a latent's node), and the diff sees it appear on the prompts where the latent
+fires; reading, logit lens and interventions treat it like any latent: zeroing it on the
+intervention model patches latent j to its base-side write.
+
 The tracer reads its own features (:class:`~md_framework.tracing_api.FeatureReader`: peak
 ``f_j * ||d_j^m||`` per prompt and the decoder direction ``d_j^m``) and intervenes on them
 (:class:`~md_framework.tracing_api.FeatureIntervener`), on the residual stream after the
@@ -18,6 +28,10 @@ crosscoder's layer of model m, with the partner running in lock-step for the joi
 * ``base`` (on the intervention model): replace the latent's intervention-side contribution
   by its base-side one, adding ``f_j (d_j^B - d_j^I)``: the latent acts as in the base
   model. The crosscoder's reconstruction error stays in place.
+
+On a difference latent ``zero`` and ``base`` both subtract ``f_j (d_j^I - d_j^B)`` (latent j
+writes as in the base model; patching j and its difference latent together counts it twice);
+on the base model, whose side of a difference latent is zero, every mode is a no-op.
 
 No mode writes at a sequence's first position, which training never shows the crosscoder.
 
@@ -44,6 +58,7 @@ from md_framework.types import CircuitGraph, FeatureRef, GraphNode, StrictModel,
 from builtin_plugins.tracers import _hooks
 from builtin_plugins.tracers._common import encode_prompt, families_for, top_logits, tracing_text
 from builtin_plugins.tracers.crosscoder_train import (
+    CLASSES,
     ROLES,
     CrosscoderTrainConfig,
     encode,
@@ -66,6 +81,8 @@ class CrosscoderOptions(StrictModel):
     skip_first_position: bool = True
     max_n_logits: int = Field(default=5, ge=1)
     chat_template: Literal["auto", "never"] = "auto"
+    #: a difference latent n + j for each `changed` latent j (see module doc)
+    difference_nodes: bool = True
 
 
 class _Crosscoder:
@@ -77,6 +94,39 @@ class _Crosscoder:
         self.id: str = self.meta["dictionary_id"]
         self.classes = {layer: latent_classes(s) for layer, s in self.states.items()}
         self.dec_norm = {layer: s["W_dec"].norm(dim=2) for layer, s in self.states.items()}
+        #: difference latents: decoders [2, n, d] (base side zero) of the changed latents
+        self.diff_dec = {}
+        self.diff_norm = {}
+        for layer, s in self.states.items():
+            changed = s["class_code"] == float(CLASSES.index("changed"))
+            d = (s["W_dec"][1] - s["W_dec"][0]) * changed[:, None].to(s["W_dec"].dtype)
+            self.diff_dec[layer] = d.new_zeros((2, *d.shape))
+            self.diff_dec[layer][1] = d
+            self.diff_norm[layer] = self.diff_dec[layer].norm(dim=2)  # [2, n], base row 0
+
+    def n_latents(self, layer: int) -> int:
+        return int(self.states[layer]["b_enc"].shape[0])
+
+    def decoder(self, layer: int) -> Any:
+        """[2, 2n, d]: the latents' decoders, then their difference latents'."""
+        import torch
+
+        return torch.cat([self.states[layer]["W_dec"], self.diff_dec[layer]], dim=1)
+
+    def node_values(self, layer: int, f: Any, role: int, difference: bool) -> Any:
+        """[positions, n] (or [positions, 2n] with difference latents) of what each latent
+        writes into model ``role``'s residual stream: ``f_j ||d_j^role||``, then
+        ``f_j ||d_j^I - d_j^B||`` on the intervention side (0 on the base side)."""
+        import torch
+
+        values = f * self.dec_norm[layer][role]
+        if not difference:
+            return values
+        return torch.cat([values, f * self.diff_norm[layer][role]], dim=-1)
+
+    def is_difference_latent(self, layer: int, j: int) -> bool:
+        n = self.n_latents(layer)
+        return n <= j < 2 * n and self.classes[layer][j - n] == "changed"
 
     def role_of(self, model: LoadedModel) -> int:
         root = model.model_id.split("~", 1)[0]
@@ -195,6 +245,14 @@ class CrosscoderTracer(Tracer):
         role, logits, codes = self._pair_codes(model, ids)
         return role, logits, {layer: f * xc.dec_norm[layer][role] for layer, f in codes.items()}
 
+    def node_contributions(self, model: LoadedModel, ids: Sequence[int]) -> tuple[int, Any, dict[int, Any]]:
+        """:meth:`contributions` with the difference latents' columns appended when
+        ``difference_nodes`` is on ([positions, 2n]): what the graphs and the reader use."""
+        xc = self.crosscoder()
+        role, logits, codes = self._pair_codes(model, ids)
+        diff = self.options.difference_nodes
+        return role, logits, {layer: xc.node_values(layer, f, role, diff) for layer, f in codes.items()}
+
     def trace(self, model: LoadedModel, prompts: Sequence[str],
               families: Sequence[str | None] | None = None) -> list[CircuitGraph]:
         o = self.options
@@ -203,28 +261,35 @@ class CrosscoderTracer(Tracer):
         graphs = []
         for prompt, family in zip(prompts, families_for(prompts, families)):
             ids = encode_prompt(tok, tracing_text(tok, prompt, o.chat_template))
-            role, logits, contrib = self.contributions(model, ids)
+            role, logits, contrib = self.node_contributions(model, ids)
             hidden = "base-only" if role == 1 else "intervention-only"
             nodes = [GraphNode(node_id=token_node_id(p, i), kind="token", position=p, token_id=i,
                                token=tok.decode([i])) for p, i in enumerate(ids)]
             classes_seen: dict[str, str] = {}
             for layer in sorted(contrib):
+                n = xc.n_latents(layer)
                 c = contrib[layer].clone()
                 if o.drop_exclusive:
                     drop = [j for j, cls in enumerate(xc.classes[layer]) if cls == hidden]
                     if drop:
                         c[:, drop] = 0.0
+                # latents, then difference latents: each its own top-k, so a difference
+                # node never pushes a latent's node out of the intervention graph
+                blocks = [(0, c[:, :n])] + ([(n, c[:, n:])] if c.shape[1] > n else [])
                 for pos in range(c.shape[0]):
                     if o.skip_first_position and pos == 0 and c.shape[0] > 1:
                         continue
-                    values, feats = c[pos].topk(min(o.top_k, c.shape[1]))
-                    for v, f in zip(values.tolist(), feats.tolist()):
-                        if v <= 0:
-                            break
-                        nodes.append(GraphNode(
-                            node_id=feature_node_id(layer, pos, int(f)), kind="feature",
-                            layer=layer, position=pos, feature=int(f), activation=float(v)))
-                        classes_seen[f"{layer}:{f}"] = xc.classes[layer][f]
+                    for offset, block in blocks:
+                        values, feats = block[pos].topk(min(o.top_k, block.shape[1]))
+                        for v, f in zip(values.tolist(), feats.tolist()):
+                            if v <= 0:
+                                break
+                            f = int(f) + offset
+                            nodes.append(GraphNode(
+                                node_id=feature_node_id(layer, pos, f), kind="feature",
+                                layer=layer, position=pos, feature=f, activation=float(v)))
+                            classes_seen[f"{layer}:{f}"] = (
+                                xc.classes[layer][f] if f < n else "difference")
             graphs.append(CircuitGraph(
                 prompt=prompt, family=family, model_id=model.model_id, dictionary_id=xc.id,
                 tracer=self.name or "crosscoder", input_tokens=[tok.decode([i]) for i in ids],
@@ -239,7 +304,8 @@ class CrosscoderTracer(Tracer):
         """Answer-aware trace (:mod:`builtin_plugins.tracers.answers`) with this tracer's
         features: each latent's contribution ``f_j ||d_j^m||`` at every answer position.
         Without it the pipeline saw no answer edits with this tracer (a sign-off added at the
-        end of the answer never became a hypothesis on smollm2-style)."""
+        end of the answer never became a hypothesis on smollm2-style). Difference latents are
+        read too (``f_j ||d_j^I - d_j^B||`` on the intervention side)."""
         from builtin_plugins.tracers.answers import trace_answers
 
         xc = self.crosscoder()
@@ -254,7 +320,8 @@ class CrosscoderTracer(Tracer):
                 last.clear()
                 last[key] = self._pair_codes(model, ids)[2]
             role = xc.role_of(model)
-            return {layer: f * xc.dec_norm[layer][role] for layer, f in last[key].items()}
+            return {layer: xc.node_values(layer, f, role, self.options.difference_nodes)
+                    for layer, f in last[key].items()}
 
         return trace_answers(base, intervention, prompts, families, max_new_tokens=max_new_tokens,
                              feature_top_k=self.options.top_k, feature_reader=read,
@@ -262,13 +329,14 @@ class CrosscoderTracer(Tracer):
 
     def feature_activations(self, model: LoadedModel, prompts: Sequence[str],
                             features: Sequence[FeatureRef]) -> list[dict[str, tuple[float, int]]]:
-        """Per prompt, each latent's peak ``f_j * ||d_j^m||`` and its position (``FeatureReader``)."""
+        """Per prompt, each latent's peak ``f_j * ||d_j^m||`` (a difference latent's
+        ``f_j * ||d_j^I - d_j^B||``, 0 on the base model) and its position (``FeatureReader``)."""
         from builtin_plugins.metrics.core import encode_prompt as metric_prompt
 
         self._check(features)
         out = []
         for prompt in prompts:
-            _, _, contrib = self.contributions(model, metric_prompt(model.tokenizer, prompt))
+            _, _, contrib = self.node_contributions(model, metric_prompt(model.tokenizer, prompt))
             row = {}
             for ref in features:
                 c = contrib[ref.layer][:, ref.feature]
@@ -280,11 +348,12 @@ class CrosscoderTracer(Tracer):
 
     def decoder_directions(self, model: LoadedModel,
                            features: Sequence[FeatureRef]) -> dict[str, list[float]]:
-        """Each latent's decoder direction ``d_j^m`` for ``model``'s side of the pair."""
+        """Each latent's decoder direction ``d_j^m`` for ``model``'s side of the pair (a
+        difference latent's: ``d_j^I - d_j^B`` on the intervention side, zero on the base)."""
         xc = self.crosscoder()
         role = xc.role_of(model)
         self._check(features)
-        return {f"{f.layer}:{f.feature}": [float(v) for v in xc.states[f.layer]["W_dec"][role, f.feature]]
+        return {f"{f.layer}:{f.feature}": [float(v) for v in xc.decoder(f.layer)[role, f.feature]]
                 for f in features}
 
     def _check(self, features: Sequence[FeatureRef]) -> None:
@@ -292,9 +361,17 @@ class CrosscoderTracer(Tracer):
         for f in features:
             if f.layer not in xc.states:
                 raise ConfigError(f"crosscoder has no layer {f.layer} (layers {sorted(xc.states)})")
-            n = xc.states[f.layer]["b_enc"].shape[0]
-            if not 0 <= f.feature < n:
-                raise ConfigError(f"crosscoder latent {f.feature} out of range at layer {f.layer} (n={n})")
+            n = xc.n_latents(f.layer)
+            if n <= f.feature < 2 * n and self.options.difference_nodes:
+                if not xc.is_difference_latent(f.layer, f.feature):
+                    raise ConfigError(
+                        f"crosscoder latent {f.feature} at layer {f.layer} would be the difference"
+                        f" latent of {f.feature - n}, which is {xc.classes[f.layer][f.feature - n]}"
+                        " (only `changed` latents have one)")
+            elif not 0 <= f.feature < n:
+                more = f", difference latents {n}..{2 * n - 1}" if self.options.difference_nodes else ""
+                raise ConfigError(f"crosscoder latent {f.feature} out of range at layer {f.layer}"
+                                  f" (n={n}{more})")
 
     # ------------------------------------------------------------------ intervening
     @contextlib.contextmanager
@@ -334,7 +411,8 @@ class CrosscoderTracer(Tracer):
         def patcher(layer: int, ids: list[int]) -> Any:
             s = xc.states[layer]
             idx = torch.tensor(ids)
-            W = s["W_dec"][:, idx]  # [2, k, d]
+            code_idx = idx % xc.n_latents(layer)  # a difference latent fires with its latent
+            W = xc.decoder(layer)[:, idx]  # [2, k, d]
             if mode == "zero":
                 delta_dir = -W[role]
             elif mode == "scale":
@@ -349,7 +427,7 @@ class CrosscoderTracer(Tracer):
                     raise RuntimeError("crosscoder intervention: the partner's activations do not "
                                        "match the intervened model's")
                 pair = (other, h) if role == 1 else (h, other)
-                f = encode(s, pair[0].float(), pair[1].float())[..., idx]
+                f = encode(s, pair[0].float(), pair[1].float())[..., code_idx]
                 delta = f @ delta_dir.to(f.device)
                 # The crosscoder never read a sequence's first position (training drops it:
                 # the attention-sink token's norm is far outside the training distribution),
