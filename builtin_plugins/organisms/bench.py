@@ -284,8 +284,9 @@ def run_method(method: str, spec_ref: str, base: Any, inter: Any,
 
 def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
                              universe: dict[str, list[str]], cfg: BenchConfig, seed: int) -> dict[str, Any]:
-    """The pipeline with the ``crosscoder`` or ``circuit-tracer`` tracer; the dictionary's
-    training work rides along as ``dictionary_work`` when it was trained by an earlier run
+    """The pipeline with the ``crosscoder`` or ``circuit-tracer`` tracer (tracer options from a
+    pipeline config that names that tracer; the dictionary is the one trained here); the
+    dictionary's training work rides along as ``dictionary_work`` when it was trained by an earlier run
     (run_bench adds it: builtin_plugins.organisms.bench_methods)."""
     import dataclasses
 
@@ -293,14 +294,19 @@ def _run_dictionary_pipeline(method: str, spec_ref: str, base: Any, inter: Any,
     from builtin_plugins.organisms.build import _spec_and_dir
 
     toy = _spec_and_dir(spec_ref)[0].base == "toy"
+    # a pipeline config naming this method's tracer gives its options (the dictionary itself
+    # is always the one trained here); another tracer's options are not for this tracer
+    name = "crosscoder" if method == "pipeline-crosscoder" else "circuit-tracer"
+    own = dict(cfg.pipeline_overrides.get("tracer_options") or {}) \
+        if cfg.pipeline_overrides.get("tracer") == name else {}
     if method == "pipeline-crosscoder":
         train = M.dictionary_settings("crosscoder", toy, cfg.dictionaries.get("crosscoder"))
         path, recorded = M.crosscoder_for(base, inter, cfg.cache_dir, train)
-        tracer = {"tracer": "crosscoder", "tracer_options": {"crosscoder": str(path)}}
+        tracer = {"tracer": name, "tracer_options": {**own, "crosscoder": str(path)}}
     else:
         train = M.dictionary_settings("transcoders", toy, cfg.dictionaries.get("transcoders"))
         path, recorded = M.transcoders_for(base, universe, cfg.cache_dir, train)
-        tracer = {"tracer": "circuit-tracer", "tracer_options": {"transcoders": str(path)}}
+        tracer = {"tracer": name, "tracer_options": {**own, "transcoders": str(path)}}
     sub = dataclasses.replace(cfg, pipeline_overrides={**cfg.pipeline_overrides, **tracer})
     res = run_pipeline(spec_ref, universe, sub, seed)
     res["dictionary"] = str(path)

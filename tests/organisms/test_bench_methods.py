@@ -101,6 +101,13 @@ def test_dictionary_pipeline_sets_the_tracer_and_passes_the_recorded_work(monkey
     assert "dictionary_work" not in res
     assert "uncounted" not in res  # attribution passes are counted (tests/tracers/test_circuit_tracer_costs.py)
     assert cfg.pipeline_overrides.get("tracer") == "activation-diff"  # the config is not mutated
+    # a pipeline config naming the tracer gives its options; the dictionary stays the bench's
+    named = BenchConfig(specs=["toy-multi"], cache_dir=tmp_path, pipeline_overrides={
+        "tracer": "crosscoder", "tracer_options": {"difference_nodes": False, "crosscoder": "elsewhere"}})
+    _run_dictionary_pipeline("pipeline-crosscoder", "toy-multi", None, None, {}, named, 0)
+    assert seen["overrides"]["tracer_options"] == {"difference_nodes": False, "crosscoder": str(tmp_path / "xc")}
+    _run_dictionary_pipeline("pipeline-circuit-tracer", "toy-multi", None, None, {}, named, 0)
+    assert seen["overrides"]["tracer_options"] == {"transcoders": str(tmp_path / "tc")}
 
 
 class _FakeMetric:
