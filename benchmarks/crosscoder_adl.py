@@ -18,7 +18,10 @@ Four measurements per organism, all judged against the organism's measured groun
    control is drawn among the active *free* latents, since a tied latent's base-side patch
    changes nothing). ``--selections`` adds ``class-all`` (every latent of those
    classes active on the explore prompts; control: as many active shared latents), ``all``
-   (every latent active there: what the crosscoder carries in all) and ``residual`` (the
+   (every latent active there: what the crosscoder carries in all), ``contrast`` (the
+   ``changed`` latents whose difference write, the node the graph diff sees, exceeds its mean
+   on the other families' explore prompts by the widest margin; control: as many other
+   changed latents active there) and ``residual`` (the
    crosscoder layers' whole residual stream replaced by the base model's: what any
    dictionary at those layers could carry). No patch touches a sequence's first position,
    which the crosscoder never reads.
@@ -74,11 +77,14 @@ def family_contribution(tracer: Any, model: Any, prompts: list[str]) -> dict[int
 
 
 def select_latents(xc: Any, contrib_i: dict[int, Any], contrib_b: dict[int, Any], selection: str,
-                   n_latents: int) -> tuple[list[Any], list[Any]]:
+                   n_latents: int, rest: dict[int, Any] | None = None) -> tuple[list[Any], list[Any]]:
     """(chosen latents, control pool) of one patching ``selection`` (module docstring) from the
-    per-layer contributions of a family's explore prompts on both models."""
+    per-layer contributions of a family's explore prompts on both models (``rest``: the mean
+    intervention-side contribution on the other families' explore prompts, for ``contrast``)."""
     from md_framework.types import FeatureRef
 
+    if selection == "contrast":
+        return _contrast_latents(xc, contrib_i, rest or {}, n_latents)
     chosen, pool = [], []
     for layer, c in contrib_i.items():
         delta = (c - contrib_b[layer]).abs()
@@ -106,6 +112,31 @@ def select_latents(xc: Any, contrib_i: dict[int, Any], contrib_b: dict[int, Any]
     return picked, [f for f in pool if f not in picked]
 
 
+def _contrast_latents(xc: Any, contrib_i: dict[int, Any], rest: dict[int, Any],
+                      n_latents: int) -> tuple[list[Any], list[Any]]:
+    """``contrast``: the ``changed`` latents whose *difference write* (their difference
+    latent's node, ``f_j ||d_j^I - d_j^B||``: what the graph diff sees) is larger on the
+    family's explore prompts than on the other families' by the widest margin, the
+    ``n_latents`` strongest with a positive margin; control pool: the other ``changed``
+    latents active on the family's prompts (equal-size random draws among them)."""
+    from md_framework.types import FeatureRef
+
+    scored, active = [], []
+    for layer, c in contrib_i.items():
+        # contrib = f_j ||d_j^I||, so f_j ||d_j^I - d_j^B|| = contrib / ||d_j^I|| * ||d_j^I - d_j^B||
+        scale = xc.diff_norm[layer][1] / xc.dec_norm[layer][1].clamp_min(1e-12)
+        margin = (c - rest[layer]) * scale
+        for j, cls in enumerate(xc.classes[layer]):
+            if cls != "changed" or float(c[j]) <= 0:
+                continue
+            ref = FeatureRef(layer=layer, feature=j)
+            active.append(ref)
+            if float(margin[j]) > 0:
+                scored.append((float(margin[j]), ref))
+    picked = [f for _, f in sorted(scored, key=lambda t: -t[0])[:n_latents]]
+    return picked, [f for f in active if f not in picked]
+
+
 def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, draws: int,
              seed: int, n_confirm: int, selections: tuple[str, ...] = ("class", "diff"),
              family_draws: int = 0) -> list[dict[str, Any]]:
@@ -131,6 +162,18 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
     planted_families = {p["family"] for p in built.ground_truth()["planted"]}
     others = sorted(f for f in explore_all if f not in planted_families)
     other_contrib: dict[str, tuple[dict[int, Any], dict[int, Any]]] = {}
+    inter_by_family: dict[str, dict[int, Any]] = {}
+
+    def rest_of(family: str) -> dict[int, Any] | None:
+        """Mean intervention-side contribution over every other family's explore prompts
+        (``contrast`` only; each family weighs the same)."""
+        if "contrast" not in selections:
+            return None
+        for f, prompts in explore_all.items():
+            if f not in inter_by_family:
+                inter_by_family[f] = family_contribution(tracer, inter, prompts)
+        rest = [inter_by_family[f] for f in explore_all if f != family]
+        return {layer: sum(r[layer] for r in rest) / len(rest) for layer in rest[0]}
     rows = []
     for planted, metric, cases, explore, min_den in planted_cases(built, n_confirm, "patch", seed):
         fam, metric_name = planted["family"], planted["metrics"][0]
@@ -145,7 +188,8 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 label = [f"whole residual after layer {', '.join(map(str, layers))}"]
                 patch = lambda: residual_of_base(base, inter, layers, keep_first=True)  # noqa: E731
             else:
-                chosen, pool = select_latents(xc, contrib_i, contrib_b, selection, n_latents)
+                chosen, pool = select_latents(xc, contrib_i, contrib_b, selection, n_latents,
+                                              rest_of(fam) if selection == "contrast" else None)
                 label = sorted({xc.classes[f.layer][f.feature] for f in chosen})
                 patch = intervene(chosen)
             row: dict[str, Any] = {"organism": built.name, "planted": planted["id"], "family": fam,
@@ -181,7 +225,8 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                     if other not in other_contrib:
                         other_contrib[other] = (family_contribution(tracer, inter, explore_all[other]),
                                                 family_contribution(tracer, base, explore_all[other]))
-                    ctrl, _ = select_latents(xc, *other_contrib[other], selection, n_latents)
+                    ctrl, _ = select_latents(xc, *other_contrib[other], selection, n_latents,
+                                             rest_of(other) if selection == "contrast" else None)
                     entry: dict[str, Any] = {"family": other, "n_latents": len(ctrl),
                                              "overlap": sum(f in chosen for f in ctrl)}
                     if ctrl:
@@ -319,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="patching selections, comma-separated: class, diff (the --n-latents "
                          "strongest), class-all (every active intervention-only or changed latent), "
                          "all (every latent active on the family's explore prompts), residual "
-                         "(the crosscoder layers' whole residual stream, the ceiling)")
+                         "(the crosscoder layers' whole residual stream, the ceiling), contrast "
+                         "(the --n-latents changed latents whose difference write is most "
+                         "specific to the family against the other families)")
     ap.add_argument("--train", default=None, metavar="JSON",
                     help="crosscoder training options (CrosscoderTrainConfig keys) on top of the "
                          "defaults md bench uses (TOY_CROSSCODER on the toy, the command's own "
