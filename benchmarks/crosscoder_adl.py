@@ -388,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     from builtin_plugins.tracers.crosscoder_train import META_FILE
 
     parts = set(args.parts.split(","))
-    unknown = set(args.selections.split(",")) - {"class", "diff", "class-all", "all", "residual"}
+    unknown = set(args.selections.split(",")) - {"class", "diff", "class-all", "all", "residual", "contrast"}
     if unknown:
-        ap.error(f"unknown --selections {sorted(unknown)}; choose from class, diff, class-all, all, residual")
+        ap.error(f"unknown --selections {sorted(unknown)}; choose from class, diff, class-all, all, residual, contrast")
     args.out.mkdir(parents=True, exist_ok=True)
     train_options = json.loads(args.train) if args.train else {}
     results: dict[str, Any] = {"train": [], "patch": [], "adl": [], "pipeline": []}
