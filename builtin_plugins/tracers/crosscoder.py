@@ -89,29 +89,31 @@ class _Crosscoder:
     """Loaded crosscoder: per-layer states, metadata, latent classes."""
 
     def __init__(self, path: Path) -> None:
+        import torch
+
         self.path = path
         self.states, self.meta = load_crosscoder_dir(path)
         self.id: str = self.meta["dictionary_id"]
         self.classes = {layer: latent_classes(s) for layer, s in self.states.items()}
         self.dec_norm = {layer: s["W_dec"].norm(dim=2) for layer, s in self.states.items()}
-        #: difference latents: decoders [2, n, d] (base side zero) of the changed latents
-        self.diff_dec = {}
-        self.diff_norm = {}
+        #: per layer [2, 2n, d]: the latents' decoders, then their difference latents'
+        #: (``d_j^I - d_j^B`` of a changed latent on the intervention side; zero elsewhere)
+        self.decoders: dict[int, Any] = {}
+        #: per layer [2, n]: the difference latents' decoder norms (base row zero)
+        self.diff_norm: dict[int, Any] = {}
         for layer, s in self.states.items():
             changed = s["class_code"] == float(CLASSES.index("changed"))
-            d = (s["W_dec"][1] - s["W_dec"][0]) * changed[:, None].to(s["W_dec"].dtype)
-            self.diff_dec[layer] = d.new_zeros((2, *d.shape))
-            self.diff_dec[layer][1] = d
-            self.diff_norm[layer] = self.diff_dec[layer].norm(dim=2)  # [2, n], base row 0
+            diff = s["W_dec"].new_zeros(s["W_dec"].shape)
+            diff[1] = (s["W_dec"][1] - s["W_dec"][0]) * changed[:, None].to(diff.dtype)
+            self.decoders[layer] = torch.cat([s["W_dec"], diff], dim=1)
+            self.diff_norm[layer] = diff.norm(dim=2)
 
     def n_latents(self, layer: int) -> int:
         return int(self.states[layer]["b_enc"].shape[0])
 
     def decoder(self, layer: int) -> Any:
         """[2, 2n, d]: the latents' decoders, then their difference latents'."""
-        import torch
-
-        return torch.cat([self.states[layer]["W_dec"], self.diff_dec[layer]], dim=1)
+        return self.decoders[layer]
 
     def node_values(self, layer: int, f: Any, role: int, difference: bool) -> Any:
         """[positions, n] (or [positions, 2n] with difference latents) of what each latent
