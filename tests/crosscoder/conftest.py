@@ -37,3 +37,14 @@ def safety_crosscoder(safety_pair, artefact_cache_dir: Path) -> Path:
 
     base, inter = safety_pair
     return ensure_crosscoder(base, inter, CrosscoderTrainConfig(**TRAIN), artefact_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def four_families(toy_safety) -> tuple[list[str], list[str]]:
+    """(prompts, families): 4 prompts each of harmful_hacking and three unplanted families."""
+    prompts, fams = [], []
+    for fam in ("harmful_hacking", "cooking", "greetings", "weather"):
+        for p in sorted(toy_safety.universe[fam])[:4]:
+            prompts.append(p)
+            fams.append(fam)
+    return prompts, fams

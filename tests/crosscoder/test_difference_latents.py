@@ -25,12 +25,13 @@ def hacking(toy_safety):
     return sorted(toy_safety.universe["harmful_hacking"])[:4]
 
 
-def _changed(tracer) -> tuple[int, list[int]]:
+def _changed(tracer) -> tuple[int, list[int], int]:
+    """(layer, its changed latents, its number of latents n)."""
     xc = tracer.crosscoder()
     layer = min(xc.states)
     changed = [j for j, c in enumerate(xc.classes[layer]) if c == "changed"]
     assert changed, "the toy-safety crosscoder has changed latents (benchmarks/README: 2.3 %)"
-    return layer, changed
+    return layer, changed, xc.n_latents(layer)
 
 
 def test_difference_nodes_are_in_intervention_graphs_only(tracers, safety_pair, hacking) -> None:
@@ -38,9 +39,8 @@ def test_difference_nodes_are_in_intervention_graphs_only(tracers, safety_pair, 
 
     tracer, plain = tracers
     base, inter = safety_pair
-    layer, changed = _changed(tracer)
+    layer, changed, n = _changed(tracer)
     xc = tracer.crosscoder()
-    n = xc.n_latents(layer)
     gb, gi = tracer.trace(base, hacking), tracer.trace(inter, hacking)
     assert not [nd for g in gb for nd in g.feature_nodes() if nd.feature >= n]
     diff_nodes = [(g, nd) for g in gi for nd in g.feature_nodes() if nd.feature >= n]
@@ -61,9 +61,8 @@ def test_difference_nodes_are_in_intervention_graphs_only(tracers, safety_pair, 
 def test_reader_and_decoder_of_a_difference_latent(tracers, safety_pair, hacking) -> None:
     tracer, _ = tracers
     base, inter = safety_pair
-    layer, changed = _changed(tracer)
+    layer, changed, n = _changed(tracer)
     xc = tracer.crosscoder()
-    n = xc.n_latents(layer)
     refs = [FeatureRef(layer=layer, feature=n + j) for j in changed]
     on_inter = tracer.feature_activations(inter, hacking, refs)
     on_base = tracer.feature_activations(base, hacking, refs)
@@ -83,8 +82,7 @@ def test_zeroing_a_difference_latent_patches_its_latent_to_the_base(tracers, saf
 
     tracer, _ = tracers
     base, inter = safety_pair
-    layer, changed = _changed(tracer)
-    n = tracer.crosscoder().n_latents(layer)
+    layer, changed, n = _changed(tracer)
     ids = torch.tensor([encode_prompt(inter.tokenizer, hacking[0])])
     latents = [FeatureRef(layer=layer, feature=j) for j in changed]
     differences = [FeatureRef(layer=layer, feature=n + j) for j in changed]
@@ -109,32 +107,27 @@ def test_only_changed_latents_have_a_difference_latent(tracers, safety_pair) -> 
     tracer, plain = tracers
     _, inter = safety_pair
     xc = tracer.crosscoder()
-    layer, _ = _changed(tracer)
-    n = xc.n_latents(layer)
+    layer, changed, n = _changed(tracer)
     shared = next(j for j, c in enumerate(xc.classes[layer]) if c == "shared")
     with pytest.raises(ConfigError, match="only `changed` latents"):
         tracer.decoder_directions(inter, [FeatureRef(layer=layer, feature=n + shared)])
     with pytest.raises(ConfigError, match="out of range"):
         tracer.decoder_directions(inter, [FeatureRef(layer=layer, feature=2 * n)])
     with pytest.raises(ConfigError, match="out of range"):
-        plain.decoder_directions(inter, [FeatureRef(layer=layer, feature=n + _changed(tracer)[1][0])])
+        plain.decoder_directions(inter, [FeatureRef(layer=layer, feature=n + changed[0])])
 
 
 def test_the_diff_sees_changed_latents_through_their_difference_latents(tracers, safety_pair,
-                                                                        toy_safety) -> None:
+                                                                        four_families) -> None:
     """Without difference nodes a changed latent's two nodes differ only by the ratio of its
     decoder norms; with them the diff lists new, significantly increased features."""
     from builtin_plugins.pipeline.diff import diff_graph_sets
 
     base, inter = safety_pair
-    prompts, fams = [], []
-    for fam in ("harmful_hacking", "cooking", "greetings", "weather"):
-        for p in sorted(toy_safety.universe[fam])[:4]:
-            prompts.append(p)
-            fams.append(fam)
+    prompts, fams = four_families
     found = []
     for tracer in tracers:
-        n = tracer.crosscoder().n_latents(_changed(tracer)[0])
+        n = _changed(tracer)[2]
         diff = diff_graph_sets(tracer.trace(base, prompts, fams), tracer.trace(inter, prompts, fams),
                                base.model_id, inter.model_id)
         found.append([c for c in diff.systematic_changes

@@ -189,17 +189,13 @@ def test_interventions_leave_the_first_position_alone(tracer, safety_pair, toy_s
         assert not torch.allclose(before[row, f + 1:], after[row, f + 1:])
 
 
-def test_graphs_flow_through_the_diff_and_the_detectors(tracer, safety_pair, toy_safety) -> None:
+def test_graphs_flow_through_the_diff_and_the_detectors(tracer, safety_pair, four_families) -> None:
     from builtin_plugins.pipeline.diff import diff_graph_sets
     from builtin_plugins.pipeline.discovery import detect_patterns, generate_hypotheses
     from md_framework.plugins import Hooks, get_plugin_manager
 
     base, inter = safety_pair
-    prompts, fams = [], []
-    for fam in ("harmful_hacking", "cooking", "greetings", "weather"):
-        for p in sorted(toy_safety.universe[fam])[:4]:
-            prompts.append(p)
-            fams.append(fam)
+    prompts, fams = four_families
     gb, gi = tracer.trace(base, prompts, fams), tracer.trace(inter, prompts, fams)
     diff = diff_graph_sets(gb, gi, base.model_id, inter.model_id, dictionary_id=gb[0].dictionary_id)
     assert diff.dictionary_id == tracer.dictionary_id
