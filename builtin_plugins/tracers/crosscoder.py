@@ -245,7 +245,7 @@ class CrosscoderTracer(Tracer):
         """(role, logits, {layer: [positions, n] latent contributions f_j * ||d_j^role||})."""
         xc = self.crosscoder()
         role, logits, codes = self._pair_codes(model, ids)
-        return role, logits, {layer: f * xc.dec_norm[layer][role] for layer, f in codes.items()}
+        return role, logits, {layer: xc.node_values(layer, f, role, False) for layer, f in codes.items()}
 
     def node_contributions(self, model: LoadedModel, ids: Sequence[int]) -> tuple[int, Any, dict[int, Any]]:
         """:meth:`contributions` with the difference latents' columns appended when
