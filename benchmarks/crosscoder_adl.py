@@ -164,15 +164,18 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
     other_contrib: dict[str, tuple[dict[int, Any], dict[int, Any]]] = {}
     inter_by_family: dict[str, dict[int, Any]] = {}
 
+    def inter_of(family: str) -> dict[int, Any]:
+        """The intervention-side contribution on a family's explore prompts, read once."""
+        if family not in inter_by_family:
+            inter_by_family[family] = family_contribution(tracer, inter, explore_all[family])
+        return inter_by_family[family]
+
     def rest_of(family: str) -> dict[int, Any] | None:
         """Mean intervention-side contribution over every other family's explore prompts
         (``contrast`` only; each family weighs the same)."""
         if "contrast" not in selections:
             return None
-        for f, prompts in explore_all.items():
-            if f not in inter_by_family:
-                inter_by_family[f] = family_contribution(tracer, inter, prompts)
-        rest = [inter_by_family[f] for f in explore_all if f != family]
+        rest = [inter_of(f) for f in explore_all if f != family]
         return {layer: sum(r[layer] for r in rest) / len(rest) for layer in rest[0]}
     rows = []
     for planted, metric, cases, explore, min_den in planted_cases(built, n_confirm, "patch", seed):
@@ -223,7 +226,7 @@ def patching(built: Any, base: Any, inter: Any, tracer: Any, n_latents: int, dra
                 family_controls = []
                 for other in control_families:
                     if other not in other_contrib:
-                        other_contrib[other] = (family_contribution(tracer, inter, explore_all[other]),
+                        other_contrib[other] = (inter_of(other),
                                                 family_contribution(tracer, base, explore_all[other]))
                     ctrl, _ = select_latents(xc, *other_contrib[other], selection, n_latents,
                                              rest_of(other) if selection == "contrast" else None)
